@@ -1,0 +1,160 @@
+"""The one typed configuration of a training run, and the named recipes built from it.
+
+Every CLI flag of `python -m fastres train` is derived from a field of Config (cli.py), so this
+file is the single source of truth for what can be set. A recipe is a Config instance with a
+name; `--target T` picks the fastest recipe registered for the dataset whose declared target
+is >= T. Units are in the names where they matter.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+from .errors import FastresError
+
+
+@dataclass
+class Config:
+    # --- what to train ------------------------------------------------------------------
+    dataset: str = "cifar10"        # cifar10 | fashion-mnist | PATH.npz
+    target: float = 0.94            # test accuracy the recipe is declared to reach (mean of runs)
+    # --- model (model.py) ----------------------------------------------------------------
+    arch: str = "resnet9"           # resnet9 (Myrtle.ai) | airbench | resnet18 (D2L layout)
+    width: float = 1.0              # channel multiplier on the architecture's widths
+    act: str = "celu"               # identity | relu | celu | gelu | silu
+    celu_alpha: float = 0.3         # CELU alpha (Myrtle: 0.075, later 0.3 with frozen BN scales)
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1        # PyTorch convention: running = (1-m)*running + m*batch
+    bn_freeze_scale: bool = False   # BN scales fixed at 1 (only biases train)
+    ghost_batch: int = 0            # images per BN statistics group (0 = whole batch)
+    logit_scale: float = 0.125      # logits multiplied by this (Myrtle: 0.125)
+    whiten: bool = False            # patch-whitening first conv, initialised from training data
+    whiten_bias_epochs: float = 3.0  # airbench: whitening bias trains this long, then frozen
+    fused_bn: bool = True           # use the Triton fused BN+act kernel where it is available
+    # --- data and augmentation (data.py, augment.py) -------------------------------------
+    val_split: int = 0              # hold out this many training images as a validation set
+    crop_pad: int = 4               # random translate by up to this many px (reflect padding)
+    flip: str = "random"            # none | random | alternating
+    cutout: int = 0                 # side of the square cut out of each image (0 = off)
+    erase_p: float = 0.0            # random-erasing probability per image (0 = off)
+    erase_area: tuple = (0.02, 0.33)   # erased fraction of the image area (min, max)
+    erase_ratio: tuple = (0.3, 3.3)    # aspect ratio of the erased box (min, max)
+    # --- optimisation (train.py) ---------------------------------------------------------
+    epochs: float = 10.0
+    batch_size: int = 512
+    lr: float = 0.4                 # peak learning rate (loss averaged over the batch)
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4      # for conv/linear weights
+    bias_lr_scale: float = 1.0      # LR multiplier of biases and BN parameters (Myrtle: 64)
+    bias_decay_scale: float = 1.0   # weight-decay multiplier of biases and BN parameters (1/64)
+    label_smoothing: float = 0.0
+    schedule: str = "piecewise"     # piecewise | onecycle | constant
+    warmup_frac: float = 0.2        # fraction of steps spent rising to the peak LR
+    start_lr_frac: float = 0.0      # LR at step 0, as a fraction of the peak
+    final_lr_frac: float = 0.0      # LR at the last step, as a fraction of the peak
+    ema_decay: float = 0.0          # EMA of weights, decay per update (0 = off)
+    ema_every: int = 5              # steps between EMA updates
+    lookahead: bool = False         # reset weights to the EMA at each EMA update
+    # --- evaluation (evaluate.py) --------------------------------------------------------
+    tta: int = 1                    # 0 none, 1 mirror, 2 mirror x {0, up-left 1px, down-right 1px}
+    eval_batch_size: int = 1000
+    eval_every: int = 1             # diagnostic test eval every N epochs (outside the timer; 0 = off)
+    # --- running -------------------------------------------------------------------------
+    seed: int = 0
+    runs: int = 1
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    compile: bool = False           # torch.compile the model (GPU recipes)
+    deterministic: bool = False     # torch deterministic algorithms (slower on GPU)
+    threads: int = 0                # CPU threads for torch (0 = torch's default)
+    data_dir: str = ""              # where datasets are looked for first
+    download: bool = True           # download a missing dataset (CIFAR-10 / Fashion-MNIST)
+    output: str = ""                # directory for the JSONL log, plots and weights
+    plot: bool = False              # write an accuracy-vs-time PNG (needs matplotlib)
+    save: bool = False              # save final weights (plain tensors, weights_only loadable)
+    train_subset: int = 0           # use only the first N training images (0 = all; for tests)
+    test_subset: int = 0            # use only the first N test images (0 = all; for tests)
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self, train_size: int | None = None) -> None:
+        """Raise FastresError (one clear line) for values no run could use."""
+        def bad(msg):
+            raise FastresError(msg)
+        if not 0 < self.target <= 1:
+            bad(f"--target must be in (0, 1], got {self.target}")
+        for name in ("epochs", "lr", "batch_size", "runs", "eval_batch_size", "ema_every"):
+            if getattr(self, name) <= 0:
+                bad(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name, allowed in (("flip", ("none", "random", "alternating")),
+                              ("schedule", ("piecewise", "onecycle", "constant")),
+                              ("arch", ("resnet9", "airbench", "resnet18")),
+                              ("act", ("identity", "relu", "celu", "gelu", "silu"))):
+            if getattr(self, name) not in allowed:
+                bad(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.tta not in (0, 1, 2):
+            bad(f"--tta must be 0, 1 or 2, got {self.tta}")
+        if not 0 <= self.erase_p <= 1 or not 0 <= self.ema_decay < 1 or not 0 <= self.label_smoothing < 1:
+            bad("--erase-p must be in [0, 1], --ema-decay and --label-smoothing in [0, 1)")
+        if self.val_split < 0 or self.crop_pad < 0 or self.cutout < 0 or self.ghost_batch < 0:
+            bad("--val-split, --crop-pad, --cutout and --ghost-batch must be >= 0")
+        if train_size is not None:
+            if self.val_split >= train_size:
+                bad(f"--val-split {self.val_split} leaves no training images (training set has {train_size})")
+            if self.batch_size > train_size - self.val_split:
+                bad(f"--batch-size {self.batch_size} is larger than the training set "
+                    f"({train_size - self.val_split} images)")
+
+
+def config_fields():
+    return fields(Config)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    config: Config
+    claim: str = ""      # the measured claim, with device/date/runs; "" until measured
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(name: str, claim: str = "", **values) -> Recipe:
+    recipe = Recipe(name, Config(**values), claim)
+    RECIPES[name] = recipe
+    return recipe
+
+
+def dataset_key(dataset: str) -> str:
+    """Recipes are registered per dataset; every .npz shares the generic 'npz' recipes."""
+    return "npz" if dataset.endswith(".npz") else dataset
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise FastresError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]
+
+
+def select_recipe(dataset: str, target: float, device: str = "cuda") -> Recipe:
+    """The fastest recipe for `dataset` whose declared target is >= `target`.
+
+    Recipes are registered fastest-first per dataset and device class ('cpu' recipes are only
+    picked on CPU when one reaches the target)."""
+    if not 0 < target <= 1:
+        raise FastresError(f"--target must be in (0, 1], got {target}")
+    key = dataset_key(dataset)
+    candidates = [r for r in RECIPES.values() if dataset_key(r.config.dataset) == key and r.config.target >= target]
+    if not candidates:
+        best = max((r.config.target for r in RECIPES.values() if dataset_key(r.config.dataset) == key), default=None)
+        hint = f" (the highest registered target is {best})" if best is not None else ""
+        raise FastresError(f"no recipe for dataset {dataset!r} reaches target {target}{hint}")
+    on_cpu = device == "cpu"
+    preferred = [r for r in candidates if r.name.endswith("-cpu") == on_cpu] or candidates
+    return preferred[0]
+
+
+# Recipes are registered in recipes.py (imported here so they always exist).
+from . import recipes  # noqa: E402,F401

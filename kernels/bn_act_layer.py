@@ -1,0 +1,101 @@
+"""BatchNormAct2d: training-mode BatchNorm2d fused with its activation.
+
+A drop-in `nn.BatchNorm2d` subclass (same parameters, buffers and state_dict keys) that applies
+an activation after the normalisation, optionally with ghost batch norm (statistics per group of
+`ghost_batch` images) and a frozen scale. This file holds the pure-PyTorch reference path, used on
+CPU and whenever the fused Triton path is unavailable or switched off with `use_reference(True)`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ACTIVATIONS = ("identity", "relu", "celu", "gelu", "silu")
+
+
+def activation(z: torch.Tensor, act: str, alpha: float = 1.0) -> torch.Tensor:
+    if act == "identity":
+        return z
+    if act == "relu":
+        return F.relu(z)
+    if act == "celu":
+        return F.celu(z, alpha)
+    if act == "gelu":
+        return F.gelu(z)
+    if act == "silu":
+        return F.silu(z)
+    raise ValueError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
+
+
+def ghost_batch_stats(x: torch.Tensor, ghost_batch: int):
+    """Per-group mean and biased variance of x [N, C, H, W] for groups of `ghost_batch` images
+    (the last group may be smaller). Returns (mean [G, C], var [G, C], group index [N])."""
+    n, c = x.shape[:2]
+    group = torch.arange(n, device=x.device) // ghost_batch
+    groups = int(group[-1]) + 1
+    xf = x.float().flatten(2)                                     # (N, C, HW)
+    count = torch.bincount(group, minlength=groups).to(xf.dtype)[:, None] * xf.shape[2]
+    mean = torch.zeros(groups, c, device=x.device).index_add_(0, group, xf.sum(2)) / count
+    centred = xf - mean[group][:, :, None]
+    var = torch.zeros(groups, c, device=x.device).index_add_(0, group, centred.square().sum(2)) / count
+    return mean, var, group, count
+
+
+def bn_act_reference(x, weight, bias, running_mean, running_var, training: bool, momentum: float,
+                     eps: float, act: str = "identity", alpha: float = 1.0, ghost_batch: int = 0):
+    """Reference BatchNorm2d + activation in fp32; updates running stats in place when training.
+
+    Ghost batch norm: statistics per group of `ghost_batch` images; the running statistics are
+    updated with the average over groups of the group means and unbiased group variances, the
+    convention of Myrtle.ai's GhostBatchNorm (which averages its per-split running stats)."""
+    if not training or ghost_batch <= 0 or ghost_batch >= x.shape[0]:
+        y = F.batch_norm(x.float(), running_mean, running_var,
+                         None if weight is None else weight.float(), None if bias is None else bias.float(),
+                         training, momentum, eps)
+        return activation(y, act, alpha).to(x.dtype)
+    mean, var, group, count = ghost_batch_stats(x, ghost_batch)
+    if running_mean is not None:
+        with torch.no_grad():
+            unbiased = var * count / (count - 1).clamp(min=1)
+            running_mean.lerp_(mean.mean(0).to(running_mean.dtype), momentum)
+            running_var.lerp_(unbiased.mean(0).to(running_var.dtype), momentum)
+    rstd = torch.rsqrt(var + eps)
+    y = (x.float() - mean[group][:, :, None, None]) * rstd[group][:, :, None, None]
+    if weight is not None:
+        y = y * weight.float()[:, None, None] + bias.float()[:, None, None]
+    return activation(y, act, alpha).to(x.dtype)
+
+
+_FORCE_REFERENCE = False
+
+
+def use_reference(flag: bool = True) -> None:
+    """Global switch: force the pure-PyTorch path everywhere (for debugging and comparisons)."""
+    global _FORCE_REFERENCE
+    _FORCE_REFERENCE = flag
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d followed by an activation, state_dict-compatible with nn.BatchNorm2d.
+
+    act: one of ACTIVATIONS; alpha: CELU's alpha; ghost_batch: images per statistics group in
+    training (0 = whole batch); freeze_scale: keep the scale (weight) at its init value 1 and do
+    not train it, as the speed recipes do."""
+
+    def __init__(self, num_features: int, act: str = "relu", alpha: float = 1.0, eps: float = 1e-5,
+                 momentum: float = 0.1, ghost_batch: int = 0, freeze_scale: bool = False,
+                 device=None, dtype=None):
+        super().__init__(num_features, eps=eps, momentum=momentum, device=device, dtype=dtype)
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
+        self.act, self.alpha, self.ghost_batch = act, alpha, ghost_batch
+        self.weight.requires_grad_(not freeze_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bn_act_reference(x, self.weight, self.bias, self.running_mean, self.running_var,
+                                self.training, self.momentum, self.eps, self.act, self.alpha,
+                                self.ghost_batch)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, act={self.act}, ghost_batch={self.ghost_batch}"
