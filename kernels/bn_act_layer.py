@@ -81,15 +81,16 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
     act: one of ACTIVATIONS; alpha: CELU's alpha; ghost_batch: images per statistics group in
     training (0 = whole batch); freeze_scale: keep the scale (weight) at its init value 1 and do
-    not train it, as the speed recipes do."""
+    not train it, as the speed recipes do; fused: use the Triton kernel where it can run (CUDA
+    tensors) unless use_reference(True) forces the PyTorch path."""
 
     def __init__(self, num_features: int, act: str = "relu", alpha: float = 1.0, eps: float = 1e-5,
                  momentum: float = 0.1, ghost_batch: int = 0, freeze_scale: bool = False,
-                 device=None, dtype=None):
+                 fused: bool = True, device=None, dtype=None):
         super().__init__(num_features, eps=eps, momentum=momentum, device=device, dtype=dtype)
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
-        self.act, self.alpha, self.ghost_batch = act, alpha, ghost_batch
+        self.act, self.alpha, self.ghost_batch, self.fused = act, alpha, ghost_batch, fused
         self.weight.requires_grad_(not freeze_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
