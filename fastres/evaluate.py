@@ -1,0 +1,60 @@
+"""Evaluation with test-time augmentation (TTA).
+
+Levels (anchors.md, airbench): 0 = the image alone; 1 = the image and its mirror, averaged;
+2 = mirror x {no shift, 1 px up-left, 1 px down-right}, the unshifted pair weighted 1/2 and
+each shifted pair 1/4. Logits are averaged, then the argmax is the prediction.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Translate images (N, C, H, W) so content moves by (dy, dx) pixels, reflect-filling."""
+    p = max(abs(dy), abs(dx))
+    if p == 0:
+        return x
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (p, p, p, p), mode="reflect")
+    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
+
+
+def tta_views(level: int):
+    """(weight, dy, dx, mirror) for each view of a TTA level; weights sum to 1."""
+    if level == 0:
+        return [(1.0, 0, 0, False)]
+    if level == 1:
+        return [(0.5, 0, 0, False), (0.5, 0, 0, True)]
+    if level == 2:
+        return ([(0.25, 0, 0, m) for m in (False, True)]
+                + [(0.125, d, d, m) for d in (-1, 1) for m in (False, True)])
+    raise ValueError(f"TTA level must be 0, 1 or 2, got {level}")
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: int = 0, batch_size: int = 1000) -> torch.Tensor:
+    """TTA-averaged logits (N, K) in fp32. The model is put in eval mode and restored after."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for chunk in x.split(batch_size):                     # (B, C, H, W)
+        logits = 0.0
+        for weight, dy, dx, mirror in tta_views(tta):
+            view = shift(chunk, dy, dx)
+            if mirror:
+                view = view.flip(-1)
+            logits = logits + weight * model(view.contiguous(memory_format=torch.channels_last)).float()
+        outputs.append(logits)
+    model.train(was_training)
+    return torch.cat(outputs)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction correct as a 0-dim device tensor (no host sync until the caller reads it)."""
+    return (logits.argmax(1) == y).float().mean()
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tta: int = 0,
+             batch_size: int = 1000) -> float:
+    return float(accuracy(predict_logits(model, x, tta, batch_size), y))

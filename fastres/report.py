@@ -1,0 +1,207 @@
+"""Reporting: the per-epoch table, run statistics with a one-sided t-test, the JSONL log,
+the accuracy-vs-time plot, and the environment record (versions, device, git commit).
+
+Nothing here touches tensors on the device: callers pass plain Python numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+from .errors import FastresError
+
+# ---------------------------------------------------------------- statistics
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return result
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1) / (a + b + 2):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with df degrees of freedom."""
+    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+def t_ppf(q: float, df: float) -> float:
+    """Quantile of Student's t (bisection on t_sf; used for confidence intervals)."""
+    lo, hi = -1e3, 1e3
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if 1.0 - t_sf(mid, df) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def summarize(accuracies: list[float], times: list[float], target: float) -> dict:
+    """Mean, std (n-1), min, max of accuracy and time; runs reaching the target; and the
+    one-sided t-test p-value for H1: mean accuracy > target (None for a single run)."""
+    n = len(accuracies)
+    mean = sum(accuracies) / n
+    std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / (n - 1)) if n > 1 else 0.0
+    if n < 2:
+        p = None
+    elif std == 0:
+        p = 0.0 if mean > target else 1.0
+    else:
+        p = t_sf((mean - target) / (std / math.sqrt(n)), n - 1)
+    tmean = sum(times) / n
+    tstd = math.sqrt(sum((t - tmean) ** 2 for t in times) / (n - 1)) if n > 1 else 0.0
+    return {"runs": n, "target": target, "acc_mean": mean, "acc_std": std, "acc_min": min(accuracies),
+            "acc_max": max(accuracies), "time_mean": tmean, "time_std": tstd, "time_min": min(times),
+            "time_max": max(times), "reached": sum(a >= target for a in accuracies), "p_mean_above_target": p}
+
+
+# ---------------------------------------------------------------- tables
+
+
+class Table:
+    """A fixed-width table printed one row at a time (rows appear as epochs finish)."""
+
+    def __init__(self, columns: list[tuple[str, str]], printer=print):
+        self.columns, self.printer = columns, printer   # (name, format spec) pairs
+        self.widths = [max(len(name), 9) for name, _ in columns]
+
+    def header(self):
+        self.printer("  ".join(name.rjust(w) for (name, _), w in zip(self.columns, self.widths)))
+
+    def row(self, values: dict):
+        cells = []
+        for (name, spec), w in zip(self.columns, self.widths):
+            v = values.get(name)
+            cells.append(("" if v is None else format(v, spec)).rjust(w))
+        self.printer("  ".join(cells))
+
+
+def format_summary(s: dict) -> str:
+    p = s["p_mean_above_target"]
+    return (f"{s['runs']} run(s): accuracy {s['acc_mean']:.4f} +- {s['acc_std']:.4f} "
+            f"(min {s['acc_min']:.4f}, max {s['acc_max']:.4f}); time {s['time_mean']:.2f} +- "
+            f"{s['time_std']:.2f} s; {s['reached']}/{s['runs']} reached {s['target']}; "
+            f"p(mean > target) = {'n/a' if p is None else format(p, '.3g')}")
+
+
+# ---------------------------------------------------------------- environment and files
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device) -> dict:
+    import torch
+    info = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
+            "commit": git_commit(), "host_cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if str(device).startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call write(tmp_path) then rename onto path, so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class JsonlLog:
+    """Append-only JSON-lines log (one complete line per record, flushed at once)."""
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict):
+        if self.path is None:
+            return
+        line = json.dumps(record, default=_jsonable) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+
+
+def _jsonable(obj):
+    if is_dataclass(obj):
+        return asdict(obj)
+    if isinstance(obj, (tuple, set, Path)):
+        return list(obj) if not isinstance(obj, Path) else str(obj)
+    return str(obj)
+
+
+def plot_accuracy_vs_time(runs: list[dict], path: Path, title: str = "") -> Path:
+    """PNG of diagnostic accuracy against timed seconds, one line per run."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise FastresError("--plot needs matplotlib: pip install 'fastres[plot]'") from None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run in runs:
+        points = [(e["time_s"], e["eval_acc"]) for e in run["epochs"] if e.get("eval_acc") is not None]
+        points.append((run["time_s"], run["accuracy"]))
+        ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"seed {run['seed']}")
+    ax.set_xlabel("time inside the timer (s)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(runs) <= 10:
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path

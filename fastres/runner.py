@@ -1,0 +1,104 @@
+"""Run a configuration N times (seeds seed, seed+1, ...) and gather the results.
+
+Shared by `python -m fastres train` and, later, `study` and the distributed launcher: load the
+data once, upload it once, build (and compile) the model once, then train each seed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .data import load_dataset, upload
+from .errors import FastresError
+from .report import JsonlLog, Table, atomic_write, environment, format_summary, plot_accuracy_vs_time, summarize
+from .train import RunResult, new_model, train, unwrap, warm_up
+
+EPOCH_COLUMNS = [("run", "d"), ("epoch", "d"), ("train_loss", ".4f"), ("train_acc", ".4f"),
+                 ("eval_acc", ".4f"), ("tta_acc", ".4f"), ("time_s", ".2f")]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FastresError(f"--device {name} requested but CUDA is not available (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise FastresError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def configure_torch(cfg: Config, device: torch.device):
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tuple[list[RunResult], dict]:
+    """Train cfg.runs seeds (or the given ones); print the per-epoch table and a summary;
+    write the JSONL log, plot and weights into cfg.output when set."""
+    device = resolve_device(cfg.device)
+    configure_torch(cfg, device)
+    seeds = list(range(cfg.seed, cfg.seed + cfg.runs)) if seeds is None else seeds
+    host = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)   # disk I/O: untimed
+    host = subset(host, cfg.train_subset, cfg.test_subset)
+    cfg.validate(train_size=host.train_x.shape[0])
+    out = Path(cfg.output) if cfg.output else None
+    log = JsonlLog(out / "runs.jsonl" if out else None)
+    env = environment(device)
+    log.write({"type": "start", "config": asdict(cfg), "env": env, "dataset": host.name,
+               "train_images": host.train_x.shape[0], "test_images": host.test_x.shape[0]})
+    ds = upload(host, device)                                       # upload: untimed
+    compile_s = None
+    try:
+        torch.manual_seed(cfg.seed)
+        model = new_model(cfg, ds)          # reused by every run, re-initialised per seed
+        if cfg.compile:
+            model = torch.compile(model)
+            compile_s = warm_up(model, cfg, ds)
+            printer(f"compile warm-up: {compile_s:.1f} s (outside the timer)")
+        table = Table(EPOCH_COLUMNS, printer)
+        table.header()
+        results = []
+        for i, seed in enumerate(seeds):
+            def on_epoch(row, i=i, seed=seed):
+                table.row({"run": i, **row})
+                log.write({"type": "epoch", "seed": seed, **row})
+            result = train(cfg.replace(seed=seed), ds, model, on_epoch)
+            results.append(result)
+            log.write({"type": "run", **asdict(result)})
+            if out and cfg.save:
+                save_weights(model, out / f"weights-seed{seed}.pt")
+    except torch.cuda.OutOfMemoryError:
+        raise FastresError(f"CUDA out of memory at --batch-size {cfg.batch_size}; try a smaller batch size") from None
+    summary = summarize([r.accuracy for r in results], [r.time_s for r in results], cfg.target)
+    summary["compile_s"] = compile_s
+    printer(format_summary(summary))
+    log.write({"type": "summary", **summary})
+    if out and cfg.plot:
+        plot_accuracy_vs_time([asdict(r) for r in results], out / "accuracy_vs_time.png", title=cfg.dataset)
+    return results, summary
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> Path:
+    """Plain tensors only (no pickled objects), so torch.load(path, weights_only=True) reads it."""
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def subset(ds, train_n: int, test_n: int):
+    """The first train_n / test_n images (0 = all): for tests and quick studies."""
+    if train_n:
+        ds.train_x, ds.train_y = ds.train_x[:train_n], ds.train_y[:train_n]
+    if test_n:
+        ds.test_x, ds.test_y = ds.test_x[:test_n], ds.test_y[:test_n]
+    return ds

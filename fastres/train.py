@@ -1,0 +1,280 @@
+"""The training loop and the time-to-accuracy timer.
+
+    python -m fastres --recipe fashion-cpu            # one run, per-epoch table
+    python -m fastres --target 0.94 --runs 25         # the fastest CIFAR-10 recipe, 25 seeds
+
+Timing rules (anchors.md, the way airbench and the speedrun time themselves): inside the
+timer are on-device data preparation (uint8 -> normalised channels-last), whitening init,
+every training step, and the final TTA evaluation. Outside are disk I/O, the upload to the
+device, model construction, compile warm-up (reported separately) and the per-epoch
+diagnostic evaluations. GPU time is measured with CUDA events, CPU time with perf_counter.
+
+Loss convention: the loss is *summed* over the batch and SGD gets lr / batch_size and
+weight_decay * batch_size (Myrtle.ai's convention). That is the same update as a mean loss
+with (lr, weight_decay), but gradients stay large enough for fp16 without loss scaling.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .augment import EpochAugmenter, epoch_batches
+from .config import Config
+from .data import DeviceData, ImageSet, prepare
+from .errors import FastresError
+from .evaluate import accuracy, predict_logits
+from .model import build_model, to_training_dtype
+
+
+class Timer:
+    """Sums the time of start()/stop() segments: CUDA events on GPU (no host sync until
+    total()), perf_counter on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.segments, self.seconds, self._t0 = [], 0.0, None
+
+    def start(self):
+        if self.cuda:
+            self._t0 = torch.cuda.Event(enable_timing=True)
+            self._t0.record()
+        else:
+            self._t0 = time.perf_counter()
+
+    def stop(self):
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.segments.append((self._t0, end))
+        else:
+            self.seconds += time.perf_counter() - self._t0
+
+    def total(self) -> float:
+        """Seconds inside the timer so far (synchronises the GPU)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.seconds += sum(a.elapsed_time(b) for a, b in self.segments) / 1000
+            self.segments = []
+        return self.seconds
+
+
+def lr_factor(cfg: Config, step: int, total_steps: int) -> float:
+    """Per-step LR multiplier: linear (piecewise) or cosine (onecycle) rise from start_lr_frac
+    to 1 over warmup_frac of the steps, then down to final_lr_frac at the last step."""
+    if cfg.schedule == "constant":
+        return 1.0
+    peak = cfg.warmup_frac * total_steps
+    if step < peak:
+        a, b, frac = cfg.start_lr_frac, 1.0, step / peak
+    else:
+        a, b, frac = 1.0, cfg.final_lr_frac, (step - peak) / max(total_steps - peak, 1)
+    if cfg.schedule == "onecycle":
+        frac = (1 - math.cos(math.pi * frac)) / 2
+    return a + (b - a) * frac
+
+
+def param_groups(model: torch.nn.Module, cfg: Config) -> list[dict]:
+    """Weights (conv/linear, ndim > 1) and the rest (biases, BN parameters) in their own group
+    with scaled LR and weight decay (Myrtle: bias LR x64, decay / 64 with frozen BN scales).
+    The 'base_lr' key holds the peak LR the schedule multiplies."""
+    weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    others = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    b = cfg.batch_size
+    return [{"params": weights, "base_lr": cfg.lr / b, "weight_decay": cfg.weight_decay * b},
+            {"params": others, "base_lr": cfg.lr * cfg.bias_lr_scale / b,
+             "weight_decay": cfg.weight_decay * cfg.bias_decay_scale * b}]
+
+
+class WeightAverage:
+    """EMA of all floating-point parameters and buffers, updated every `every` steps. With
+    lookahead the live weights are reset to the average at each update."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, lookahead: bool):
+        self.decay, self.lookahead = decay, lookahead
+        self.live = [t for t in model.state_dict().values() if t.is_floating_point()]
+        self.avg = [t.detach().clone() for t in self.live]
+
+    @torch.no_grad()
+    def update(self):
+        torch._foreach_lerp_(self.avg, self.live, 1 - self.decay)
+        if self.lookahead:
+            torch._foreach_copy_(self.live, self.avg)
+
+    @torch.no_grad()
+    def swap(self):
+        """Exchange live and averaged weights (call twice to undo)."""
+        for live, avg in zip(self.live, self.avg):
+            tmp = live.clone()
+            live.copy_(avg)
+            avg.copy_(tmp)
+
+
+@dataclass
+class RunResult:
+    seed: int
+    accuracy: float                   # final test accuracy with TTA (inside the timer)
+    time_s: float                     # time-to-accuracy: everything inside the timer
+    val_accuracy: float | None = None  # with TTA, when a validation split is held out
+    steps: int = 0
+    epochs: list = field(default_factory=list)  # per-epoch diagnostics
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module behind a torch.compile wrapper (its state_dict keys are the plain ones)."""
+    return getattr(model, "_orig_mod", model)
+
+
+def training_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def new_model(cfg: Config, ds: ImageSet) -> torch.nn.Module:
+    """The recipe's model, randomly initialised from the current torch seed, in the
+    training dtype and channels-last."""
+    _, h, _, c = ds.train_x.shape
+    model = build_model(cfg, in_channels=c, num_classes=ds.num_classes, image_size=h)
+    return to_training_dtype(model.to(ds.train_x.device), training_dtype(ds.train_x.device))
+
+
+def warm_up(model: torch.nn.Module, cfg: Config, ds: ImageSet) -> float:
+    """Run the compiled model through every shape of a run (train batch, train mode with and
+    without the whitening bias trainable, eval batches) on random labels, outside the timer,
+    then restore its weights. Returns the seconds spent."""
+    t0 = time.perf_counter()
+    saved = copy.deepcopy(unwrap(model).state_dict())
+    device, dtype = ds.train_x.device, training_dtype(ds.train_x.device)
+    c, h = ds.train_x.shape[3], ds.train_x.shape[1]
+    x = torch.randn(cfg.batch_size, c, h, h, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, ds.num_classes, (cfg.batch_size,), device=device)
+    whiten = getattr(unwrap(model), "whiten", None)
+    for bias_trainable in ((True, False) if whiten is not None and whiten.bias is not None else (None,)):
+        if bias_trainable is not None:
+            whiten.bias.requires_grad_(bias_trainable)
+        for _ in range(2):
+            F.cross_entropy(model(x).float(), y, reduction="sum").backward()
+    model.zero_grad(set_to_none=True)
+    n_eval = min(cfg.eval_batch_size, ds.test_x.shape[0])
+    predict_logits(model, x[:1].expand(n_eval, -1, -1, -1), cfg.tta, cfg.eval_batch_size)
+    unwrap(model).load_state_dict(saved)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_epoch=None) -> RunResult:
+    """One training run of `cfg` on `ds` (uint8 tensors already on the training device).
+
+    model: a (possibly compiled) model to reuse across runs; it is re-initialised here from a
+    fresh model built with this run's seed. on_epoch(dict) receives per-epoch diagnostics."""
+    device = ds.train_x.device
+    torch.manual_seed(cfg.seed)
+    fresh = new_model(cfg, ds)
+    if model is None:
+        model = fresh
+    else:
+        unwrap(model).load_state_dict(fresh.state_dict())
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    timer = Timer(device)
+
+    timer.start()  # ------------------------------------------------------------ timed
+    data: DeviceData = prepare(ds, training_dtype(device), cfg.val_split)
+    n = data.train_x.shape[0]
+    if cfg.batch_size > n:
+        raise FastresError(f"--batch-size {cfg.batch_size} is larger than the training set ({n} images)")
+    unwrap(model).init_whitening(data.train_x)
+    whiten = unwrap(model).whiten
+    if whiten is not None and whiten.bias is not None:
+        whiten.bias.requires_grad_(True)
+    groups = param_groups(model, cfg)
+    opt = torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    average = WeightAverage(model, cfg.ema_decay, cfg.lookahead) if cfg.ema_decay > 0 else None
+    augment = EpochAugmenter(n, cfg.crop_pad, cfg.flip, cfg.cutout, cfg.erase_p, cfg.erase_area,
+                             cfg.erase_ratio, generator=gen)
+    steps_per_epoch = n // cfg.batch_size
+    total_steps = max(1, round(cfg.epochs * steps_per_epoch))
+    losses = torch.zeros(total_steps, device=device)        # per-step summed loss, read once per epoch
+    correct = torch.zeros(total_steps, device=device)
+    whiten_bias_steps = round(cfg.whiten_bias_epochs * steps_per_epoch)
+    step, epoch, epochs_log = 0, 0, []
+    while step < total_steps:
+        x_epoch = augment(data.train_x, epoch)              # (N, C, H, W), whole epoch at once
+        first = step
+        for idx in epoch_batches(n, cfg.batch_size, gen):
+            if step == total_steps:
+                break
+            if step == whiten_bias_steps and whiten is not None and whiten.bias is not None:
+                whiten.bias.requires_grad_(False)           # airbench: freeze after ~3 epochs
+            factor = lr_factor(cfg, step, total_steps)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * factor
+            logits = model(x_epoch[idx]).float()
+            y = data.train_y[idx]
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses[step] = loss.detach()
+            correct[step] = (logits.detach().argmax(1) == y).sum()
+            step += 1
+            if average is not None and step % cfg.ema_every == 0:
+                average.update()
+        epoch += 1
+        last = step == total_steps
+        if not (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+            continue
+        timer.stop()  # ------------------------------------------- diagnostics, untimed
+        check_finite(losses[first:step], first, opt, cfg, total_steps)
+        row = {"epoch": epoch, "train_loss": float(losses[first:step].sum()) / ((step - first) * cfg.batch_size),
+               "train_acc": float(correct[first:step].sum()) / ((step - first) * cfg.batch_size),
+               "time_s": timer.total(), "eval_acc": None}
+        if not last:
+            x_eval, y_eval = (data.val_x, data.val_y) if data.val_x is not None else (data.test_x, data.test_y)
+            with averaged(average):
+                row["eval_acc"] = float(accuracy(predict_logits(model, x_eval, 0, cfg.eval_batch_size), y_eval))
+            epochs_log.append(row)
+            if on_epoch:
+                on_epoch(row)
+        timer.start()  # ----------------------------------------------------- timed
+    if average is not None and not cfg.lookahead:
+        average.swap()                                      # evaluate (and keep) the EMA weights
+    test_acc = accuracy(predict_logits(model, data.test_x, cfg.tta, cfg.eval_batch_size), data.test_y)
+    timer.stop()  # ---------------------------------------------------------- untimed
+    result = RunResult(cfg.seed, float(test_acc), timer.total(), steps=step, epochs=epochs_log)
+    if data.val_x is not None:
+        result.val_accuracy = float(accuracy(predict_logits(model, data.val_x, cfg.tta, cfg.eval_batch_size), data.val_y))
+    row.update(eval_acc=result.val_accuracy, tta_acc=result.accuracy, time_s=result.time_s)
+    epochs_log.append(row)
+    if on_epoch:
+        on_epoch(row)
+    return result
+
+
+class averaged:
+    """Context manager: evaluate with the averaged weights when an EMA is kept."""
+
+    def __init__(self, average: WeightAverage | None):
+        self.average = average if average is not None and not average.lookahead else None
+
+    def __enter__(self):
+        if self.average:
+            self.average.swap()
+
+    def __exit__(self, *exc):
+        if self.average:
+            self.average.swap()
+
+
+def check_finite(losses: torch.Tensor, first_step: int, opt, cfg: Config, total_steps: int):
+    """Stop on a NaN/inf loss, naming the first bad step and its LR (checked once per epoch so
+    no host sync happens inside an epoch)."""
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        s = first_step + int(bad[0])
+        lr = opt.param_groups[0]["base_lr"] * cfg.batch_size * lr_factor(cfg, s, total_steps)
+        raise FastresError(f"loss became {float(losses[int(bad[0])])} at step {s} (lr {lr:.4g}); "
+                           f"try a lower --lr")
