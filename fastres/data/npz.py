@@ -1,0 +1,51 @@
+"""Any image set from a .npz file with uint8 `train_x`, `test_x` ([N,H,W] or [N,H,W,C]) and
+integer `train_y`, `test_y`. Loaded with allow_pickle=False: an .npz holding object arrays is
+rejected rather than unpickled. num_classes is the largest label + 1 over train and test.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import FastresError
+from .cache import load_or_build
+from .imageset import ImageSet, validate
+
+KEYS = ("train_x", "train_y", "test_x", "test_y")
+MAX_CLASSES = 10_000    # a larger label is far more likely a wrong array than a real class count
+
+
+def parse_npz(path: Path) -> ImageSet:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in KEYS if k not in npz.files]
+            if missing:
+                raise FastresError(f"{path} is missing {', '.join(missing)} (needs {', '.join(KEYS)})")
+            arrays = {k: npz[k] for k in KEYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise FastresError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    for key, a in arrays.items():
+        if key.endswith("_x") and a.dtype != np.uint8:
+            raise FastresError(f"{path}: {key} must be uint8 images (0..255), got {a.dtype}")
+        if key.endswith("_y") and not np.issubdtype(a.dtype, np.integer):
+            raise FastresError(f"{path}: {key} must hold integer labels, got {a.dtype}")
+    labels = np.concatenate([arrays["train_y"].ravel(), arrays["test_y"].ravel()])
+    if labels.size and labels.max() >= MAX_CLASSES:
+        raise FastresError(f"{path}: label {labels.max()} is out of range (at most {MAX_CLASSES} classes)")
+    num_classes = int(labels.max()) + 1 if labels.size else 0
+    tensors = {}
+    for key, a in arrays.items():
+        if key.endswith("_x") and a.ndim == 3:
+            a = a[..., None]                        # (N, H, W) -> one channel
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(a) if key.endswith("_x") else a.astype(np.int64))
+    return validate(ImageSet(path.stem, **tensors, num_classes=num_classes), str(path))
+
+
+def load(path: str) -> ImageSet:
+    p = Path(path)
+    if not p.is_file():
+        raise FastresError(f"dataset file {path} not found")
+    return load_or_build(f"npz-{p.stem}", [p], lambda: parse_npz(p))
