@@ -3,13 +3,19 @@
 A drop-in `nn.BatchNorm2d` subclass (same parameters, buffers and state_dict keys) that applies
 an activation after the normalisation, optionally with ghost batch norm (statistics per group of
 `ghost_batch` images) and a frozen scale. This file holds the pure-PyTorch reference path, used on
-CPU and whenever the fused Triton path is unavailable or switched off with `use_reference(True)`.
+CPU and whenever the fused Triton path is unavailable or switched off with `use_reference(True)`;
+the Triton path (bn_act_op.py) runs on CUDA tensors. Tests: `OMP_NUM_THREADS=1 pytest tests/test_bn_act.py`.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+try:  # CPU-only installs may lack triton: the reference path still works there.
+    from . import bn_act_op
+except ImportError:  # pragma: no cover
+    bn_act_op = None
 
 ACTIVATIONS = ("identity", "relu", "celu", "gelu", "silu")
 
@@ -82,7 +88,11 @@ class BatchNormAct2d(nn.BatchNorm2d):
     act: one of ACTIVATIONS; alpha: CELU's alpha; ghost_batch: images per statistics group in
     training (0 = whole batch); freeze_scale: keep the scale (weight) at its init value 1 and do
     not train it, as the speed recipes do; fused: use the Triton kernel where it can run (CUDA
-    tensors) unless use_reference(True) forces the PyTorch path."""
+    tensors) unless use_reference(True) forces the PyTorch path.
+
+    `backend` (attribute, not a constructor argument): "auto" = Triton on CUDA, reference on CPU
+    (CPU training never pays for Triton's interpreter); "triton" = always the Triton op (tests
+    run it on CPU under TRITON_INTERPRET=1); "reference" = always the PyTorch path."""
 
     def __init__(self, num_features: int, act: str = "relu", alpha: float = 1.0, eps: float = 1e-5,
                  momentum: float = 0.1, ghost_batch: int = 0, freeze_scale: bool = False,
@@ -92,11 +102,36 @@ class BatchNormAct2d(nn.BatchNorm2d):
             raise ValueError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
         self.act, self.alpha, self.ghost_batch, self.fused = act, alpha, ghost_batch, fused
         self.weight.requires_grad_(not freeze_scale)
+        self.backend = "auto"
+
+    def _fused_path(self, x: torch.Tensor) -> bool:
+        if not self.fused or _FORCE_REFERENCE or bn_act_op is None or self.backend == "reference":
+            return False
+        return self.backend == "triton" or x.is_cuda
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bn_act_reference(x, self.weight, self.bias, self.running_mean, self.running_var,
-                                self.training, self.momentum, self.eps, self.act, self.alpha,
-                                self.ghost_batch)
+        self._check_input_dim(x)
+        factor = self.momentum
+        if self.training:
+            if x.numel() == x.shape[1]:
+                raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
+                factor = 1.0 / float(self.num_batches_tracked)
+        if not self._fused_path(x):
+            return bn_act_reference(x, self.weight, self.bias, self.running_mean, self.running_var,
+                                    self.training, factor, self.eps, self.act, self.alpha,
+                                    self.ghost_batch)
+        if not self.training:
+            return bn_act_op.bn_act_eval(x, self.weight, self.bias, self.running_mean,
+                                         self.running_var, self.eps, self.act, self.alpha)
+        y, mean, _, var = bn_act_op.bn_act_train(x, self.weight, self.bias, self.eps, self.act,
+                                                 self.alpha, self.ghost_batch)
+        # The forward op is functional; the buffers are updated by a separate mutating op with
+        # detached statistics, so autograd and torch.compile never see the mutation.
+        bn_act_op.bn_update_running(self.running_mean, self.running_var, mean.detach(),
+                                    var.detach(), factor)
+        return y
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, act={self.act}, ghost_batch={self.ghost_batch}"

@@ -1,0 +1,282 @@
+"""Triton kernels for training-mode BatchNorm2d fused with an activation.
+
+Not run directly: bn_act_op.py launches these; tests/test_bn_act.py checks them
+(`OMP_NUM_THREADS=1 pytest tests/test_bn_act.py`, CPU via TRITON_INTERPRET=1) and
+bench/kernels.py times them (`python bench/kernels.py --out bench/results/bn_act.json`).
+
+Data layout: a channels-last activation [N, C, H, W] is the row-major matrix [M = N*H*W, C],
+so a tile [BLOCK_M, BLOCK_C] reads BLOCK_M contiguous row segments (coalesced), unlike the
+one-program-per-channel kernels of attorch/FlagGems that walk M with stride C.
+
+Work split (shared by every kernel over [M, C], so partials line up): rows form G statistics
+groups of R rows (ghost batch norm; G = 1, R = M otherwise; the last group may be shorter);
+each group is cut into S slabs of SLAB rows; program (p, cb) with p = g*S + s walks slab s
+of group g in BLOCK_M steps for channel block cb. Reductions write one fp32 partial per
+program into [G*S, C] buffers that a finalize kernel combines in a fixed order: no atomics,
+so results are bit-identical from call to call.
+
+No block pointers (removed in triton 3.9), no libdevice (fails in the interpreter), and
+tl.exp only on fp32 (the interpreter rejects fp16).
+"""
+import triton
+import triton.language as tl
+
+# Activation codes (constexpr ints; the op layer maps names to them).
+IDENTITY, RELU, CELU, GELU, SILU = 0, 1, 2, 3, 4
+ACT_CODES = {"identity": IDENTITY, "relu": RELU, "celu": CELU, "gelu": GELU, "silu": SILU}
+
+
+# ---------------------------------------------------------------- activation math (fp32)
+@triton.jit
+def _act_fwd(z, alpha, ACT: tl.constexpr):
+    if ACT == RELU:
+        z = tl.maximum(z, 0.0)
+    elif ACT == CELU:
+        # exp of min(z, 0): the z > 0 branch is discarded, but must not overflow to inf.
+        z = tl.where(z > 0, z, alpha * (tl.exp(tl.minimum(z, 0.0) / alpha) - 1.0))
+    elif ACT == GELU:  # exact (erf) GELU, F.gelu's default
+        z = 0.5 * z * (1.0 + tl.erf(z * 0.7071067811865476))
+    elif ACT == SILU:
+        z = z * tl.sigmoid(z)
+    return z
+
+
+@triton.jit
+def _act_grad(z, alpha, ACT: tl.constexpr):
+    """d act(z) / dz, matching PyTorch's backward formulas (relu'(0) = 0)."""
+    if ACT == RELU:
+        d = tl.where(z > 0, 1.0, 0.0)
+    elif ACT == CELU:
+        d = tl.where(z > 0, 1.0, tl.exp(tl.minimum(z, 0.0) / alpha))
+    elif ACT == GELU:
+        cdf = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476))
+        d = cdf + z * tl.exp(-0.5 * z * z) * 0.3989422804014327
+    elif ACT == SILU:
+        s = tl.sigmoid(z)
+        d = s * (1.0 + z * (1.0 - s))
+    else:
+        d = tl.full(z.shape, 1.0, tl.float32)
+    return d
+
+
+# ---------------------------------------------------------------- shared indexing
+@triton.jit
+def _slab(M, R, S, SLAB):
+    """Group index and the [row_start, row_end) range of this program's slab."""
+    p = tl.program_id(0)
+    g = p // S
+    row_start = g * R + (p % S) * SLAB
+    row_end = tl.minimum(tl.minimum(row_start + SLAB, g * R + R), M)
+    return g, row_start, row_end
+
+
+@triton.jit
+def _tile(x_ptr, start, row_end, cols, C, BLOCK_M: tl.constexpr):
+    """Load one [BLOCK_M, BLOCK_C] tile as fp32 (0 outside the slab); returns tile, mask, offsets."""
+    rows = start + tl.arange(0, BLOCK_M)
+    mask = (rows < row_end)[:, None] & (cols < C)[None, :]
+    offs = rows.to(tl.int64)[:, None] * C + cols[None, :]   # int64: M*C can pass 2**31
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    return x, mask, offs
+
+
+@triton.jit
+def _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR: tl.constexpr):
+    """Per-channel mean and rstd of group g; FROM_VAR: rstd_ptr holds a variance (eval mode)."""
+    cmask = cols < C
+    mean = tl.load(mean_ptr + g * C + cols, mask=cmask, other=0.0).to(tl.float32)
+    r = tl.load(rstd_ptr + g * C + cols, mask=cmask, other=1.0).to(tl.float32)
+    if FROM_VAR:
+        r = tl.rsqrt(r + eps)
+    return mean, r
+
+
+# ---------------------------------------------------------------- forward
+@triton.jit
+def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, M, C, R, S, SLAB,
+                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per-slab mean and centred M2 per channel. Each tile is centred on its own mean before
+    squaring and merged with Chan's formula, so |mean| >> std does not cancel digits."""
+    g, row_start, row_end = _slab(M, R, S, SLAB)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    n = 0.0
+    mean = tl.zeros([BLOCK_C], tl.float32)
+    m2 = tl.zeros([BLOCK_C], tl.float32)
+    for start in range(row_start, row_end, BLOCK_M):
+        x, mask, _ = _tile(x_ptr, start, row_end, cols, C, BLOCK_M)
+        nb = tl.minimum(row_end - start, BLOCK_M).to(tl.float32)
+        mean_b = tl.sum(x, axis=0) / nb
+        d = tl.where(mask, x - mean_b[None, :], 0.0)
+        m2_b = tl.sum(d * d, axis=0)
+        delta = mean_b - mean
+        n_ab = n + nb
+        mean = mean + delta * (nb / n_ab)
+        m2 = m2 + m2_b + delta * delta * (n * nb / n_ab)
+        n = n_ab
+    out = tl.program_id(0) * C + cols
+    tl.store(pmean_ptr + out, mean, mask=cols < C)
+    tl.store(pm2_ptr + out, m2, mask=cols < C)
+
+
+@triton.jit
+def bn_finalize_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, M, C, R, S, SLAB, eps,
+                       BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Combine group g's S slab partials (fixed order) into mean, rstd = 1/sqrt(var + eps)
+    and the unbiased variance (for the running statistics). Chunks of BLOCK_P partials are
+    merged at once (n = sum n_i, M2 = sum M2_i + sum n_i (mean_i - mean)^2), chunks pairwise."""
+    g = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    group_rows = tl.minimum(R, M - g * R)
+    n = 0.0
+    mean = tl.zeros([BLOCK_C], tl.float32)
+    m2 = tl.zeros([BLOCK_C], tl.float32)
+    for s0 in range(0, S, BLOCK_P):
+        s = s0 + tl.arange(0, BLOCK_P)
+        # Rows in each slab (0 for slabs past the end of a short last group).
+        cnt = tl.minimum(tl.maximum(group_rows - s * SLAB, 0), SLAB).to(tl.float32)
+        cnt = tl.where(s < S, cnt, 0.0)
+        mask = (s < S)[:, None] & (cols < C)[None, :]
+        offs = (g * S + s)[:, None] * C + cols[None, :]
+        pmean = tl.load(pmean_ptr + offs, mask=mask, other=0.0)
+        pm2 = tl.load(pm2_ptr + offs, mask=mask, other=0.0)
+        nb = tl.sum(cnt, axis=0)
+        mean_b = tl.sum(cnt[:, None] * pmean, axis=0) / tl.maximum(nb, 1.0)
+        d = pmean - mean_b[None, :]
+        m2_b = tl.sum(pm2 + cnt[:, None] * d * d, axis=0)
+        delta = mean_b - mean
+        n_ab = n + nb
+        mean = mean + delta * (nb / tl.maximum(n_ab, 1.0))
+        m2 = m2 + m2_b + delta * delta * (n * nb / tl.maximum(n_ab, 1.0))
+        n = n_ab
+    cmask = cols < C
+    tl.store(mean_ptr + g * C + cols, mean, mask=cmask)
+    tl.store(rstd_ptr + g * C + cols, tl.rsqrt(m2 / n + eps), mask=cmask)
+    tl.store(var_ptr + g * C + cols, m2 / tl.maximum(n - 1.0, 1.0), mask=cmask)
+
+
+@triton.jit
+def bn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, M, C, R, S, SLAB, eps, alpha,
+                    ACT: tl.constexpr, FROM_VAR: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """y = act(gamma * (x - mean) * rstd + beta), stored in y's dtype. Subtracting the mean
+    before scaling (rather than x*scale + shift) keeps z accurate when |mean| >> std."""
+    g, row_start, row_end = _slab(M, R, S, SLAB)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mean, rstd = _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR)
+    w = tl.load(w_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
+    scale = rstd * w
+    for start in range(row_start, row_end, BLOCK_M):
+        x, mask, offs = _tile(x_ptr, start, row_end, cols, C, BLOCK_M)
+        z = (x - mean[None, :]) * scale[None, :] + b[None, :]
+        y = _act_fwd(z, alpha, ACT)
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def bn_running_kernel(rmean_ptr, rvar_ptr, mean_ptr, var_ptr, G, C, momentum, BLOCK_C: tl.constexpr):
+    """running = (1 - momentum) * running + momentum * (average over groups of the group mean /
+    unbiased group variance): PyTorch's convention, ghost groups as in bn_act_layer.py."""
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    acc_mean = tl.zeros([BLOCK_C], tl.float32)
+    acc_var = tl.zeros([BLOCK_C], tl.float32)
+    for g in range(0, G):
+        acc_mean += tl.load(mean_ptr + g * C + cols, mask=cmask, other=0.0)
+        acc_var += tl.load(var_ptr + g * C + cols, mask=cmask, other=0.0)
+    rm = tl.load(rmean_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    rv = tl.load(rvar_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    rm = (1.0 - momentum) * rm + momentum * (acc_mean / G)
+    rv = (1.0 - momentum) * rv + momentum * (acc_var / G)
+    tl.store(rmean_ptr + cols, rm.to(rmean_ptr.dtype.element_ty), mask=cmask)
+    tl.store(rvar_ptr + cols, rv.to(rvar_ptr.dtype.element_ty), mask=cmask)
+
+
+# ---------------------------------------------------------------- backward
+@triton.jit
+def _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b, alpha,
+               ACT: tl.constexpr, BLOCK_M: tl.constexpr):
+    """x_hat and g = dy * act'(z) for one tile, from the saved x, mean and rstd only."""
+    x, mask, offs = _tile(x_ptr, start, row_end, cols, C, BLOCK_M)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    xhat = (x - mean[None, :]) * rstd[None, :]
+    if ACT == IDENTITY:
+        gz = dy
+    else:
+        gz = dy * _act_grad(xhat * w[None, :] + b[None, :], alpha, ACT)
+    return xhat, gz, mask, offs
+
+
+@triton.jit
+def bn_bwd_reduce_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, psum_g_ptr, psum_gx_ptr,
+                         M, C, R, S, SLAB, eps, alpha, ACT: tl.constexpr, FROM_VAR: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per-slab partial sums of g and g * x_hat per channel."""
+    g, row_start, row_end = _slab(M, R, S, SLAB)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mean, rstd = _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR)
+    w = tl.load(w_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
+    sum_g = tl.zeros([BLOCK_C], tl.float32)
+    sum_gx = tl.zeros([BLOCK_C], tl.float32)
+    for start in range(row_start, row_end, BLOCK_M):
+        xhat, gz, mask, _ = _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b,
+                                       alpha, ACT, BLOCK_M)
+        gz = tl.where(mask, gz, 0.0)
+        sum_g += tl.sum(gz, axis=0)
+        sum_gx += tl.sum(gz * xhat, axis=0)
+    out = tl.program_id(0) * C + cols
+    tl.store(psum_g_ptr + out, sum_g, mask=cols < C)
+    tl.store(psum_gx_ptr + out, sum_gx, mask=cols < C)
+
+
+@triton.jit
+def bn_bwd_finalize_kernel(psum_g_ptr, psum_gx_ptr, sum_g_ptr, sum_gx_ptr, dw_ptr, db_ptr, G, C, S,
+                           WRITE_DW: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per-group sums (for dx) and their totals over groups, dgamma = sum g*x_hat and
+    dbeta = sum g, in a fixed order. Skips dgamma when the scale is frozen."""
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    tot_g = tl.zeros([BLOCK_C], tl.float32)
+    tot_gx = tl.zeros([BLOCK_C], tl.float32)
+    for g in range(0, G):
+        acc_g = tl.zeros([BLOCK_C], tl.float32)
+        acc_gx = tl.zeros([BLOCK_C], tl.float32)
+        for s0 in range(0, S, BLOCK_P):
+            s = s0 + tl.arange(0, BLOCK_P)
+            mask = (s < S)[:, None] & cmask[None, :]
+            offs = (g * S + s)[:, None] * C + cols[None, :]
+            acc_g += tl.sum(tl.load(psum_g_ptr + offs, mask=mask, other=0.0), axis=0)
+            acc_gx += tl.sum(tl.load(psum_gx_ptr + offs, mask=mask, other=0.0), axis=0)
+        tl.store(sum_g_ptr + g * C + cols, acc_g, mask=cmask)
+        tl.store(sum_gx_ptr + g * C + cols, acc_gx, mask=cmask)
+        tot_g += acc_g
+        tot_gx += acc_gx
+    tl.store(db_ptr + cols, tot_g.to(db_ptr.dtype.element_ty), mask=cmask)
+    if WRITE_DW:
+        tl.store(dw_ptr + cols, tot_gx.to(dw_ptr.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def bn_bwd_dx_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, sum_g_ptr, sum_gx_ptr,
+                     M, C, R, S, SLAB, eps, alpha, ACT: tl.constexpr, BATCH_STATS: tl.constexpr,
+                     FROM_VAR: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dx = gamma * rstd * (g - sum(g)/n - x_hat * sum(g*x_hat)/n) with n the group's rows;
+    with running statistics (eval mode) the mean and rstd are constants: dx = gamma*rstd*g."""
+    g, row_start, row_end = _slab(M, R, S, SLAB)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    mean, rstd = _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR)
+    w = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    if BATCH_STATS:
+        n = tl.minimum(R, M - g * R).to(tl.float32)
+        mean_g = tl.load(sum_g_ptr + g * C + cols, mask=cmask, other=0.0) / n
+        mean_gx = tl.load(sum_gx_ptr + g * C + cols, mask=cmask, other=0.0) / n
+    for start in range(row_start, row_end, BLOCK_M):
+        xhat, gz, mask, offs = _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b,
+                                          alpha, ACT, BLOCK_M)
+        if BATCH_STATS:
+            gz = gz - mean_g[None, :] - xhat * mean_gx[None, :]
+        dx = gz * (w * rstd)[None, :]
+        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)

@@ -1,0 +1,220 @@
+"""torch.library registration of the fused BatchNorm + activation kernels.
+
+Tested by `OMP_NUM_THREADS=1 pytest tests/test_bn_act.py` (CPU: TRITON_INTERPRET=1, set by
+tests/conftest.py before this module is imported), timed by `python bench/kernels.py`.
+
+Ops (namespace `fastres`), all functional except the running-statistics update:
+  bn_act_train(x, weight, bias, eps, act, alpha, ghost_batch) -> (y, mean, rstd, var_unbiased)
+      y is channels-last in x's dtype; mean/rstd/var_unbiased are fp32 [G, C] (G statistics
+      groups: ceil(N / ghost_batch) with ghost batch norm, else 1). Differentiable in y only.
+  bn_act_eval(x, weight, bias, running_mean, running_var, eps, act, alpha) -> y
+  bn_act_backward(dy, x, weight, bias, mean, rstd, ...) -> (dx, dweight, dbias)
+      recomputes x_hat and z from x, mean, rstd: the forward saves nothing else.
+  bn_update_running(running_mean!, running_var!, mean, var_unbiased, momentum) -> ()
+      mutates the buffers; called by BatchNormAct2d with detached statistics, outside autograd.
+Each op has a fake (meta) implementation returning the real strides, so torch.compile traces a
+net using them with fullgraph=True, and an autograd formula where it is differentiable.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+from torch import Tensor
+
+from . import bn_act_kernels as K
+
+_CL = torch.channels_last
+
+
+# ---------------------------------------------------------------- launch geometry
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+@functools.lru_cache(maxsize=1024)
+def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int):
+    """Blocks and the slab split for a [M, C] problem with G groups of R rows.
+
+    GPU: BLOCK_C up to 128 (a row segment of >= 128 bytes in fp16 from C = 64), tiles of 8192
+    elements, and about 4 programs per SM so each program streams a long slab. Interpreter:
+    programs run one after another and cost per instance, so few programs and small tiles
+    (which still exercise the multi-tile loops, ragged tails and chunked finalize)."""
+    if on_gpu:
+        block_c = min(128, max(16, triton.next_power_of_2(C)))
+        block_m, target, block_p, warps = 8192 // block_c, 4 * sms, 64, 8 if block_c >= 64 else 4
+    else:
+        block_c = min(64, max(16, triton.next_power_of_2(C)))
+        block_m, target, block_p, warps = 32, 8, 4, 4
+    c_blocks = triton.cdiv(C, block_c)
+    slabs = max(1, min(triton.cdiv(target, G * c_blocks), triton.cdiv(R, block_m)))
+    slab = triton.cdiv(triton.cdiv(R, slabs), block_m) * block_m
+    slabs = triton.cdiv(R, slab)
+    return dict(BLOCK_M=block_m, BLOCK_C=block_c, S=slabs, SLAB=slab, c_blocks=c_blocks,
+                BLOCK_P=block_p, BLOCK_CF=min(32, block_c), num_warps=warps)
+
+
+def _groups(x: Tensor, ghost_batch: int) -> tuple[int, int]:
+    """(G, images per group): ghost batch norm splits the batch into groups of ghost_batch."""
+    n = x.shape[0]
+    per = ghost_batch if 0 < ghost_batch < n else n
+    return -(-n // per), per
+
+
+def _as_rows(t: Tensor) -> Tensor:
+    """[N, C, H, W] as the row-major matrix [N*H*W, C] (a view if t is channels-last, else a
+    copy: a tensor in another layout is made contiguous, never read with the wrong strides)."""
+    rows = t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    return rows if rows.is_contiguous() else rows.contiguous()
+
+
+def _empty_cl(x: Tensor, dtype=None) -> Tensor:
+    """The op's output layout, built identically by the real and the fake implementations."""
+    return torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device, memory_format=_CL)
+
+
+def _check(x: Tensor, weight: Tensor, act: str) -> None:
+    torch._check(x.dim() == 4, lambda: f"expected a 4-D [N, C, H, W] input, got {x.dim()}-D")
+    torch._check(weight.shape == (x.shape[1],), lambda: "weight must have shape [C]")
+    torch._check(act in K.ACT_CODES, lambda: f"unknown activation {act!r}")
+
+
+def _launch(x: Tensor, G: int, per: int):
+    n, c, h, w = x.shape
+    M, R = n * h * w, per * h * w
+    gpu = x.is_cuda
+    geo = _geometry(M, c, R, G, gpu, _sm_count(x.device.index or 0) if gpu else 1)
+    return M, R, geo
+
+
+# ---------------------------------------------------------------- forward, training
+@torch.library.custom_op("fastres::bn_act_train", mutates_args=())
+def bn_act_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
+                 ghost_batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    _check(x, weight, act)
+    G, per = _groups(x, ghost_batch)
+    M, R, geo = _launch(x, G, per)
+    C, S = x.shape[1], geo["S"]
+    xr, y = _as_rows(x), _empty_cl(x)
+    mean, rstd, var = (x.new_empty((G, C), dtype=torch.float32) for _ in range(3))
+    partial = torch.empty(2, G * S, C, dtype=torch.float32, device=x.device)
+    grid = (G * S, geo["c_blocks"])
+    blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
+    K.bn_stats_kernel[grid](xr, partial[0], partial[1], M, C, R, S, geo["SLAB"], **blocks)
+    K.bn_finalize_kernel[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
+        partial[0], partial[1], mean, rstd, var, M, C, R, S, geo["SLAB"], eps,
+        BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
+    K.bn_apply_kernel[grid](xr, y.permute(0, 2, 3, 1), mean, rstd, weight, bias, M, C, R, S,
+                            geo["SLAB"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=False, **blocks)
+    return y, mean, rstd, var
+
+
+@bn_act_train.register_fake
+def _(x, weight, bias, eps, act, alpha, ghost_batch):
+    G, _ = _groups(x, ghost_batch)
+    stat = lambda: x.new_empty((G, x.shape[1]), dtype=torch.float32)  # noqa: E731
+    return _empty_cl(x), stat(), stat(), stat()
+
+
+# ---------------------------------------------------------------- forward, running statistics
+@torch.library.custom_op("fastres::bn_act_eval", mutates_args=())
+def bn_act_eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+                eps: float, act: str, alpha: float) -> Tensor:
+    _check(x, weight, act)
+    M, R, geo = _launch(x, 1, x.shape[0])
+    y = _empty_cl(x)
+    K.bn_apply_kernel[(geo["S"], geo["c_blocks"])](
+        _as_rows(x), y.permute(0, 2, 3, 1), running_mean, running_var, weight, bias, M, x.shape[1],
+        R, geo["S"], geo["SLAB"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=True,
+        BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
+    return y
+
+
+@bn_act_eval.register_fake
+def _(x, weight, bias, running_mean, running_var, eps, act, alpha):
+    return _empty_cl(x)
+
+
+# ---------------------------------------------------------------- backward
+@torch.library.custom_op("fastres::bn_act_backward", mutates_args=())
+def bn_act_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor,
+                    eps: float, act: str, alpha: float, ghost_batch: int, batch_stats: bool,
+                    weight_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """batch_stats=False: mean/rstd are the running mean/variance (eval mode; the variance is
+    turned into rstd in-kernel). weight_grad=False (frozen scale): dweight is empty."""
+    G, per = _groups(x, ghost_batch) if batch_stats else (1, x.shape[0])
+    M, R, geo = _launch(x, G, per)
+    C, S = x.shape[1], geo["S"]
+    xr, dyr, dx = _as_rows(x), _as_rows(dy), _empty_cl(x)
+    partial = torch.empty(2, G * S, C, dtype=torch.float32, device=x.device)
+    sums = torch.empty(2, G, C, dtype=torch.float32, device=x.device)
+    dw = torch.empty(C if weight_grad else 0, dtype=weight.dtype, device=x.device)
+    db = torch.empty(C, dtype=bias.dtype, device=x.device)
+    grid = (G * S, geo["c_blocks"])
+    act_code = K.ACT_CODES[act]
+    blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
+    K.bn_bwd_reduce_kernel[grid](xr, dyr, mean, rstd, weight, bias, partial[0], partial[1], M, C, R,
+                                 S, geo["SLAB"], eps, alpha, ACT=act_code,
+                                 FROM_VAR=not batch_stats, **blocks)
+    K.bn_bwd_finalize_kernel[(triton.cdiv(C, geo["BLOCK_CF"]),)](
+        partial[0], partial[1], sums[0], sums[1], dw, db, G, C, S, WRITE_DW=weight_grad,
+        BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
+    K.bn_bwd_dx_kernel[grid](xr, dyr, dx.permute(0, 2, 3, 1), mean, rstd, weight, bias, sums[0],
+                             sums[1], M, C, R, S, geo["SLAB"], eps, alpha, ACT=act_code,
+                             BATCH_STATS=batch_stats, FROM_VAR=not batch_stats, **blocks)
+    return dx, dw, db
+
+
+@bn_act_backward.register_fake
+def _(dy, x, weight, bias, mean, rstd, eps, act, alpha, ghost_batch, batch_stats, weight_grad):
+    c = x.shape[1]
+    return (_empty_cl(x), weight.new_empty((c if weight_grad else 0,)), bias.new_empty((c,)))
+
+
+def _backward(ctx, dy, batch_stats: bool):
+    x, weight, bias, mean, rstd = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    dx, dw, db = bn_act_backward(dy, x, weight, bias, mean, rstd, ctx.eps, ctx.act, ctx.alpha,
+                                 ctx.ghost_batch, batch_stats, need_w)
+    return dx if need_x else None, dw if need_w else None, db if need_b else None
+
+
+def _setup_train(ctx, inputs, output):
+    x, weight, bias, ctx.eps, ctx.act, ctx.alpha, ctx.ghost_batch = inputs
+    _, mean, rstd, var = output
+    ctx.mark_non_differentiable(mean, rstd, var)
+    ctx.save_for_backward(x, weight, bias, mean, rstd)
+
+
+def _backward_train(ctx, dy, _dmean, _drstd, _dvar):
+    return *_backward(ctx, dy, True), None, None, None, None
+
+
+def _setup_eval(ctx, inputs, output):
+    x, weight, bias, running_mean, running_var, ctx.eps, ctx.act, ctx.alpha = inputs
+    ctx.ghost_batch = 0
+    ctx.save_for_backward(x, weight, bias, running_mean, running_var)
+
+
+def _backward_eval(ctx, dy):
+    return *_backward(ctx, dy, False), None, None, None, None, None
+
+
+bn_act_train.register_autograd(_backward_train, setup_context=_setup_train)
+bn_act_eval.register_autograd(_backward_eval, setup_context=_setup_eval)
+
+
+# ---------------------------------------------------------------- running statistics
+@torch.library.custom_op("fastres::bn_update_running", mutates_args=("running_mean", "running_var"))
+def bn_update_running(running_mean: Tensor, running_var: Tensor, mean: Tensor, var_unbiased: Tensor,
+                      momentum: float) -> None:
+    G, C = mean.shape
+    K.bn_running_kernel[(triton.cdiv(C, 128),)](running_mean, running_var, mean, var_unbiased, G, C,
+                                               momentum, BLOCK_C=128)
+
+
+@bn_update_running.register_fake
+def _(running_mean, running_var, mean, var_unbiased, momentum):
+    return None

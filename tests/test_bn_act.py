@@ -1,0 +1,293 @@
+"""Fused BatchNorm + activation (kernels/bn_act_*.py) against the fp32 PyTorch reference.
+
+    OMP_NUM_THREADS=1 pytest tests/test_bn_act.py            # CPU: Triton interpreter, small shapes
+    pytest tests/test_bn_act.py -m gpu                        # CUDA: the same checks at real sizes
+
+On CPU the kernels run under TRITON_INTERPRET=1 (tests/conftest.py sets it before import), so
+shapes stay small but ragged: M not a multiple of the block, C = 40, batch 1 and 3, H = W = 1.
+Every fused run asserts that the reference path was NOT taken, so a silent fallback fails.
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fastres.kernels import bn_act_layer, bn_act_op
+from fastres.kernels.bn_act_layer import ACTIVATIONS, BatchNormAct2d, activation, bn_act_reference
+
+# The interpreter converts 1-element arrays to loop bounds; numpy 1.25+ warns about it.
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning")
+CUDA = torch.cuda.is_available()
+COMPILE_BACKEND = "inductor"
+DEVICE = "cuda" if CUDA else "cpu"
+gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+# (atol, rtol) of fp16 outputs vs the fp32 reference: fp16 rounding of y and dx; fp32: sums order.
+TOL = {torch.float16: (2e-3, 1e-2), torch.float32: (2e-5, 1e-4)}
+
+
+_reference_allowed = [True]
+
+
+@pytest.fixture
+def fused_only(monkeypatch):
+    """Make the reference path raise unless `run` calls a backend="reference" twin: a test
+    using this fixture proves the Triton op ran rather than a silent fallback."""
+    def guarded(*args, **kwargs):
+        assert _reference_allowed[0], "BatchNormAct2d fell back to the reference path"
+        return bn_act_reference(*args, **kwargs)
+    monkeypatch.setattr(bn_act_layer, "bn_act_reference", guarded)
+    _reference_allowed[0] = False
+    yield
+    _reference_allowed[0] = True
+
+
+def close(actual, expected, dtype, what=""):
+    atol, rtol = TOL[dtype]
+    scale = max(1.0, expected.abs().max().item())      # sums over M rows grow with M
+    torch.testing.assert_close(actual.float(), expected.float(), atol=atol * scale, rtol=rtol,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def make_input(shape, dtype, mean=0.5, std=2.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen) * std + mean
+    return x.to(DEVICE, dtype).contiguous(memory_format=torch.channels_last)
+
+
+def make_pair(c, act="celu", ghost=0, freeze=False, alpha=0.3, seed=1):
+    """A fused module and its reference twin with identical non-trivial parameters/buffers."""
+    torch.manual_seed(seed)
+    bn = BatchNormAct2d(c, act=act, alpha=alpha, ghost_batch=ghost, freeze_scale=freeze).to(DEVICE)
+    with torch.no_grad():
+        if not freeze:
+            bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    ref = copy.deepcopy(bn)
+    bn.backend, ref.backend = "triton", "reference"
+    return bn, ref
+
+
+def run(bn, x, dy):
+    x = x.detach().clone().requires_grad_()
+    allowed, _reference_allowed[0] = _reference_allowed[0], bn.backend == "reference"
+    try:
+        y = bn(x)
+    finally:
+        _reference_allowed[0] = allowed
+    y.backward(dy.to(y.dtype))
+    grads = {n: p.grad for n, p in bn.named_parameters()}
+    return y, x.grad, grads
+
+
+def check_against_reference(shape, dtype, act, ghost=0, freeze=False, training=True, x=None):
+    x = make_input(shape, dtype) if x is None else x
+    bn, ref = make_pair(shape[1], act, ghost, freeze)
+    bn.train(training), ref.train(training)
+    dy = make_input(shape, dtype, mean=0.0, std=1.0, seed=2)
+    y_ref, dx_ref, g_ref = run(ref, x.float(), dy.float())
+    y, dx, g = run(bn, x, dy)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    close(y, y_ref, dtype, "y")
+    close(dx, dx_ref, dtype, "dx")
+    close(g["bias"], g_ref["bias"], torch.float32, "dbeta")
+    if freeze:
+        assert g["weight"] is None and g_ref["weight"] is None
+    else:
+        close(g["weight"], g_ref["weight"], torch.float32, "dgamma")
+    close(bn.running_mean, ref.running_mean, torch.float32, "running_mean")
+    close(bn.running_var, ref.running_var, torch.float32, "running_var")
+    assert torch.equal(bn.num_batches_tracked, ref.num_batches_tracked)
+
+
+# M = N*H*W: 250 (ragged vs BLOCK_M 32, C = 40 ragged vs BLOCK_C), 36 (batch 1), 3 (batch 3, H = W = 1),
+# 512 with C = 96 (two channel blocks, several slabs and tiles per slab).
+SHAPES = [(2, 40, 5, 25), (1, 16, 6, 6), (3, 24, 1, 1), (8, 96, 8, 8)]
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["fp16", "fp32"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_train_matches_reference(fused_only, shape, dtype, act):
+    check_against_reference(shape, dtype, act)
+
+
+@pytest.mark.parametrize("act", ["celu", "gelu"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["fp16", "fp32"])
+@pytest.mark.parametrize("shape", [(2, 40, 5, 25), (1, 16, 1, 1)], ids=["ragged", "1x16x1x1"])
+def test_eval_matches_reference(fused_only, shape, dtype, act):
+    check_against_reference(shape, dtype, act, training=False)
+
+
+# N = 6 in groups of 2 (3 groups), of 4 (a short last group of 2) and of 1 image (H*W rows each).
+@pytest.mark.parametrize("ghost", [1, 2, 4])
+@pytest.mark.parametrize("freeze", [False, True], ids=["gamma", "frozen"])
+def test_ghost_batch(fused_only, ghost, freeze):
+    check_against_reference((6, 40, 3, 5), torch.float16, "celu", ghost=ghost, freeze=freeze)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["fp16", "fp32"])
+def test_frozen_scale(fused_only, dtype):
+    check_against_reference((2, 40, 5, 25), dtype, "relu", freeze=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["fp16", "fp32"])
+def test_shifted_input_is_accurate(fused_only, dtype):
+    """mean 300, std 1: sum/sum-of-squares statistics lose ~10% of the variance here; the
+    per-tile centred M2 merged with Chan's formula must match a float64 computation."""
+    x = make_input((4, 32, 8, 8), dtype, mean=300.0, std=1.0)
+    bn, _ = make_pair(32, "identity")
+    bn.momentum = 1.0                                   # running stats = this batch's stats
+    y = bn(x)
+    x64 = x.double().permute(1, 0, 2, 3).reshape(32, -1)
+    var64 = x64.var(1, unbiased=False)
+    y64 = ((x64 - x64.mean(1, keepdim=True)) * torch.rsqrt(var64[:, None] + bn.eps))
+    y64 = y64 * bn.weight.double()[:, None] + bn.bias.double()[:, None]
+    close(y.permute(1, 0, 2, 3).reshape(32, -1), y64, dtype, "y")
+    torch.testing.assert_close(bn.running_var.double(), x64.var(1, unbiased=True), rtol=1e-4, atol=0)
+    torch.testing.assert_close(bn.running_mean.double(), x64.mean(1), rtol=1e-6, atol=0)
+
+
+def test_repeated_calls_are_bit_identical(fused_only):
+    x = make_input((8, 96, 8, 8), torch.float16)
+    dy = make_input((8, 96, 8, 8), torch.float16, seed=3)
+    results = []
+    for _ in range(2):
+        bn, _ = make_pair(96, "silu", ghost=4)
+        y, dx, g = run(bn, x, dy)
+        results.append([y, dx, g["weight"], g["bias"], bn.running_mean, bn.running_var])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_non_channels_last_input_and_grad(fused_only):
+    """NCHW-contiguous x and a strided (non-channels-last) dy: copied, never misread."""
+    x = make_input((2, 40, 5, 3), torch.float32).contiguous()
+    assert not x.is_contiguous(memory_format=torch.channels_last)
+    dy = make_input((2, 40, 5, 3), torch.float32, seed=2).transpose(2, 3).contiguous().transpose(2, 3)
+    bn, ref = make_pair(40, "gelu")
+    y_ref, dx_ref, g_ref = run(ref, x, dy)
+    y, dx, g = run(bn, x, dy)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    close(y, y_ref, torch.float32, "y")
+    close(dx, dx_ref, torch.float32, "dx")
+    close(g["weight"], g_ref["weight"], torch.float32, "dgamma")
+
+
+def test_reference_helpers_agree_with_pytorch():
+    """The reference itself: whole-batch path is F.batch_norm; ghost with one group is the same."""
+    x = make_input((4, 8, 3, 3), torch.float32)
+    w, b = torch.rand(8, device=DEVICE) + 0.5, torch.randn(8, device=DEVICE)
+    bn = nn.BatchNorm2d(8).to(DEVICE).train()
+    with torch.no_grad():
+        bn.weight.copy_(w), bn.bias.copy_(b)
+    rm, rv = torch.zeros(8, device=DEVICE), torch.ones(8, device=DEVICE)
+    y = bn_act_reference(x, w, b, rm, rv, True, 0.1, 1e-5, "silu", 1.0, ghost_batch=0)
+    torch.testing.assert_close(y, activation(bn(x), "silu"))
+    torch.testing.assert_close(rv, bn.running_var)
+
+
+def test_state_dict_compatible_with_batchnorm2d():
+    plain = nn.BatchNorm2d(40)
+    fused = BatchNormAct2d(40, act="celu", freeze_scale=True)
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    fused.load_state_dict(plain.state_dict())
+    plain.load_state_dict(fused.state_dict())
+    assert not fused.weight.requires_grad
+
+
+def test_cpu_auto_backend_uses_reference():
+    bn = BatchNormAct2d(8)
+    assert bn.backend == "auto" and bn._fused_path(torch.zeros(2, 8, 2, 2)) is False
+    bn.backend = "triton"
+    assert bn._fused_path(torch.zeros(2, 8, 2, 2)) is True
+    bn_act_layer.use_reference(True)
+    try:
+        assert bn._fused_path(torch.zeros(2, 8, 2, 2)) is False
+    finally:
+        bn_act_layer.use_reference(False)
+
+
+def _opcheck_samples():
+    x = make_input((3, 40, 3, 2), torch.float16)
+    w = torch.rand(40, device=DEVICE, requires_grad=True)
+    b = torch.randn(40, device=DEVICE, requires_grad=True)
+    rm, rv = torch.randn(40, device=DEVICE), torch.rand(40, device=DEVICE) + 0.5
+    xg = x.detach().requires_grad_()
+    y, mean, rstd, var = bn_act_op.bn_act_train(x, w, b, 1e-5, "celu", 0.3, 2)
+    return [
+        (bn_act_op.bn_act_train, (xg, w, b, 1e-5, "celu", 0.3, 2)),
+        (bn_act_op.bn_act_train, (x.contiguous(), w, b, 1e-5, "gelu", 1.0, 0)),
+        (bn_act_op.bn_act_eval, (xg, w, b, rm, rv, 1e-5, "silu", 1.0)),
+        (bn_act_op.bn_act_backward, (torch.randn_like(y), x, w.detach(), b.detach(), mean, rstd,
+                                     1e-5, "celu", 0.3, 2, True, False)),
+        (bn_act_op.bn_update_running, (rm.clone(), rv.clone(), mean, var, 0.1)),
+    ]
+
+
+def test_opcheck():
+    for op, args in _opcheck_samples():
+        torch.library.opcheck(op, args)
+
+
+class SmallNet(nn.Module):
+    def __init__(self, act="celu", ghost=0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = BatchNormAct2d(16, act=act, alpha=0.3, ghost_batch=ghost, freeze_scale=True)
+        self.conv2 = nn.Conv2d(16, 24, 3, padding=1, bias=False)
+        self.bn2 = BatchNormAct2d(24, act="gelu")
+        self.head = nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_compiled_net_matches_eager(fused_only):
+    """torch.compile(fullgraph=True) traces the custom ops (no graph break), fwd + bwd + buffers."""
+    torch.manual_seed(0)
+    eager = SmallNet(ghost=2).to(DEVICE).to(memory_format=torch.channels_last)
+    for m in eager.modules():
+        if isinstance(m, BatchNormAct2d):
+            m.backend = "triton"
+    compiled = copy.deepcopy(eager)
+    step = torch.compile(compiled, fullgraph=True, backend=COMPILE_BACKEND)
+    x = make_input((4, 3, 6, 6), torch.float32)
+    for net, fn in ((eager, eager), (compiled, step)):
+        loss = fn(x).square().mean()
+        loss.backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        assert (p.grad is None) == (q.grad is None) == (name == "bn1.weight"), name
+        if p.grad is not None:
+            close(q.grad, p.grad, torch.float32, name)
+    for (name, b), c in zip(eager.named_buffers(), compiled.buffers()):
+        close(c.float(), b.float(), torch.float32, name)
+
+
+# ---------------------------------------------------------------- GPU, real sizes
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape,ghost", [((512, 64, 32, 32), 32), ((512, 128, 16, 16), 0),
+                                         ((1000, 256, 7, 7), 32), ((512, 512, 4, 4), 0)])
+@pytest.mark.parametrize("act", ["celu", "gelu", "relu"])
+def test_gpu_real_sizes(shape, ghost, act):
+    check_against_reference(shape, torch.float16, act, ghost=ghost, freeze=act == "celu")
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_bit_identical_and_shifted():
+    x = make_input((512, 128, 16, 16), torch.float16, mean=300.0, std=1.0)
+    dy = make_input((512, 128, 16, 16), torch.float16, seed=3)
+    outs = []
+    for _ in range(2):
+        bn, _ = make_pair(128, "celu")
+        bn.momentum = 1.0
+        outs.append([*run(bn, x, dy)[:2], bn.running_var])
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+    var64 = x.double().permute(1, 0, 2, 3).reshape(128, -1).var(1)
+    torch.testing.assert_close(outs[0][2].double(), var64, rtol=1e-4, atol=0)
