@@ -99,7 +99,9 @@ def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, M, C, R, S, SLAB,
     squaring and merged with Chan's formula, so |mean| >> std does not cancel digits."""
     g, row_start, row_end = _slab(M, R, S, SLAB)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    n = 0.0
+    # Loop-carried values are all [BLOCK_C] fp32 vectors (the count too) so that their type
+    # never changes across iterations, under any triton version.
+    n = tl.zeros([BLOCK_C], tl.float32)
     mean = tl.zeros([BLOCK_C], tl.float32)
     m2 = tl.zeros([BLOCK_C], tl.float32)
     for start in range(row_start, row_end, BLOCK_M):
@@ -127,7 +129,7 @@ def bn_finalize_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, M, C, R,
     g = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     group_rows = tl.minimum(R, M - g * R)
-    n = 0.0
+    n = tl.zeros([BLOCK_C], tl.float32)
     mean = tl.zeros([BLOCK_C], tl.float32)
     m2 = tl.zeros([BLOCK_C], tl.float32)
     for s0 in range(0, S, BLOCK_P):

@@ -159,7 +159,8 @@ def bn_act_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: T
                                  S, geo["SLAB"], eps, alpha, ACT=act_code,
                                  FROM_VAR=not batch_stats, **blocks)
     K.bn_bwd_finalize_kernel[(triton.cdiv(C, geo["BLOCK_CF"]),)](
-        partial[0], partial[1], sums[0], sums[1], dw, db, G, C, S, WRITE_DW=weight_grad,
+        partial[0], partial[1], sums[0], sums[1], dw if weight_grad else db, db, G, C, S,
+        WRITE_DW=weight_grad,
         BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
     K.bn_bwd_dx_kernel[grid](xr, dyr, dx.permute(0, 2, 3, 1), mean, rstd, weight, bias, sums[0],
                              sums[1], M, C, R, S, geo["SLAB"], eps, alpha, ACT=act_code,
@@ -174,6 +175,8 @@ def _(dy, x, weight, bias, mean, rstd, eps, act, alpha, ghost_batch, batch_stats
 
 
 def _backward(ctx, dy, batch_stats: bool):
+    if dy is None:                        # y unused (only the statistics were): no gradient
+        return None, None, None
     x, weight, bias, mean, rstd = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     dx, dw, db = bn_act_backward(dy, x, weight, bias, mean, rstd, ctx.eps, ctx.act, ctx.alpha,
@@ -185,6 +188,7 @@ def _setup_train(ctx, inputs, output):
     x, weight, bias, ctx.eps, ctx.act, ctx.alpha, ctx.ghost_batch = inputs
     _, mean, rstd, var = output
     ctx.mark_non_differentiable(mean, rstd, var)
+    ctx.set_materialize_grads(False)      # no zero-filled grads for the statistics outputs
     ctx.save_for_backward(x, weight, bias, mean, rstd)
 
 
@@ -195,6 +199,7 @@ def _backward_train(ctx, dy, _dmean, _drstd, _dvar):
 def _setup_eval(ctx, inputs, output):
     x, weight, bias, running_mean, running_var, ctx.eps, ctx.act, ctx.alpha = inputs
     ctx.ghost_batch = 0
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, weight, bias, running_mean, running_var)
 
 

@@ -1,0 +1,180 @@
+"""Benchmark the fused BatchNorm + activation op on every BN layer shape of the recipe nets.
+
+    python bench/kernels.py --out bench/results/bn_act.json          # GPU: all layers, ~1-2 min
+    python bench/kernels.py --ghost 32 --out bench/results/bn_act_ghost.json
+    python bench/kernels.py --smoke --out /tmp/bn_act_smoke.json      # CPU: interpreter plumbing, seconds
+
+For each layer, times forward, backward and both (fwd+bwd; backward = both - forward) for
+  fused:    the Triton custom op (fastres::bn_act_train and its autograd formula),
+  eager:    nn.BatchNorm2d-style F.batch_norm + activation in the input dtype,
+  compiled: torch.compile of the fp32 reference bn_act_reference (Inductor's split Welford).
+Bandwidth is counted as 3 accesses/element forward and 5 backward (6 and 10 bytes in fp16: the
+fused two-pass floor, see shared/docs/kernel-notes.md) for every variant, and shown as a
+percentage of a device-to-device copy measured in the same run. GPU timing: CUDA events.
+
+Layer shapes follow fastres/model.py, whose BN layers sit after the max-pool:
+  ResNet-9 (32x32, batch 512): 64@32, 128@16 x3, 256@8, 512@4 x3
+  airbench (31x31 after whitening, batch 1024): 64@15 x2, 256@7 x2, 256@3 x2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+if not torch.cuda.is_available():          # must precede the kernels' @triton.jit decoration
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+
+from fastres.kernels import bn_act_op  # noqa: E402
+from fastres.kernels.bn_act_layer import activation, bn_act_reference  # noqa: E402
+
+# (net, batch, act, [(channels, height, layers of this shape)])
+NETS = [("resnet9", 512, "celu", [(64, 32, 1), (128, 16, 3), (256, 8, 1), (512, 4, 3)]),
+        ("airbench", 1024, "gelu", [(64, 15, 2), (256, 7, 2), (256, 3, 2)])]
+SMOKE_NETS = [("smoke", 4, "celu", [(40, 5, 1), (64, 3, 2)])]
+ALPHA, EPS, MOMENTUM = 0.3, 1e-5, 0.1
+
+
+class Timer:
+    """Mean milliseconds per call of fn: CUDA events on GPU, perf_counter on CPU."""
+
+    def __init__(self, device: str, warmup: int, iters: int):
+        self.cuda, self.warmup, self.iters = device == "cuda", warmup, iters
+
+    def __call__(self, fn) -> float:
+        for _ in range(self.warmup):
+            fn()
+        if not self.cuda:
+            t = time.perf_counter()
+            for _ in range(self.iters):
+                fn()
+            return (time.perf_counter() - t) * 1e3 / self.iters
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(self.iters):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / self.iters
+
+
+def copy_bandwidth(timer: Timer, device: str, numel: int) -> float:
+    """GB/s of dst.copy_(src) in fp16 (one read and one write per element)."""
+    src = torch.randn(numel, device=device, dtype=torch.float16)
+    dst = torch.empty_like(src)
+    ms = timer(lambda: dst.copy_(src))
+    return 2 * src.numel() * src.element_size() / ms / 1e6
+
+
+def variants(act: str, ghost: int, compile_backend: str):
+    """name -> f(x, weight, bias, running_mean, running_var) -> y, all in training mode."""
+    def fused(x, w, b, rm, rv):
+        y, mean, _, var = bn_act_op.bn_act_train(x, w, b, EPS, act, ALPHA, ghost)
+        bn_act_op.bn_update_running(rm, rv, mean.detach(), var.detach(), MOMENTUM)
+        return y
+
+    def eager(x, w, b, rm, rv):
+        if ghost:   # no eager ghost kernel in PyTorch: the reference's grouped statistics
+            return bn_act_reference(x, w, b, rm, rv, True, MOMENTUM, EPS, act, ALPHA, ghost)
+        return activation(F.batch_norm(x, rm, rv, w, b, True, MOMENTUM, EPS), act, ALPHA)
+
+    def reference(x, w, b, rm, rv):
+        return bn_act_reference(x, w, b, rm, rv, True, MOMENTUM, EPS, act, ALPHA, ghost)
+
+    # A fresh wrapper per layer shape, compiled for that static shape.
+    compiled = torch.compile(reference, backend=compile_backend, dynamic=False)
+    return {"fused": fused, "eager": eager, "compiled": compiled}
+
+
+def bench_layer(timer, device, dtype, n, c, h, act, ghost, freeze, compile_backend, copy_gbs):
+    x = torch.randn(n, c, h, h, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    dy = torch.randn_like(x)
+    w = torch.ones(c, device=device, requires_grad=not freeze)
+    b = torch.zeros(c, device=device, requires_grad=True)
+    rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
+    inputs = [t for t in (x, w, b) if t.requires_grad]
+    elem = x.numel() * x.element_size()
+    row = {"shape": [n, c, h, h], "mbytes": elem / 2**20, "variants": {}}
+    for name, fn in variants(act, ghost, compile_backend).items():
+        fwd = timer(lambda: fn(x, w, b, rm, rv))
+        both = timer(lambda: torch.autograd.grad(fn(x, w, b, rm, rv), inputs, dy))
+        bwd = max(both - fwd, 1e-6)
+        gbs_f, gbs_b = 3 * elem / fwd / 1e6, 5 * elem / bwd / 1e6
+        row["variants"][name] = {"fwd_ms": fwd, "bwd_ms": bwd, "both_ms": both, "fwd_gbs": gbs_f,
+                                 "bwd_gbs": gbs_b, "fwd_pct_copy": 100 * gbs_f / copy_gbs,
+                                 "bwd_pct_copy": 100 * gbs_b / copy_gbs}
+    return row
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", help="write the results as JSON to this file")
+    p.add_argument("--smoke", action="store_true", help="tiny shapes, 1 iteration (CPU plumbing check)")
+    p.add_argument("--ghost", type=int, default=0, help="images per BN statistics group (0 = batch)")
+    p.add_argument("--trainable-scale", action="store_true", help="train gamma (recipes freeze it)")
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--compile-mode", default="inductor", help="torch.compile backend for (c)")
+    args = p.parse_args(argv)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.smoke:
+        p.error("no CUDA device: only --smoke runs on CPU (Triton's interpreter)")
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    nets = SMOKE_NETS if args.smoke else NETS
+    timer = Timer(device, warmup=1 if args.smoke else 5, iters=1 if args.smoke else args.iters)
+    backend = "eager" if args.smoke else args.compile_mode    # compiling on CPU takes minutes
+    for knob in ("recompile_limit", "cache_size_limit"):      # one static compile per shape
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, 256)
+    copy_gbs = copy_bandwidth(timer, device, 2**16 if args.smoke else 2**27)
+    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or 'cpu'}"
+          f"  torch {torch.__version__}  triton {triton.__version__}  copy {copy_gbs:.0f} GB/s")
+    header = f"{'layer':>22} {'MB':>6} | " + " | ".join(
+        f"{v:>8} fwd/bwd ms   GB/s (%copy)" for v in ("fused", "eager", "compiled"))
+    print(header)
+    layers, totals = [], {}
+    for net, batch, act, shapes in nets:
+        for c, h, count in shapes:
+            row = bench_layer(timer, device, dtype, batch, c, h, act, args.ghost,
+                              not args.trainable_scale, backend, copy_gbs)
+            row.update(net=net, act=act, count=count)
+            layers.append(row)
+            cells = []
+            for name, v in row["variants"].items():
+                totals[name] = totals.get(name, 0.0) + count * v["both_ms"]
+                cells.append(f"{v['fwd_ms']:7.3f}/{v['bwd_ms']:7.3f} {v['fwd_gbs']:5.0f}/{v['bwd_gbs']:5.0f}"
+                             f" ({v['fwd_pct_copy']:3.0f}/{v['bwd_pct_copy']:3.0f}%)")
+            print(f"{net:>9} {c:4d}@{h:<2d} x{count} {row['mbytes']:6.1f} | " + " | ".join(cells))
+    big = [r for r in layers if r["mbytes"] >= 32]
+    at_80 = [f"{r['net']} {r['shape'][1]}@{r['shape'][2]}" for r in big
+             if min(r["variants"]["fused"]["fwd_pct_copy"], r["variants"]["fused"]["bwd_pct_copy"]) >= 80]
+    speedup = totals["compiled"] / totals["fused"]
+    summary = {"step_ms": totals, "fused_vs_compiled": speedup, "goal_1_3x_met": speedup >= 1.3,
+               "layers_ge_32MB": len(big), "layers_ge_32MB_at_80pct_copy": at_80}
+    print(f"BN fwd+bwd per training step (all layers): " +
+          ", ".join(f"{k} {v:.3f} ms" for k, v in totals.items()) +
+          f"; fused vs compiled {speedup:.2f}x (goal >= 1.3x)")
+    print(f"layers >= 32 MB at >= 80% of copy bandwidth (fwd and bwd): {len(at_80)}/{len(big)} {at_80}")
+    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu (interpreter)",
+              "torch": torch.__version__, "triton": triton.__version__, "dtype": str(dtype),
+              "ghost": args.ghost, "freeze_scale": not args.trainable_scale, "smoke": args.smoke,
+              "copy_gbs": copy_gbs, "layers": layers, "summary": summary}
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
