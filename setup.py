@@ -4,7 +4,7 @@ The Triton kernels live in the top-level kernels/ folder and are installed as th
 subpackage fastres.kernels (package_dir maps it), so both regular and editable installs
 import them the same way.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="fastres",
@@ -13,7 +13,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["fastres", "fastres.kernels"],
+    packages=["fastres", "fastres.kernels"] + [f"fastres.{p}" for p in find_packages("fastres")],
     package_dir={"fastres": "fastres", "fastres.kernels": "kernels"},
     install_requires=["torch>=2.4", "numpy"],
     extras_require={

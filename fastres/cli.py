@@ -119,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["train", *argv]
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:          # --help (0) or a bad flag (2, already printed as one line)
+        return e.code
     try:
         return SUBCOMMANDS[args.command][2](args)
     except FastresError as e:

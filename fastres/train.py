@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .augment import EpochAugmenter, epoch_batches
+from . import augment as augment_mod
 from .config import Config
 from .data import DeviceData, ImageSet, prepare
 from .errors import FastresError
@@ -193,8 +193,7 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
     groups = param_groups(model, cfg)
     opt = torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov)
     average = WeightAverage(model, cfg.ema_decay, cfg.lookahead) if cfg.ema_decay > 0 else None
-    augment = EpochAugmenter(n, cfg.crop_pad, cfg.flip, cfg.cutout, cfg.erase_p, cfg.erase_area,
-                             cfg.erase_ratio, generator=gen)
+    augment = augment_mod.from_config(cfg, n, gen)
     steps_per_epoch = n // cfg.batch_size
     total_steps = max(1, round(cfg.epochs * steps_per_epoch))
     losses = torch.zeros(total_steps, device=device)        # per-step summed loss, read once per epoch
@@ -202,18 +201,19 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
     whiten_bias_steps = round(cfg.whiten_bias_epochs * steps_per_epoch)
     step, epoch, epochs_log = 0, 0, []
     while step < total_steps:
-        x_epoch = augment(data.train_x, epoch)              # (N, C, H, W), whole epoch at once
+        # The whole epoch augmented and shuffled at once (bulk random draws); batches are slices.
+        perm = torch.randperm(n, generator=gen, device=device)
+        x_epoch = augment(data.train_x, epoch, order=perm)  # (N, C, H, W)
+        y_epoch = data.train_y[perm]
         first = step
-        for idx in epoch_batches(n, cfg.batch_size, gen):
-            if step == total_steps:
-                break
+        for start in range(0, min(steps_per_epoch, total_steps - step) * cfg.batch_size, cfg.batch_size):
             if step == whiten_bias_steps and whiten is not None and whiten.bias is not None:
                 whiten.bias.requires_grad_(False)           # airbench: freeze after ~3 epochs
             factor = lr_factor(cfg, step, total_steps)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
-            logits = model(x_epoch[idx]).float()
-            y = data.train_y[idx]
+            logits = model(x_epoch[start:start + cfg.batch_size]).float()
+            y = y_epoch[start:start + cfg.batch_size]
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
             loss.backward()
             opt.step()

@@ -1,0 +1,107 @@
+"""The command line end to end: outputs, recipe selection, and one-line errors with exit 2."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastres import cli, runner
+from fastres.config import RECIPES, select_recipe
+from fastres.errors import FastresError
+from helpers import write_npz
+
+TINY_FLAGS = ["--epochs", "2", "--batch-size", "64", "--width", "0.125", "--device", "cpu",
+              "--crop-pad", "1", "--eval-batch-size", "128"]
+
+
+def test_end_to_end_in_a_subprocess(tmp_path):
+    data = write_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "fastres", "--dataset", str(data), *TINY_FLAGS, "--runs", "2",
+                           "--output", str(out), "--plot", "--save", "--target", "0.5"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["run", "epoch"])
+    assert len(lines[header + 1].split()) >= 5 and "2 run(s): accuracy" in proc.stdout
+    records = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    kinds = [r["type"] for r in records]
+    assert kinds[0] == "start" and kinds[-1] == "summary" and kinds.count("run") == 2
+    assert records[0]["config"]["epochs"] == 2 and records[0]["env"]["torch"] == torch.__version__
+    summary = records[-1]
+    assert summary["runs"] == 2 and summary["acc_mean"] > 0.5                 # chance is 0.25
+    assert (out / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    state = torch.load(out / "weights-seed1.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values()) and len(state) > 10
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_target_selects_fastest_recipe_for_dataset():
+    first_cifar = next(r for r in RECIPES.values() if r.config.dataset == "cifar10" and r.config.target >= 0.94)
+    assert select_recipe("cifar10", 0.94).name == first_cifar.name
+    assert select_recipe("fashion-mnist", 0.91, device="cpu").name == "fashion-cpu"
+    with pytest.raises(FastresError, match="no recipe"):
+        select_recipe("cifar10", 0.999)
+
+
+def run_main(argv, capsys):
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "0"], "--target must be in (0, 1]"),
+    (["--target", "1.5"], "--target must be in (0, 1]"),
+    (["--recipe", "fashion-cpu", "--epochs", "0"], "--epochs must be positive"),
+    (["--recipe", "fashion-cpu", "--lr", "-1"], "--lr must be positive"),
+    (["--recipe", "fashion-cpu", "--batch-size", "0"], "--batch-size must be positive"),
+    (["--recipe", "fashion-cpu", "--runs", "0"], "--runs must be positive"),
+    (["--recipe", "no-such-recipe"], "unknown recipe"),
+    (["--dataset", "imagenet"], "no recipe for dataset"),
+    (["--recipe", "fashion-cpu", "--dataset", "imagenet"], "unknown dataset"),
+    (["--recipe", "fashion-cpu", "--epochs", "abc"], "invalid float value"),
+    (["--recipe", "fashion-cpu", "--flip", "sideways"], "--flip must be one of"),
+])
+def test_bad_input_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(argv, capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("fastres: error:") and message in err[0], err
+
+
+def test_batch_larger_than_training_set(tmp_path, capsys):
+    data = write_npz(tmp_path / "tiny.npz", n_train=100)
+    code, err = run_main(["--dataset", str(data), *TINY_FLAGS[:2], "--batch-size", "128", "--device", "cpu"], capsys)
+    assert code == 2 and len(err) == 1 and "larger than the training set" in err[0]
+
+
+def test_cuda_requested_without_cuda(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, err = run_main(["--recipe", "fashion-cpu", "--device", "cuda"], capsys)
+    assert code == 2 and err == ["fastres: error: --device cuda requested but CUDA is not available (use --device cpu)"]
+
+
+def test_missing_data_offline_says_where(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FASTRES_DATA", raising=False)
+    (tmp_path / "empty").mkdir()
+    code, err = run_main(["--recipe", "cifar10-myrtle", "--device", "cpu", "--no-download",
+                          "--data-dir", str(tmp_path / "empty")], capsys)
+    assert code == 2 and len(err) == 1 and "cifar-10" in err[0].lower()
+
+
+def test_out_of_memory_suggests_smaller_batch(tmp_path, capsys, monkeypatch):
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(runner, "train", oom)
+    data = write_npz(tmp_path / "tiny.npz")
+    code, err = run_main(["--dataset", str(data), *TINY_FLAGS], capsys)
+    assert code == 2 and len(err) == 1 and "out of memory" in err[0] and "smaller batch" in err[0]
+
+
+def test_list_recipes(capsys):
+    assert cli.main(["--list-recipes"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in RECIPES)

@@ -1,0 +1,86 @@
+"""The training loop: schedule, parameter groups, EMA, NaN detection, and that it learns."""
+import math
+
+import pytest
+import torch
+
+from fastres.config import Config
+from fastres.errors import FastresError
+from fastres.train import WeightAverage, lr_factor, param_groups, train
+from helpers import pattern_set
+
+TINY = Config(dataset="patterns", arch="resnet9", width=0.125, act="relu", epochs=4, batch_size=64,
+              lr=0.2, schedule="onecycle", warmup_frac=0.25, crop_pad=1, flip="random", tta=1,
+              label_smoothing=0.1, device="cpu", eval_every=1)
+
+
+def test_piecewise_and_onecycle_schedules():
+    cfg = Config(schedule="piecewise", warmup_frac=0.2, start_lr_frac=0.0, final_lr_frac=0.1)
+    assert [lr_factor(cfg, s, 100) for s in (0, 10, 20, 60, 100)] == pytest.approx([0, 0.5, 1, 0.55, 0.1])
+    cos = cfg.replace(schedule="onecycle")
+    assert lr_factor(cos, 10, 100) == pytest.approx(0.5) and lr_factor(cos, 5, 100) == pytest.approx(
+        (1 - math.cos(math.pi / 4)) / 2)
+    assert lr_factor(cfg.replace(schedule="constant"), 77, 100) == 1.0
+
+
+def test_param_groups_split_biases_and_scale_lr():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    model[1].weight.requires_grad_(False)                       # frozen BN scale: not optimised
+    cfg = Config(lr=0.4, batch_size=512, weight_decay=5e-4, bias_lr_scale=64, bias_decay_scale=1 / 64)
+    weights, others = param_groups(model, cfg)
+    assert {id(p) for p in weights["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert {id(p) for p in others["params"]} == {id(model[0].bias), id(model[1].bias), id(model[2].bias)}
+    # Summed loss: lr / batch and decay * batch give the mean-loss update (lr, decay).
+    assert weights["base_lr"] * weights["weight_decay"] == pytest.approx(0.4 * 5e-4)
+    assert others["base_lr"] == pytest.approx(64 * 0.4 / 512)
+    assert others["weight_decay"] == pytest.approx(5e-4 / 64 * 512)
+
+
+def test_weight_average_and_lookahead():
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    avg = WeightAverage(model, decay=0.5, lookahead=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    avg.update()
+    assert torch.allclose(avg.avg[0], torch.full((1, 2), 0.5)) and model.weight[0, 0] == 1.0
+    avg.swap()
+    assert model.weight[0, 0] == 0.5
+    look = WeightAverage(model, decay=0.5, lookahead=True)
+    with torch.no_grad():
+        model.weight.fill_(1.5)
+    look.update()                                                 # live weights reset to the average
+    assert model.weight[0, 0] == 1.0 and look.avg[0][0, 0] == 1.0
+
+
+def test_loop_learns_synthetic_task_and_reports_epochs():
+    rows = []
+    result = train(TINY, pattern_set(), on_epoch=rows.append)
+    assert result.accuracy >= 0.9, result                      # chance is 0.25
+    assert result.steps == 4 * (512 // 64) and [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["tta_acc"] == result.accuracy and result.time_s > 0
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_same_seed_same_result_and_val_split():
+    a = train(TINY.replace(epochs=1, eval_every=0), pattern_set())
+    b = train(TINY.replace(epochs=1, eval_every=0), pattern_set())
+    assert a.accuracy == b.accuracy
+    v = train(TINY.replace(epochs=1, eval_every=0, val_split=64), pattern_set())
+    assert v.val_accuracy is not None and v.steps == (512 - 64) // 64
+
+
+def test_ema_and_fractional_epochs_run():
+    cfg = TINY.replace(epochs=1.5, ema_decay=0.9, ema_every=2, eval_every=0)
+    result = train(cfg, pattern_set())
+    assert result.steps == round(1.5 * 8)
+
+
+def test_nan_loss_stops_naming_step_and_lr():
+    with pytest.raises(FastresError, match=r"loss became (nan|inf) at step \d+ \(lr [0-9.e+]+\)"):
+        train(TINY.replace(lr=1e30, epochs=1, schedule="constant"), pattern_set())
+
+
+def test_batch_larger_than_training_set():
+    with pytest.raises(FastresError, match="larger than the training set"):
+        train(TINY.replace(batch_size=4096), pattern_set())
