@@ -123,7 +123,11 @@ def main(argv=None) -> dict:
     p.add_argument("--trainable-scale", action="store_true", help="train gamma (recipes freeze it)")
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--compile-mode", default="inductor", help="torch.compile backend for (c)")
+    for knob, default in bn_act_op.GPU_TUNING.items():
+        p.add_argument(f"--{knob.replace('_', '-')}", type=int, default=default,
+                       help=f"fused-kernel launch knob (default {default})")
     args = p.parse_args(argv)
+    bn_act_op.GPU_TUNING.update({k: getattr(args, k) for k in bn_act_op.GPU_TUNING})
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.smoke:
@@ -137,7 +141,8 @@ def main(argv=None) -> dict:
             setattr(torch._dynamo.config, knob, 256)
     copy_gbs = copy_bandwidth(timer, device, 2**16 if args.smoke else 2**27)
     print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or 'cpu'}"
-          f"  torch {torch.__version__}  triton {triton.__version__}  copy {copy_gbs:.0f} GB/s")
+          f"  torch {torch.__version__}  triton {triton.__version__}  copy {copy_gbs:.0f} GB/s"
+          f"  tuning {bn_act_op.GPU_TUNING}")
     header = f"{'layer':>22} {'MB':>6} | " + " | ".join(
         f"{v:>8} fwd/bwd ms   GB/s (%copy)" for v in ("fused", "eager", "compiled"))
     print(header)
@@ -166,7 +171,7 @@ def main(argv=None) -> dict:
     print(f"layers >= 32 MB at >= 80% of copy bandwidth (fwd and bwd): {len(at_80)}/{len(big)} {at_80}")
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu (interpreter)",
               "torch": torch.__version__, "triton": triton.__version__, "dtype": str(dtype),
-              "ghost": args.ghost, "freeze_scale": not args.trainable_scale, "smoke": args.smoke,
+              "ghost": args.ghost, "tuning": dict(bn_act_op.GPU_TUNING), "freeze_scale": not args.trainable_scale, "smoke": args.smoke,
               "copy_gbs": copy_gbs, "layers": layers, "summary": summary}
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

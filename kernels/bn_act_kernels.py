@@ -21,9 +21,10 @@ tl.exp only on fp32 (the interpreter rejects fp16).
 import triton
 import triton.language as tl
 
-# Activation codes (constexpr ints; the op layer maps names to them).
-IDENTITY, RELU, CELU, GELU, SILU = 0, 1, 2, 3, 4
-ACT_CODES = {"identity": IDENTITY, "relu": RELU, "celu": CELU, "gelu": GELU, "silu": SILU}
+# Activation codes, passed as the ACT constexpr. Globals read inside @triton.jit code must be
+# tl.constexpr objects (plain ints pass the interpreter but fail the GPU compiler).
+ACT_CODES = {"identity": 0, "relu": 1, "celu": 2, "gelu": 3, "silu": 4}
+IDENTITY, RELU, CELU, GELU, SILU = (tl.constexpr(v) for v in ACT_CODES.values())
 
 
 # ---------------------------------------------------------------- activation math (fp32)
@@ -176,16 +177,20 @@ def bn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, M, C, R, S, 
 
 
 @triton.jit
-def bn_running_kernel(rmean_ptr, rvar_ptr, mean_ptr, var_ptr, G, C, momentum, BLOCK_C: tl.constexpr):
+def bn_running_kernel(rmean_ptr, rvar_ptr, mean_ptr, var_ptr, G, C, momentum,
+                      BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr):
     """running = (1 - momentum) * running + momentum * (average over groups of the group mean /
     unbiased group variance): PyTorch's convention, ghost groups as in bn_act_layer.py."""
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     acc_mean = tl.zeros([BLOCK_C], tl.float32)
     acc_var = tl.zeros([BLOCK_C], tl.float32)
-    for g in range(0, G):
-        acc_mean += tl.load(mean_ptr + g * C + cols, mask=cmask, other=0.0)
-        acc_var += tl.load(var_ptr + g * C + cols, mask=cmask, other=0.0)
+    for g0 in range(0, G, BLOCK_G):   # groups in 2-D chunks: loads in parallel, not one by one
+        g = g0 + tl.arange(0, BLOCK_G)
+        mask = (g < G)[:, None] & cmask[None, :]
+        offs = g[:, None] * C + cols[None, :]
+        acc_mean += tl.sum(tl.load(mean_ptr + offs, mask=mask, other=0.0), axis=0)
+        acc_var += tl.sum(tl.load(var_ptr + offs, mask=mask, other=0.0), axis=0)
     rm = tl.load(rmean_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
     rv = tl.load(rvar_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
     rm = (1.0 - momentum) * rm + momentum * (acc_mean / G)
@@ -233,30 +238,29 @@ def bn_bwd_reduce_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, psum_g
 
 
 @triton.jit
-def bn_bwd_finalize_kernel(psum_g_ptr, psum_gx_ptr, sum_g_ptr, sum_gx_ptr, dw_ptr, db_ptr, G, C, S,
-                           WRITE_DW: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Per-group sums (for dx) and their totals over groups, dgamma = sum g*x_hat and
-    dbeta = sum g, in a fixed order. Skips dgamma when the scale is frozen."""
-    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+def bn_bwd_finalize_kernel(psum_g_ptr, psum_gx_ptr, sum_g_ptr, sum_gx_ptr, dw_ptr, db_ptr, C, S,
+                           WRITE_TOTALS: tl.constexpr, WRITE_DW: tl.constexpr,
+                           BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Group g's sums of g and g*x_hat (for dx), over its slab partials in a fixed order.
+    With one group these are also dbeta = sum g and dgamma = sum g*x_hat (skipped when the
+    scale is frozen); with ghost groups the op adds the group sums up afterwards."""
+    g = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
-    tot_g = tl.zeros([BLOCK_C], tl.float32)
-    tot_gx = tl.zeros([BLOCK_C], tl.float32)
-    for g in range(0, G):
-        acc_g = tl.zeros([BLOCK_C], tl.float32)
-        acc_gx = tl.zeros([BLOCK_C], tl.float32)
-        for s0 in range(0, S, BLOCK_P):
-            s = s0 + tl.arange(0, BLOCK_P)
-            mask = (s < S)[:, None] & cmask[None, :]
-            offs = (g * S + s)[:, None] * C + cols[None, :]
-            acc_g += tl.sum(tl.load(psum_g_ptr + offs, mask=mask, other=0.0), axis=0)
-            acc_gx += tl.sum(tl.load(psum_gx_ptr + offs, mask=mask, other=0.0), axis=0)
-        tl.store(sum_g_ptr + g * C + cols, acc_g, mask=cmask)
-        tl.store(sum_gx_ptr + g * C + cols, acc_gx, mask=cmask)
-        tot_g += acc_g
-        tot_gx += acc_gx
-    tl.store(db_ptr + cols, tot_g.to(db_ptr.dtype.element_ty), mask=cmask)
-    if WRITE_DW:
-        tl.store(dw_ptr + cols, tot_gx.to(dw_ptr.dtype.element_ty), mask=cmask)
+    acc_g = tl.zeros([BLOCK_C], tl.float32)
+    acc_gx = tl.zeros([BLOCK_C], tl.float32)
+    for s0 in range(0, S, BLOCK_P):
+        s = s0 + tl.arange(0, BLOCK_P)
+        mask = (s < S)[:, None] & cmask[None, :]
+        offs = (g * S + s)[:, None] * C + cols[None, :]
+        acc_g += tl.sum(tl.load(psum_g_ptr + offs, mask=mask, other=0.0), axis=0)
+        acc_gx += tl.sum(tl.load(psum_gx_ptr + offs, mask=mask, other=0.0), axis=0)
+    tl.store(sum_g_ptr + g * C + cols, acc_g, mask=cmask)
+    tl.store(sum_gx_ptr + g * C + cols, acc_gx, mask=cmask)
+    if WRITE_TOTALS:
+        tl.store(db_ptr + cols, acc_g.to(db_ptr.dtype.element_ty), mask=cmask)
+        if WRITE_DW:
+            tl.store(dw_ptr + cols, acc_gx.to(dw_ptr.dtype.element_ty), mask=cmask)
 
 
 @triton.jit

@@ -34,17 +34,26 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+# GPU launch knobs (bench/kernels.py --tile/--warps/--programs-per-sm override them). From ptxas
+# register counts for sm_90 (no GPU was at hand when this was written): 16 fp32 elements per
+# thread keeps the heaviest kernel (GELU dx) at ~145 registers, so 3-4 programs of 4 warps fit
+# on an SM; 32 per thread needed ~250 registers and left one program of 8 warps per SM.
+GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128}
+
+
 @functools.lru_cache(maxsize=1024)
-def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int):
+def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tuple):
     """Blocks and the slab split for a [M, C] problem with G groups of R rows.
 
-    GPU: BLOCK_C up to 128 (a row segment of >= 128 bytes in fp16 from C = 64), tiles of 8192
-    elements, and about 4 programs per SM so each program streams a long slab. Interpreter:
-    programs run one after another and cost per instance, so few programs and small tiles
-    (which still exercise the multi-tile loops, ragged tails and chunked finalize)."""
+    GPU: BLOCK_C up to 128 (a row segment of >= 128 bytes in fp16 from C = 64), tiles of
+    `tile` elements, about `programs_per_sm` programs per SM so each streams a long slab.
+    Interpreter: programs run one after another and cost per instance, so few programs and small
+    tiles (which still exercise the multi-tile loops, ragged tails and chunked finalize)."""
+    knobs = dict(tuning)
     if on_gpu:
         block_c = min(128, max(16, triton.next_power_of_2(C)))
-        block_m, target, block_p, warps = 8192 // block_c, 4 * sms, 64, 8 if block_c >= 64 else 4
+        block_m = max(1, knobs["tile"] // block_c)
+        target, block_p, warps = knobs["programs_per_sm"] * sms, knobs["block_p"], knobs["warps"]
     else:
         block_c = min(64, max(16, triton.next_power_of_2(C)))
         block_m, target, block_p, warps = 32, 8, 4, 4
@@ -85,7 +94,8 @@ def _launch(x: Tensor, G: int, per: int):
     n, c, h, w = x.shape
     M, R = n * h * w, per * h * w
     gpu = x.is_cuda
-    geo = _geometry(M, c, R, G, gpu, _sm_count(x.device.index or 0) if gpu else 1)
+    sms = _sm_count(x.device.index or 0) if gpu else 1
+    geo = _geometry(M, c, R, G, gpu, sms, tuple(sorted(GPU_TUNING.items())))
     return M, R, geo
 
 
@@ -138,6 +148,13 @@ def _(x, weight, bias, running_mean, running_var, eps, act, alpha):
 
 
 # ---------------------------------------------------------------- backward
+def _sum_groups(per_group: Tensor, out: Tensor) -> None:
+    if out.dtype == torch.float32:
+        torch.sum(per_group, 0, out=out)
+    else:
+        out.copy_(per_group.sum(0))
+
+
 @torch.library.custom_op("fastres::bn_act_backward", mutates_args=())
 def bn_act_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor,
                     eps: float, act: str, alpha: float, ghost_batch: int, batch_stats: bool,
@@ -149,7 +166,7 @@ def bn_act_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: T
     C, S = x.shape[1], geo["S"]
     xr, dyr, dx = _as_rows(x), _as_rows(dy), _empty_cl(x)
     partial = torch.empty(2, G * S, C, dtype=torch.float32, device=x.device)
-    sums = torch.empty(2, G, C, dtype=torch.float32, device=x.device)
+    sum_g, sum_gx = (x.new_empty((G, C), dtype=torch.float32) for _ in range(2))
     dw = torch.empty(C if weight_grad else 0, dtype=weight.dtype, device=x.device)
     db = torch.empty(C, dtype=bias.dtype, device=x.device)
     grid = (G * S, geo["c_blocks"])
@@ -158,12 +175,15 @@ def bn_act_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: T
     K.bn_bwd_reduce_kernel[grid](xr, dyr, mean, rstd, weight, bias, partial[0], partial[1], M, C, R,
                                  S, geo["SLAB"], eps, alpha, ACT=act_code,
                                  FROM_VAR=not batch_stats, **blocks)
-    K.bn_bwd_finalize_kernel[(triton.cdiv(C, geo["BLOCK_CF"]),)](
-        partial[0], partial[1], sums[0], sums[1], dw if weight_grad else db, db, G, C, S,
-        WRITE_DW=weight_grad,
-        BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
-    K.bn_bwd_dx_kernel[grid](xr, dyr, dx.permute(0, 2, 3, 1), mean, rstd, weight, bias, sums[0],
-                             sums[1], M, C, R, S, geo["SLAB"], eps, alpha, ACT=act_code,
+    K.bn_bwd_finalize_kernel[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
+        partial[0], partial[1], sum_g, sum_gx, dw if weight_grad else db, db, C, S,
+        WRITE_TOTALS=G == 1, WRITE_DW=weight_grad, BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
+    if G > 1:   # ghost groups: dbeta, dgamma are sums over groups (torch's sum is deterministic)
+        _sum_groups(sum_g, db)
+        if weight_grad:
+            _sum_groups(sum_gx, dw)
+    K.bn_bwd_dx_kernel[grid](xr, dyr, dx.permute(0, 2, 3, 1), mean, rstd, weight, bias, sum_g,
+                             sum_gx, M, C, R, S, geo["SLAB"], eps, alpha, ACT=act_code,
                              BATCH_STATS=batch_stats, FROM_VAR=not batch_stats, **blocks)
     return dx, dw, db
 
@@ -216,8 +236,8 @@ bn_act_eval.register_autograd(_backward_eval, setup_context=_setup_eval)
 def bn_update_running(running_mean: Tensor, running_var: Tensor, mean: Tensor, var_unbiased: Tensor,
                       momentum: float) -> None:
     G, C = mean.shape
-    K.bn_running_kernel[(triton.cdiv(C, 128),)](running_mean, running_var, mean, var_unbiased, G, C,
-                                               momentum, BLOCK_C=128)
+    K.bn_running_kernel[(triton.cdiv(C, 64),)](running_mean, running_var, mean, var_unbiased, G, C,
+                                              momentum, BLOCK_G=16, BLOCK_C=64)
 
 
 @bn_update_running.register_fake

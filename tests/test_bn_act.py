@@ -133,6 +133,22 @@ def test_frozen_scale(fused_only, dtype):
     check_against_reference((2, 40, 5, 25), dtype, "relu", freeze=True)
 
 
+@pytest.mark.parametrize("ghost", [0, 2])
+def test_half_parameters(fused_only, ghost):
+    """A module converted with .half() (fp16 weight, bias and buffers) against its fp32 twin."""
+    x = make_input((4, 40, 3, 5), torch.float16)
+    dy = make_input((4, 40, 3, 5), torch.float16, seed=2)
+    bn, ref = make_pair(40, "silu", ghost=ghost)
+    y_ref, dx_ref, g_ref = run(ref, x.float(), dy.float())
+    y, dx, g = run(bn.half(), x, dy)
+    close(y, y_ref, torch.float16, "y")
+    close(dx, dx_ref, torch.float16, "dx")
+    for name in ("weight", "bias"):
+        assert g[name].dtype == torch.float16
+        close(g[name], g_ref[name], torch.float16, name)
+    close(bn.running_var, ref.running_var, torch.float16, "running_var")
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["fp16", "fp32"])
 def test_shifted_input_is_accurate(fused_only, dtype):
     """mean 300, std 1: sum/sum-of-squares statistics lose ~10% of the variance here; the
