@@ -36,12 +36,15 @@ def activation(z: torch.Tensor, act: str, alpha: float = 1.0) -> torch.Tensor:
 
 def ghost_batch_stats(x: torch.Tensor, ghost_batch: int):
     """Per-group mean and biased variance of x [N, C, H, W] for groups of `ghost_batch` images
-    (the last group may be smaller). Returns (mean [G, C], var [G, C], group index [N])."""
+    (the last group may be smaller). Returns (mean [G, C], var [G, C], group index [N], rows per
+    group [G, 1]). Shapes depend only on N and ghost_batch (no .item()), so torch.compile traces
+    it without a graph break."""
     n, c = x.shape[:2]
+    groups = -(-n // ghost_batch)
     group = torch.arange(n, device=x.device) // ghost_batch
-    groups = int(group[-1]) + 1
     xf = x.float().flatten(2)                                     # (N, C, HW)
-    count = torch.bincount(group, minlength=groups).to(xf.dtype)[:, None] * xf.shape[2]
+    first = torch.arange(groups, device=x.device) * ghost_batch
+    count = ((n - first).clamp(max=ghost_batch) * xf.shape[2]).to(xf.dtype)[:, None]
     mean = torch.zeros(groups, c, device=x.device).index_add_(0, group, xf.sum(2)) / count
     centred = xf - mean[group][:, :, None]
     var = torch.zeros(groups, c, device=x.device).index_add_(0, group, centred.square().sum(2)) / count

@@ -283,12 +283,29 @@ def test_compiled_net_matches_eager(fused_only):
         close(c.float(), b.float(), torch.float32, name)
 
 
+@pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark, minutes long")
+def test_bench_smoke_writes_json(tmp_path):
+    import importlib.util
+    import json
+    import pathlib
+    path = pathlib.Path(__file__).parents[1] / "bench" / "kernels.py"
+    spec = importlib.util.spec_from_file_location("bench_kernels", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--smoke", "--ghost", "2", "--out", str(tmp_path / "bn.json")])
+    result = json.loads((tmp_path / "bn.json").read_text())
+    assert result["smoke"] and len(result["layers"]) == 2
+    assert set(result["layers"][0]["variants"]) == {"fused", "eager", "compiled"}
+
+
 # ---------------------------------------------------------------- GPU, real sizes
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape,ghost", [((512, 64, 32, 32), 32), ((512, 128, 16, 16), 0),
                                          ((1000, 256, 7, 7), 32), ((512, 512, 4, 4), 0)])
-@pytest.mark.parametrize("act", ["celu", "gelu", "relu"])
+# No relu here: at millions of elements a few z within float rounding of 0 flip relu'(z)
+# between the fused op and the reference (relu runs at small sizes above).
+@pytest.mark.parametrize("act", ["celu", "gelu", "silu"])
 def test_gpu_real_sizes(shape, ghost, act):
     check_against_reference(shape, torch.float16, act, ghost=ghost, freeze=act == "celu")
 
