@@ -64,6 +64,8 @@ class Config:
     seed: int = 0
     runs: int = 1
     device: str = "auto"            # auto | cpu | cuda | cuda:N
+    parallel: str = "auto"          # under torchrun: auto | data (one run over all ranks) | runs (seeds split) | none
+    dist_backend: str = "auto"      # torch.distributed backend: auto (nccl on GPU, gloo on CPU) | nccl | gloo
     compile: bool = False           # torch.compile the model (GPU recipes)
     deterministic: bool = False     # torch deterministic algorithms (slower on GPU)
     threads: int = 0                # CPU threads for torch (0 = torch's default)
@@ -90,9 +92,11 @@ class Config:
         for name, allowed in (("flip", ("none", "random", "alternating")),
                               ("schedule", ("piecewise", "onecycle", "constant")),
                               ("arch", ("resnet9", "airbench", "resnet18")),
-                              ("act", ("identity", "relu", "celu", "gelu", "silu"))):
+                              ("act", ("identity", "relu", "celu", "gelu", "silu")),
+                              ("parallel", ("auto", "data", "runs", "none")),
+                              ("dist_backend", ("auto", "nccl", "gloo"))):
             if getattr(self, name) not in allowed:
-                bad(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                bad(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.tta not in (0, 1, 2):
             bad(f"--tta must be 0, 1 or 2, got {self.tta}")
         if not 0 <= self.erase_p <= 1 or not 0 <= self.ema_decay < 1 or not 0 <= self.label_smoothing < 1:
