@@ -19,7 +19,7 @@ class Config:
     dataset: str = "cifar10"        # cifar10 | fashion-mnist | PATH.npz
     target: float = 0.94            # test accuracy the recipe is declared to reach (mean of runs)
     # --- model (model.py) ----------------------------------------------------------------
-    arch: str = "resnet9"           # resnet9 (Myrtle.ai) | airbench | resnet18 (D2L layout)
+    arch: str = "resnet9"           # resnet9 (Myrtle.ai) | airbench | resnet18 (D2L layout) | myrtle-ladder
     width: float = 1.0              # channel multiplier on the architecture's widths
     act: str = "celu"               # identity | relu | celu | gelu | silu
     celu_alpha: float = 0.3         # CELU alpha (Myrtle: 0.075, later 0.3 with frozen BN scales)
@@ -76,6 +76,9 @@ class Config:
     save: bool = False              # save final weights (plain tensors, weights_only loadable)
     train_subset: int = 0           # use only the first N training images (0 = all; for tests)
     test_subset: int = 0            # use only the first N test images (0 = all; for tests)
+    # --- backbone study (study.py; model.py's myrtle-ladder) -----------------------------
+    ladder_step: int = 7            # myrtle-ladder arch: step 1..7 of Myrtle.ai's backbone study
+    bn_scale_init: str = "one"      # one | uniform (BN scales U[0,1], PyTorch <= 0.4's default)
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -91,12 +94,15 @@ class Config:
                 bad(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         for name, allowed in (("flip", ("none", "random", "alternating")),
                               ("schedule", ("piecewise", "onecycle", "constant")),
-                              ("arch", ("resnet9", "airbench", "resnet18")),
+                              ("arch", ("resnet9", "airbench", "resnet18", "myrtle-ladder")),
+                              ("bn_scale_init", ("one", "uniform")),
                               ("act", ("identity", "relu", "celu", "gelu", "silu")),
                               ("parallel", ("auto", "data", "runs", "none")),
                               ("dist_backend", ("auto", "nccl", "gloo"))):
             if getattr(self, name) not in allowed:
                 bad(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 1 <= self.ladder_step <= 7:
+            bad(f"--ladder-step must be 1..7, got {self.ladder_step}")
         if self.tta not in (0, 1, 2):
             bad(f"--tta must be 0, 1 or 2, got {self.tta}")
         if not 0 <= self.erase_p <= 1 or not 0 <= self.ema_decay < 1 or not 0 <= self.label_smoothing < 1:

@@ -3,6 +3,7 @@
     resnet9   Myrtle.ai ResNet-9 ("bag of tricks"), optional fixed 3x3 PCA patch whitening
     airbench  airbench-style net: 2x2 +/- patch whitening, three dirac-initialised conv groups
     resnet18  ResNet-18 in the Dive into Deep Learning layout (the seed's baseline)
+    myrtle-ladder  the seven steps of Myrtle.ai's backbone study, picked by cfg.ladder_step
 
 Every conv is followed by a pluggable norm-act (default: fastres.kernels.BatchNormAct2d, the
 fused BN+activation), widths are scaled by cfg.width (tiny CPU variants for tests), and the input
@@ -172,6 +173,56 @@ class ResNet9(Classifier):
         return self.head(self.layer3(self.layer2(self.layer1(self.prep(x)))))
 
 
+class MyrtleLadder(Classifier):
+    """Myrtle.ai's architecture ladder (anchors.md, "backbone study"), step cfg.ladder_step:
+
+        1 original backbone  prep 3x3 conv, then three stages of stride-2 1x1 conv -> BN-act ->
+                             BN-act, widths 64/128/256/256, global average pool, linear
+        2 no repeated BN-act the second BN-act of each stage removed
+        3 3x3 convolutions   the stride-2 convs become 3x3 (padding 1)
+        4 max-pool           stride-1 3x3 conv -> BN-act -> 2x2 max-pool
+        5 global max pool    head pools with a global max, final stage 512 wide (doubled)
+        6 (not architectural: BN scale init 1 + logits x0.125 are cfg.bn_scale_init and
+                             cfg.logit_scale; the study sets them per row)
+        7 residual           Myrtle's residual blocks after stages 1 and 3 = ResNet-9
+
+    Our reading of the steps, where the source gives only their names: the backbone is what
+    is left of the pre-activation ResNet-18 of the DAWNBench entry once its residual branches
+    are removed, i.e. the stride-2 1x1 shortcut convs; each stage's shortcut followed the
+    previous block's BN-act and was followed by the next block's pre-activation BN-act, hence
+    the back-to-back pair that step 2 removes. "Final width doubled" at step 5 is read as the
+    last stage going from 256 to ResNet-9's 512. The max-pool sits after the BN-act as in the
+    2018 ladder (the later bag of tricks moved it before the BN, as arch=resnet9 does), so
+    step 7 is ResNet-9 with that one difference. 32x32: 32->16->8->4; 28x28: 28->14->7->4
+    (strided, steps 1-3) or 28->14->7->3 (max-pool)."""
+
+    def __init__(self, cfg: Config, in_channels: int, num_classes: int, norm_act: NormFactory):
+        super().__init__()
+        step = cfg.ladder_step
+        w = [scaled(c, cfg.width) for c in (64, 128, 256, 512 if step >= 5 else 256)]
+        self.whiten = None
+        self.prep = ConvNormAct(in_channels, w[0], norm_act)
+        self.stages = nn.ModuleList(self.stage(c_in, c_out, step, norm_act) for c_in, c_out in zip(w, w[1:]))
+        self.residuals = nn.ModuleList(Residual(c, norm_act) if step >= 7 and i != 1 else nn.Identity()
+                                       for i, c in enumerate(w[1:]))
+        self.head = ClassifierHead(w[3], num_classes, "max" if step >= 5 else "avg", bias=False,
+                                   scale=cfg.logit_scale)
+
+    @staticmethod
+    def stage(c_in: int, c_out: int, step: int, norm_act: NormFactory) -> nn.Sequential:
+        if step >= 4:
+            return nn.Sequential(conv3x3(c_in, c_out), norm_act(c_out), nn.MaxPool2d(2))
+        k = 1 if step <= 2 else 3
+        layers = [nn.Conv2d(c_in, c_out, k, stride=2, padding=k // 2, bias=False), norm_act(c_out)]
+        return nn.Sequential(*layers, *([norm_act(c_out)] if step == 1 else []))
+
+    def forward(self, x):                                              # (N, C, H, W)
+        x = self.prep(x)                                               # (N, 64w, H, W)
+        for stage, residual in zip(self.stages, self.residuals):
+            x = residual(stage(x))                                     # (N, C', H/2, W/2)
+        return self.head(x)
+
+
 def dirac_init_(conv: nn.Conv2d) -> nn.Conv2d:
     """airbench: the first min(out, in) filters start as identity maps of their input channel
     (the rest keep the default init), so the plain conv stack starts near-residual without skips."""
@@ -280,14 +331,28 @@ def build_model(cfg: Config, in_channels: int, num_classes: int, image_size: int
                 functools.partial(nn.BatchNorm2d, eps=cfg.bn_eps, momentum=cfg.bn_momentum))
     norm_act = norm_act or default_norm_act(cfg)
     if cfg.arch == "resnet9":
-        return ResNet9(cfg, in_channels, num_classes, norm_act)
-    if cfg.arch == "airbench":
-        return AirbenchNet(cfg, in_channels, num_classes, norm_act)
-    if cfg.arch == "resnet18":
+        model = ResNet9(cfg, in_channels, num_classes, norm_act)
+    elif cfg.arch == "airbench":
+        model = AirbenchNet(cfg, in_channels, num_classes, norm_act)
+    elif cfg.arch == "resnet18":
         if cfg.whiten:
             raise FastresError("--whiten is for resnet9 (airbench always whitens); resnet18 has no whitening")
-        return ResNet18(cfg, in_channels, num_classes, norm_act, norm)
-    raise FastresError(f"unknown arch {cfg.arch!r}; choose resnet9, airbench or resnet18")
+        model = ResNet18(cfg, in_channels, num_classes, norm_act, norm)
+    elif cfg.arch == "myrtle-ladder":
+        if cfg.whiten:
+            raise FastresError("--whiten is for resnet9; the myrtle-ladder steps have no whitening")
+        if not 1 <= cfg.ladder_step <= 7:
+            raise FastresError(f"--ladder-step must be 1..7, got {cfg.ladder_step}")
+        model = MyrtleLadder(cfg, in_channels, num_classes, norm_act)
+    else:
+        raise FastresError(f"unknown arch {cfg.arch!r}; choose resnet9, airbench, resnet18 or myrtle-ladder")
+    if cfg.bn_scale_init == "uniform":
+        # PyTorch <= 0.4 initialised BN scales U[0, 1]; Myrtle's ladder step 6 changed it to 1.
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+                with torch.no_grad():
+                    m.weight.uniform_(0, 1)
+    return model
 
 
 def to_training_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
