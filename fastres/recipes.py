@@ -21,9 +21,10 @@ register("fashion-94", dataset="fashion-mnist", target=0.94, arch="resnet9", act
          batch_size=512, lr=1.0, weight_decay=5e-4, bias_lr_scale=64, bias_decay_scale=1 / 64,
          label_smoothing=0.2, warmup_frac=0.2, final_lr_frac=0.1, ema_decay=0.99, tta=1, compile=True)
 
-# The CPU recipe: a narrow ResNet-9 that reaches >= 91% on 2 cores in about a minute.
-register("fashion-cpu", dataset="fashion-mnist", target=0.91, arch="resnet9", width=0.25, act="relu",
-         crop_pad=2, flip="random", epochs=4, batch_size=256, lr=0.2, weight_decay=5e-4,
+# The CPU recipe: the airbench-style net at a quarter width (16/64/64 channels) reaches ~92%
+# in 3 epochs on 2 CPU cores in well under a minute (measured figures in README).
+register("fashion-cpu", dataset="fashion-mnist", target=0.91, arch="airbench", width=0.25, act="relu",
+         logit_scale=1 / 9, crop_pad=2, flip="random", epochs=3, batch_size=256, lr=0.4, weight_decay=5e-4,
          label_smoothing=0.1, schedule="onecycle", warmup_frac=0.25, tta=1, eval_batch_size=250,
          device="cpu")
 
