@@ -131,3 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastres: interrupted", file=sys.stderr)
         return 130
+
+
+from . import study  # noqa: E402,F401  (registers the `study` subcommand)

@@ -1,0 +1,516 @@
+"""Studies: what affects the training of residual networks, every row over several seeds.
+
+    python -m fastres study --list
+    python -m fastres study backbone --runs 5                  # Myrtle.ai's ladder, CIFAR-10
+    python -m fastres study fashion-hparams --quick --runs 2   # CPU, a few minutes
+    python -m fastres study tricks --output results/           # leave-one-out over cifar10's recipe
+    python -m fastres study widths --file my_study.py          # a study of your own
+    torchrun --nproc_per_node=8 -m fastres study backbone --runs 8   # seeds spread over the GPUs
+
+A study is plain data: a base Config, and rows that are config deltas from it (row 0, or the
+named `baseline`, is what the others are compared with). Each row is trained for seeds
+seed..seed+runs-1 by runner.run_many, and the study writes into --output (default
+study-results/):
+
+    study-NAME.jsonl  one record per finished run (keyed by study, row, seed and a hash of the
+                      row's config): a rerun skips what is there, a changed row trains again
+    study-NAME.md     | row | changes | runs | accuracy mean +- std | time | delta vs baseline
+                      with a 95% Welch t-interval (n/a below 2 runs per side) | published |
+    study-NAME.png    accuracy against time per row, with std error bars
+
+(`-quick` is appended to NAME in the file names under --quick.) Your own study, in a .py file
+given to --file (or a JSON file with the same fields: name, description, base or recipe, rows
+of {name, changes, published}, baseline):
+
+    from fastres.config import Config
+    from fastres.study import Row, Study, register_study
+
+    register_study(Study(
+        "widths", "ResNet-9 width on Fashion-MNIST",
+        base=Config(dataset="fashion-mnist", arch="resnet9", act="relu", epochs=4, lr=0.2),
+        rows=[Row("w1", {}), Row("w0.5", {"width": 0.5}), Row("w0.25", {"width": 0.25})]))
+
+--quick (tests and CPU smoke runs; the numbers are NOT comparable with full runs or with the
+published figures) changes every row's config after its deltas, exactly as QUICK says:
+first 5000 training and 2000 test images, epochs x0.25 (fractional epochs are fine), batch size
+x0.25 (at least 16), width x0.25, no compile, no per-epoch diagnostic evaluation. The LR is
+left alone (it is per example for a mean loss, so it means the same at the smaller batch).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import runpy
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from .cli import subcommand
+from .config import Config, get_recipe, select_recipe
+from .errors import FastresError
+from .report import JsonlLog, atomic_write, git_commit, t_ppf
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str                                      # short slug, unique within the study
+    changes: dict = field(default_factory=dict)    # Config field -> value, applied to the base
+    published: float | None = None                 # published test accuracy in %, for comparison
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    base: Config
+    rows: tuple
+    baseline: str = ""          # the row the others are compared with ("" = the first row)
+    source: str = ""            # where the published figures come from
+
+    def __post_init__(self):
+        object.__setattr__(self, "rows", tuple(self.rows))
+        names = [r.name for r in self.rows]
+        known = {f.name for f in fields(Config)}
+        if not names or len(set(names)) != len(names):
+            raise FastresError(f"study {self.name!r}: rows need unique names, got {names}")
+        for row in self.rows:
+            if unknown := sorted(set(row.changes) - known):
+                raise FastresError(f"study {self.name!r}, row {row.name!r}: unknown config fields {unknown}")
+        if self.baseline and self.baseline not in names:
+            raise FastresError(f"study {self.name!r}: baseline {self.baseline!r} is not one of its rows")
+        if not self.baseline:
+            object.__setattr__(self, "baseline", names[0])
+
+    def config(self, row: Row) -> Config:
+        return self.base.replace(**row.changes)
+
+
+STUDIES: dict[str, Callable[[], Study]] = {}    # name -> builder (built when run: recipes may change)
+
+
+def register_study(study: Study | Callable[[], Study], name: str | None = None):
+    STUDIES[name or study.name] = study if callable(study) else (lambda: study)
+    return study
+
+
+def get_study(name: str) -> Study:
+    if name not in STUDIES:
+        raise FastresError(f"unknown study {name!r}; known studies: {', '.join(sorted(STUDIES))}")
+    return STUDIES[name]()
+
+
+def cumulative(steps: list[tuple], start: dict | None = None) -> list[Row]:
+    """Rows for a ladder where each step keeps the previous ones: (name, changes[, published])."""
+    rows, acc = [], dict(start or {})
+    for name, changes, *published in steps:
+        acc = {**acc, **changes}
+        rows.append(Row(name, dict(acc), published[0] if published else None))
+    return rows
+
+
+# ---------------------------------------------------------------- the built-in studies
+
+# Myrtle.ai's backbone study training (anchors.md): 20 epochs, batch 512, LR 0 -> 0.4 (epoch 4)
+# -> 0 (epoch 20), Nesterov momentum 0.9, weight decay 5e-4, ReLU; 2018 PyTorch defaults (BN
+# scales U[0,1], logits unscaled) until step 6. Our assumptions where the source is silent:
+# pad-4 crop + flip + 8x8 cutout (the DAWNBench baseline's augmentation) and no TTA (TTA came
+# later, in the bag of tricks).
+MYRTLE_BASE = Config(dataset="cifar10", target=0.94, arch="myrtle-ladder", ladder_step=1, act="relu",
+                     bn_scale_init="uniform", logit_scale=1.0, whiten=False, crop_pad=4, flip="random",
+                     cutout=8, epochs=20, batch_size=512, lr=0.4, momentum=0.9, nesterov=True,
+                     weight_decay=5e-4, schedule="piecewise", warmup_frac=0.2, tta=0)
+LADDER_STEPS = [("original", {}, 55.9), ("no-repeat-bn", {"ladder_step": 2}, 56.0),
+                ("conv3x3", {"ladder_step": 3}, 85.6), ("maxpool", {"ladder_step": 4}, 89.7),
+                ("global-maxpool", {"ladder_step": 5}, 90.7),
+                ("bn-init-logit-scale", {"ladder_step": 6, "bn_scale_init": "one", "logit_scale": 0.125}, 91.1),
+                ("residual", {"ladder_step": 7}, 93.7)]
+register_study(Study("backbone", "Myrtle.ai's architecture ladder on CIFAR-10 (model.py MyrtleLadder)",
+                     MYRTLE_BASE, cumulative(LADDER_STEPS),
+                     source="Myrtle.ai backbone study, single runs on a V100 (anchors.md)"))
+
+# The same ladder on Fashion-MNIST, with the fashion recipes' augmentation (2-px translate +
+# flip, no cutout on 28x28), plus the seed report's CELU variant of the final net (Myrtle's
+# first CELU alpha, 0.075, chosen for unfrozen BN scales).
+register_study(Study("fashion-backbone", "Myrtle.ai's architecture ladder on Fashion-MNIST, plus CELU",
+                     MYRTLE_BASE.replace(dataset="fashion-mnist", crop_pad=2, cutout=0),
+                     cumulative([(n, c) for n, c, _ in LADDER_STEPS]
+                                + [("residual-celu", {"act": "celu", "celu_alpha": 0.075})])))
+
+# The seed report's ResNet-18 runs, read as D2L's train_ch6 (plain SGD, no momentum, weight
+# decay or augmentation; we train at 28x28 where D2L resizes to 96) and one-cycle as PyTorch's
+# OneCycleLR (cosine, 30% warm-up from peak/25, down to ~0). Random erasing at p = 0.5 with
+# the usual area 0.02-0.33 and aspect 0.3-3.3.
+ONECYCLE = {"schedule": "onecycle", "warmup_frac": 0.3, "start_lr_frac": 0.04, "final_lr_frac": 0.0}
+register_study(Study(
+    "fashion-hparams", "ResNet-18 (D2L) on Fashion-MNIST: LR schedule, batch size, epochs, random erasing",
+    Config(dataset="fashion-mnist", target=0.91, arch="resnet18", act="relu", crop_pad=0, flip="none",
+           epochs=10, batch_size=128, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
+           schedule="constant", tta=0),
+    [Row("const-lr0.01", {}, 91.2),
+     Row("onecycle-0.1", {**ONECYCLE, "lr": 0.1}, 93.5),
+     Row("onecycle-0.1-b512-2ep", {**ONECYCLE, "lr": 0.1, "batch_size": 512, "epochs": 2}, 91.2),
+     Row("onecycle-0.4-b512-2ep", {**ONECYCLE, "lr": 0.4, "batch_size": 512, "epochs": 2}, 90.6),
+     Row("onecycle-0.4-b512-2ep-erase", {**ONECYCLE, "lr": 0.4, "batch_size": 512, "epochs": 2,
+                                         "erase_p": 0.5}, 88.7)],
+    source="the seed report, single runs (anchors.md)"))
+
+# The seed report's CIFAR-10 steps; the report names the steps and the final figure only (90.2%
+# in 191 s), so the values of each step are ours. Every step keeps the previous ones; "BN scale
+# init" is read as Myrtle's step 6 (scales 1 instead of U[0,1], logits x0.125).
+register_study(Study(
+    "cifar-ladder", "the seed report's CIFAR-10 ladder, from plain SGD to the tuned ResNet-9",
+    Config(dataset="cifar10", target=0.9, arch="resnet9", act="relu", bn_scale_init="uniform", logit_scale=1.0,
+           crop_pad=0, flip="none", epochs=10, batch_size=512, lr=0.01, momentum=0.0, nesterov=False,
+           weight_decay=0.0, schedule="constant", tta=0),
+    [Row("resnet18", {"arch": "resnet18"})] + cumulative([
+        ("resnet9", {}), ("augment", {"crop_pad": 4, "flip": "random"}),
+        ("lr-schedule", {**ONECYCLE, "lr": 0.4}), ("momentum", {"momentum": 0.9, "nesterov": True}),
+        ("weight-decay", {"weight_decay": 5e-4}), ("random-erasing", {"erase_p": 0.5}),
+        ("label-smoothing-bn-init", {"label_smoothing": 0.2, "bn_scale_init": "one", "logit_scale": 0.125}),
+        ("more-epochs-smaller-batch", {"epochs": 20, "batch_size": 256}, 90.2)]),
+    baseline="resnet9", source="the seed report: final step only (anchors.md)"))
+
+# Leave-one-out over the tricks of the recipe `python -m fastres --target 0.94` runs on a GPU.
+# Frozen BN scales come with bias LR x64 / decay /64 (Myrtle), so removing the freeze resets
+# those too: unfrozen scales at 64x the LR would be a different experiment.
+TRICKS = [  # (row, is the trick on in cfg, changes that turn it off)
+    ("no-whiten", lambda c: c.whiten and c.arch != "airbench", {"whiten": False}),
+    ("no-label-smoothing", lambda c: c.label_smoothing > 0, {"label_smoothing": 0.0}),
+    ("no-ema-lookahead", lambda c: c.ema_decay > 0, {"ema_decay": 0.0, "lookahead": False}),
+    ("no-frozen-bn-scale", lambda c: c.bn_freeze_scale,
+     {"bn_freeze_scale": False, "bias_lr_scale": 1.0, "bias_decay_scale": 1.0}),
+    ("random-flip", lambda c: c.flip == "alternating", {"flip": "random"}),
+    ("no-tta", lambda c: c.tta > 0, {"tta": 0}),
+    ("no-ghost-bn", lambda c: c.ghost_batch > 0, {"ghost_batch": 0}),
+    ("no-cutout", lambda c: c.cutout > 0, {"cutout": 0}),
+]
+
+
+def tricks_study() -> Study:
+    recipe = select_recipe("cifar10", 0.94)
+    rows = [Row("full-recipe")] + [Row(name, changes) for name, on, changes in TRICKS if on(recipe.config)]
+    return Study("tricks", f"leave-one-out over the tricks of recipe {recipe.name} (each removed in turn)",
+                 recipe.config, rows)
+
+
+register_study(tricks_study, "tricks")
+
+
+# ---------------------------------------------------------------- quick mode, keys, statistics
+
+QUICK = {"train_subset": 5000, "test_subset": 2000, "epochs": 0.25, "batch_size": 0.25, "width": 0.25,
+         "compile": False, "eval_every": 0}
+
+
+def quick(cfg: Config) -> Config:
+    """The --quick version of a row's config (see the module docstring)."""
+    return cfg.replace(train_subset=QUICK["train_subset"], test_subset=QUICK["test_subset"],
+                       epochs=cfg.epochs * QUICK["epochs"], width=cfg.width * QUICK["width"],
+                       batch_size=max(16, round(cfg.batch_size * QUICK["batch_size"])),
+                       compile=QUICK["compile"], eval_every=QUICK["eval_every"])
+
+
+# Fields that change neither what is trained nor the numbers it gives.
+UNKEYED = {"seed", "runs", "output", "plot", "save", "data_dir", "download", "threads", "eval_every",
+           "device", "parallel", "dist_backend"}
+
+
+def config_hash(cfg: Config, device_type: str) -> str:
+    """12 hex digits identifying a row's training; the device class is part of it (CPU and GPU
+    times must not be averaged together)."""
+    keyed = {k: v for k, v in asdict(cfg).items() if k not in UNKEYED}
+    text = json.dumps({"config": keyed, "device": device_type}, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
+
+
+def welch_interval(a: list[float], b: list[float], level: float = 0.95):
+    """(mean(a) - mean(b), low, high): Welch's t-interval, or None with fewer than 2 values a side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    va, vb = sa * sa / len(a), sb * sb / len(b)
+    d = ma - mb
+    if va + vb == 0:
+        return d, d, d
+    df = (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
+    half = t_ppf(1 - (1 - level) / 2, df) * math.sqrt(va + vb)
+    return d, d - half, d + half
+
+
+def format_changes(changes: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items()) or "—"
+
+
+def seconds(t: float) -> str:
+    return f"{t:.2f}" if t < 10 else f"{t:.1f}"
+
+
+def markdown_table(study: Study, runs: dict[str, list[dict]]) -> str:
+    """runs: row name -> its run records (accuracy as a fraction, time_s). Accuracies and
+    differences are shown in %, differences in percentage points with their 95% CI."""
+    base = [r["accuracy"] for r in runs.get(study.baseline, [])]
+    lines = ["| row | changes | runs | accuracy % (mean ± std) | time s (mean ± std) "
+             f"| Δ vs {study.baseline}, pp (95% CI) | published % |", "|---|---|---:|---:|---:|---|---:|"]
+    for row in study.rows:
+        records = runs.get(row.name, [])
+        published = "" if row.published is None else f"{row.published:.1f}"
+        if not records:
+            lines.append(f"| {row.name} | {format_changes(row.changes)} | 0 | | | | {published} |")
+            continue
+        acc = [100 * r["accuracy"] for r in records]
+        (am, asd), (tm, tsd) = mean_std(acc), mean_std([r["time_s"] for r in records])
+        if row.name == study.baseline:
+            delta = "(baseline)"
+        else:
+            ci = welch_interval(acc, [100 * a for a in base])
+            delta = "n/a" if ci is None else f"{ci[0]:+.2f} [{ci[1]:+.2f}, {ci[2]:+.2f}]"
+        lines.append(f"| {row.name} | {format_changes(row.changes)} | {len(records)} | {am:.2f} ± {asd:.2f} "
+                     f"| {seconds(tm)} ± {seconds(tsd)} | {delta} | {published} |")
+    return "\n".join(lines)
+
+
+def plot_study(study: Study, runs: dict[str, list[dict]], path: Path, title: str) -> Path:
+    """Accuracy (%) against time (s) per row: mean with std error bars, labelled by row."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in study.rows:
+        records = runs.get(row.name)
+        if not records:
+            continue
+        (am, asd), (tm, tsd) = (mean_std([100 * r["accuracy"] for r in records]),
+                                mean_std([r["time_s"] for r in records]))
+        ax.errorbar(tm, am, xerr=tsd, yerr=asd, fmt="s" if row.name == study.baseline else "o", capsize=3)
+        ax.annotate(row.name, (tm, am), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("time inside the timer (s), mean ± std")
+    ax.set_ylabel("test accuracy (%), mean ± std")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def read_runs(path: Path) -> dict[tuple, dict]:
+    """(study, row, seed, config_hash) -> the latest run record in a study JSONL."""
+    done = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:      # a line cut short by a kill: that run re-runs
+                continue
+            if rec.get("type") == "run":
+                done[(rec["study"], rec["row"], rec["seed"], rec["config_hash"])] = rec
+    return done
+
+
+# ---------------------------------------------------------------- running a study
+
+def row_configs(study: Study, is_quick: bool, overrides: dict) -> list[tuple[Row, Config]]:
+    """Each row's config (base + overrides + row deltas [+ quick]), validated before any training."""
+    base, out = study.base.replace(**overrides), []
+    for row in study.rows:
+        cfg = base.replace(**row.changes)
+        cfg = (quick(cfg) if is_quick else cfg).replace(output="", plot=False, save=False,
+                                                        parallel="runs" if cfg.parallel == "auto" else cfg.parallel)
+        try:
+            cfg.validate()
+        except FastresError as e:
+            raise FastresError(f"study {study.name!r}, row {row.name!r}: {e}") from None
+        out.append((row, cfg))
+    return out
+
+
+def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False, output: str = "study-results",
+              overrides: dict | None = None, printer=print, command: str = "") -> dict:
+    """Train every missing (row, seed), then write the table, JSONL and plot. Returns paths and table."""
+    from . import distributed, runner      # torch-heavy: imported when a study runs
+    configs = row_configs(study, is_quick, overrides or {})
+    device_type = runner.resolve_device(configs[0][1].device).type
+    main = distributed.is_main_process(configs[0][1])
+    say = printer if main else (lambda *a, **k: None)
+    stem = f"study-{study.name}{'-quick' if is_quick else ''}"
+    out = Path(output)
+    jsonl = out / f"{stem}.jsonl"
+    log = JsonlLog(jsonl if main else None)
+    say(f"study {study.name}: {study.description}; {len(configs)} rows x {runs} seeds on {device_type}")
+    if is_quick:
+        say(f"QUICK MODE ({', '.join(f'{k} {v}' for k, v in QUICK.items())}): the numbers are NOT "
+            f"comparable with full runs or with the published figures")
+    done = read_runs(jsonl)
+    seeds = list(range(seed, seed + runs))
+    env, keys = None, {row.name: config_hash(cfg, device_type) for row, cfg in configs}
+    for i, (row, cfg) in enumerate(configs, 1):
+        key = keys[row.name]
+        missing = [s for s in seeds if (study.name, row.name, s, key) not in done]
+        if not missing:
+            say(f"[{i}/{len(configs)}] {row.name}: all {runs} seeds already in {jsonl}, skipped")
+            continue
+        say(f"[{i}/{len(configs)}] {row.name} ({format_changes(row.changes)}): seeds {missing}")
+        results, _ = runner.run_many(cfg, say, seeds=missing)
+        if env is None:
+            from .report import environment
+            env = environment(runner.resolve_device(cfg.device))
+        date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for result in results:
+            rec = {"type": "run", "study": study.name, "row": row.name, "seed": result.seed, "config_hash": key,
+                   "quick": is_quick, "date": date, **asdict(result), "config": asdict(cfg), "env": env}
+            log.write(rec)
+            done[(study.name, row.name, result.seed, key)] = json.loads(json.dumps(rec, default=str))
+    by_row = {row.name: [done[k] for k in ((study.name, row.name, s, keys[row.name]) for s in seeds) if k in done]
+              for row in study.rows}
+    table = markdown_table(study, by_row)
+    say("\n" + table)
+    if not main:
+        return {"table": table}
+    md = out / f"{stem}.md"
+    atomic_write(md, lambda tmp: tmp.write_text(report_text(study, table, by_row, is_quick, runs, command)))
+    png = plot_study(study, by_row, out / f"{stem}.png", f"study {study.name}{' (quick)' if is_quick else ''}")
+    say(f"wrote {md}, {jsonl}, {png}")
+    return {"table": table, "markdown": md, "jsonl": jsonl, "png": png}
+
+
+def report_text(study: Study, table: str, by_row: dict, is_quick: bool, runs: int, command: str) -> str:
+    records = [r for rs in by_row.values() for r in rs]
+    devices = sorted({r["env"].get("gpu") or r["env"]["device"] for r in records if r.get("env")})
+    commits = sorted({(r["env"].get("commit") or "?")[:10] for r in records if r.get("env")})
+    dates = sorted(r["date"] for r in records if r.get("date"))
+    lines = [f"# Study `{study.name}`", "\n" + study.description + ".\n",
+             f"- command: `{command}`" if command else "",
+             f"- runs: {dates[0] if dates else '?'} to {dates[-1] if dates else '?'} (UTC); commit(s) "
+             f"{', '.join(commits) or '?'}; device(s) {', '.join(devices) or '?'}",
+             f"- {runs} seed(s) per row; Δ: difference of mean accuracy to row `{study.baseline}` in "
+             "percentage points with a 95% Welch t-interval (n/a with fewer than 2 runs per side)",
+             f"- published: {study.source}" if study.source else ""]
+    if is_quick:
+        lines.append("- **QUICK MODE**: " + ", ".join(f"{k} {v}" for k, v in QUICK.items())
+                     + " (epochs, batch size and width are multipliers). These numbers are NOT comparable"
+                       " with full runs or with the published figures.")
+    return "\n".join(line for line in lines if line != "") + "\n\n" + table + "\n"
+
+
+# ---------------------------------------------------------------- user studies and the CLI
+
+def load_study_file(path: str) -> list[str]:
+    """Register the studies in a .py file (which calls register_study) or a .json file (one
+    study object or a list of them); returns the names registered."""
+    p = Path(path)
+    if not p.exists():
+        raise FastresError(f"--file {path}: no such file")
+    before = set(STUDIES)
+    if p.suffix == ".py":
+        runpy.run_path(str(p))
+        return sorted(set(STUDIES) - before) or sorted(STUDIES)
+    try:
+        specs = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FastresError(f"--file {path}: not valid JSON ({e})") from None
+    names = []
+    for spec in specs if isinstance(specs, list) else [specs]:
+        try:
+            base = get_recipe(spec["recipe"]).config if "recipe" in spec else Config()
+            base = base.replace(**coerce(spec.get("base", {})))
+            rows = [Row(r["name"], coerce(r.get("changes", {})), r.get("published")) for r in spec["rows"]]
+            study = Study(spec["name"], spec.get("description", ""), base, rows, spec.get("baseline", ""),
+                          spec.get("source", ""))
+        except (KeyError, TypeError) as e:
+            raise FastresError(f"--file {path}: a study needs name and rows (each with a name): {e}") from None
+        register_study(study)
+        names.append(study.name)
+    return names
+
+
+def coerce(values: dict) -> dict:
+    """JSON lists -> tuples for the tuple-typed Config fields; unknown fields are an error."""
+    hints = typing.get_type_hints(Config)
+    if unknown := sorted(set(values) - set(hints)):
+        raise FastresError(f"unknown config fields {unknown}")
+    return {k: tuple(v) if hints[k] is tuple else v for k, v in values.items()}
+
+
+def parse_set(items: list[str]) -> dict:
+    """--set KEY=VALUE pairs typed by the Config field (bools: true/false; tuples: a,b)."""
+    hints, out = typing.get_type_hints(Config), {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.replace("-", "_")
+        if not sep or key not in hints:
+            raise FastresError(f"--set {item!r}: expected FIELD=VALUE with a Config field (see `fastres --help`)")
+        kind = hints[key]
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                out[key] = text.lower() in ("true", "1")
+            elif kind is tuple:
+                out[key] = tuple(float(v) for v in text.split(","))
+            else:
+                out[key] = kind(text)
+        except ValueError:
+            raise FastresError(f"--set {item!r}: {text!r} is not a valid {kind.__name__}") from None
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    parser.add_argument("name", nargs="?", help="the study to run (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the studies and their rows, then exit")
+    parser.add_argument("--runs", type=int, default=5, help="seeds per row [default 5]")
+    parser.add_argument("--seed", type=int, default=0, help="first seed [default 0]")
+    parser.add_argument("--quick", action="store_true", help="shrunk data, epochs, batch and width for CPU "
+                        "smoke runs (numbers not comparable with published ones; see `fastres.study`)")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N [default: the study's, auto]")
+    parser.add_argument("--dataset", help="run the study on another dataset (cifar10, fashion-mnist, PATH.npz)")
+    parser.add_argument("--data-dir", help="where datasets are looked for first")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change the base config of every row (rows still apply their deltas)")
+    parser.add_argument("--output", default="study-results", help="directory for the table, JSONL and plot "
+                        "[default study-results]")
+    parser.add_argument("--file", help="a .py or .json file defining studies (see `fastres.study`)")
+
+
+def run(args: argparse.Namespace, printer=print) -> int:
+    if args.file:
+        loaded = load_study_file(args.file)
+        args.name = args.name or (loaded[0] if len(loaded) == 1 else None)
+    if args.list or not args.name:
+        if not args.list:
+            raise FastresError("name a study to run (see `fastres study --list`)")
+        for name in STUDIES:
+            s = get_study(name)
+            printer(f"{name:18s} {s.description}\n{'':18s} rows: {', '.join(r.name for r in s.rows)}")
+        return 0
+    if args.runs < 1:
+        raise FastresError(f"--runs must be positive, got {args.runs}")
+    overrides = parse_set(args.set)
+    for key in ("device", "dataset", "data_dir"):
+        if getattr(args, key):
+            overrides[key] = getattr(args, key)
+    run_study(get_study(args.name), args.runs, args.seed, args.quick, args.output, overrides, printer,
+              command_line(args))
+    return 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this study (for the report), from the parsed flags."""
+    words = ["python -m fastres study", args.name, "--quick" if args.quick else "", f"--runs {args.runs}"]
+    words += [f"--seed {args.seed}" if args.seed else "", f"--file {args.file}" if args.file else ""]
+    words += [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("device", "dataset", "data_dir")
+              if getattr(args, k)]
+    words += [f"--set {item}" for item in args.set]
+    return " ".join(w for w in words if w)
+
+
+subcommand("study", "run a study: rows of config changes, each over several seeds, vs a baseline")((add_arguments, run))
