@@ -1,0 +1,92 @@
+"""Model FLOP utilisation (MFU) of a training recipe.
+
+    python bench/mfu.py --recipe cifar10-94 --out bench/results/mfu.json      # GPU
+    python bench/mfu.py --smoke --out /tmp/mfu.json                           # CPU plumbing, seconds
+
+FLOPs of a run are counted from the model (fastres.model.model_flops: 2 x multiply-accumulates
+of every conv and linear layer per image): training costs 3x the forward (forward, input
+gradient, weight gradient) per training image seen, and the final evaluation 1x the forward
+per test image and TTA view. Dividing by the run's time-to-accuracy gives achieved FLOP/s;
+dividing that by a dense matmul rate measured in the same process (fp16 8192^3 on GPU, fp32
+2048^3 on CPU) gives MFU. BN, activations, pooling and the optimiser are not counted (they are
+memory-bound), so MFU understates how busy the GPU is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from datetime import date
+
+import torch
+
+from fastres.config import get_recipe
+from fastres.evaluate import tta_views
+from fastres.model import build_model, model_flops
+from fastres.report import atomic_write, environment
+from fastres.runner import resolve_device, run_many
+
+
+def matmul_flops_per_s(device: torch.device, n: int, dtype: torch.dtype, iters: int = 20) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * iters / (time.perf_counter() - t0)
+
+
+def run_flops(cfg, in_channels: int, image_size: int, num_classes: int, train_images: int, test_images: int,
+              steps: int) -> dict:
+    model = build_model(cfg, in_channels, num_classes, image_size)
+    forward = model_flops(model, in_channels, image_size)           # per image
+    train = 3 * forward * steps * cfg.batch_size
+    evaluate = forward * test_images * len(tta_views(cfg.tta))
+    return {"forward_flops_per_image": forward, "train_flops": train, "eval_flops": evaluate,
+            "total_flops": train + evaluate}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipe", default="cifar10-94")
+    p.add_argument("--runs", type=int, default=3, help="timed runs (after the compile warm-up)")
+    p.add_argument("--smoke", action="store_true", help="tiny fashion-cpu run on CPU")
+    p.add_argument("--out", default="", help="write the result as JSON here")
+    args = p.parse_args(argv)
+    cfg = get_recipe(args.recipe).config
+    if args.smoke:
+        cfg = get_recipe("fashion-cpu").config.replace(epochs=1, train_subset=1024, test_subset=256, runs=1,
+                                                        device="cpu", eval_every=0)
+    else:
+        cfg = cfg.replace(runs=args.runs, eval_every=0)
+    device = resolve_device(cfg.device)
+    results, summary = run_many(cfg, printer=lambda *a: print(*a, file=sys.stderr))
+    from fastres.data import load_dataset
+    ds = load_dataset(cfg.dataset, cfg.data_dir, download=False)
+    test_images = cfg.test_subset or ds.test_x.shape[0]
+    flops = run_flops(cfg, ds.train_x.shape[3], ds.train_x.shape[1], ds.num_classes, 0, test_images,
+                      results[0].steps)
+    peak = (matmul_flops_per_s(device, 8192, torch.float16) if device.type == "cuda"
+            else matmul_flops_per_s(device, 2048 if not args.smoke else 512, torch.float32, iters=5))
+    achieved = flops["total_flops"] / summary["time_mean"]
+    record = {"benchmark": "mfu", "date": date.today().isoformat(), "recipe": args.recipe if not args.smoke else "smoke",
+              "env": environment(device), "config": asdict(cfg), **flops, "time_s_mean": summary["time_mean"],
+              "runs": summary["runs"], "acc_mean": summary["acc_mean"], "achieved_flops_per_s": achieved,
+              "matmul_flops_per_s": peak, "mfu": achieved / peak}
+    print(f"{record['recipe']}: {flops['total_flops'] / 1e12:.3f} TFLOP in {summary['time_mean']:.3f} s = "
+          f"{achieved / 1e12:.2f} TFLOP/s; matmul {peak / 1e12:.2f} TFLOP/s; MFU {100 * record['mfu']:.1f}%")
+    if args.out:
+        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=str)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""bench/gpu_check.sh --smoke: the one-call GPU verification script's plumbing, on CPU."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_writes_every_result_file(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--smoke", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = {p.name.rsplit("-", 1)[-1]: p for p in tmp_path.iterdir()}
+    for what in ("env.json", "kernels.json", "loader.json", "fashion-94.json", "mfu.json"):
+        assert any(name.endswith(what) for name in (p.name for p in tmp_path.iterdir())), (what, sorted(files))
+    recipe = json.loads(next(tmp_path.glob("*-fashion-94.json")).read_text())
+    assert recipe["summary"]["runs"] == 2 and len(recipe["runs"]) == 2
+    assert recipe["start"]["config"]["dataset"] == "fashion-mnist"
+    mfu = json.loads(next(tmp_path.glob("*-mfu.json")).read_text())
+    assert mfu["total_flops"] > 0 and 0 < mfu["mfu"]
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
