@@ -1,0 +1,43 @@
+"""Muon's batched Newton-Schulz against an SVD reference, and the optimiser's update rule."""
+import math
+
+import pytest
+import torch
+
+from fastres.optim import Muon, newton_schulz, pad_stack
+
+
+def test_newton_schulz_approximates_orthogonal_factor():
+    torch.manual_seed(0)
+    g = torch.randn(3, 16, 40, dtype=torch.float64)
+    x = newton_schulz(g, steps=10, dtype=torch.float64)
+    s = torch.linalg.svdvals(x)
+    assert s.min() > 0.6 and s.max() < 1.25                 # the quintic's target band
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    cosine = (x * (u @ vh)).sum((1, 2)) / (x.norm(dim=(1, 2)) * (u @ vh).norm(dim=(1, 2)))
+    assert (cosine > 0.97).all()                              # same direction as U V^T
+
+
+def test_batched_padding_equals_one_by_one():
+    torch.manual_seed(1)
+    mats = [torch.randn(8, 27, dtype=torch.float64), torch.randn(16, 72, dtype=torch.float64),
+            torch.randn(12, 5, dtype=torch.float64)]
+    together = newton_schulz(pad_stack(mats), steps=3, dtype=torch.float64)
+    for i, m in enumerate(mats):
+        alone = newton_schulz(m[None], steps=3, dtype=torch.float64)[0]
+        assert torch.allclose(together[i, :m.shape[0], :m.shape[1]], alone, atol=1e-10)
+        assert together[i, m.shape[0]:].abs().sum() == 0 and together[i, :, m.shape[1]:].abs().sum() == 0
+
+
+def test_muon_step_renormalises_filters_and_moves_against_gradient():
+    torch.manual_seed(2)
+    conv = torch.nn.Conv2d(4, 8, 3, bias=False)
+    w0 = conv.weight.detach().clone()
+    opt = Muon(conv.parameters(), lr=0.1, momentum=0.0, ns_dtype=torch.float32)
+    conv.weight.grad = torch.randn_like(conv.weight)
+    opt.step()
+    scaled = w0 * math.sqrt(8) / w0.norm()
+    delta = (conv.weight.detach() - scaled).reshape(8, -1)
+    assert (delta * conv.weight.grad.reshape(8, -1)).sum() < 0        # descent direction
+    s = torch.linalg.svdvals(delta / 0.1)
+    assert s.min() > 0.5 and s.max() < 1.3                             # orthogonalised step
