@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from fastres.augment import EpochAugmenter, epoch_batches  # noqa: E402
+from fastres.report import atomic_write  # noqa: E402
 
 PAD, CUTOUT = 4, 8
 
@@ -153,11 +154,7 @@ def main(argv=None):
             "ratio_fused": {f"vs_{w}_workers": fused / r for w, r in loaders.items()},
             "ratio_vs_best_dataloader": batched / max(loaders.values()) if loaders else None,
         }
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
 
 
 if __name__ == "__main__":

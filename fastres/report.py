@@ -10,10 +10,10 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+from .data.cache import atomic_path
 from .errors import FastresError
 
 # ---------------------------------------------------------------- statistics
@@ -146,18 +146,8 @@ def environment(device) -> dict:
 def atomic_write(path: Path, write) -> Path:
     """Call write(tmp_path) then rename onto path, so readers never see a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; give the file normal permissions
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        write(tmp)
     return path
 
 
