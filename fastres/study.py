@@ -32,7 +32,7 @@ of {name, changes, published}, baseline):
 
 --quick (tests and CPU smoke runs; the numbers are NOT comparable with full runs or with the
 published figures) changes every row's config after its deltas, exactly as QUICK says:
-first 5000 training and 2000 test images, epochs x0.25 (fractional epochs are fine), batch size
+first 10000 training and 2000 test images, epochs x0.25 (fractional epochs are fine), batch size
 x0.25 (at least 16), width x0.25, no compile, no per-epoch diagnostic evaluation. The LR is
 left alone (it is per example for a mean loss, so it means the same at the smaller batch).
 """
@@ -52,7 +52,7 @@ from typing import Callable
 from .cli import subcommand
 from .config import Config, get_recipe, select_recipe
 from .errors import FastresError
-from .report import JsonlLog, atomic_write, git_commit, t_ppf
+from .report import JsonlLog, atomic_write, t_ppf
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,6 @@ class Study:
             raise FastresError(f"study {self.name!r}: baseline {self.baseline!r} is not one of its rows")
         if not self.baseline:
             object.__setattr__(self, "baseline", names[0])
-
-    def config(self, row: Row) -> Config:
-        return self.base.replace(**row.changes)
 
 
 STUDIES: dict[str, Callable[[], Study]] = {}    # name -> builder (built when run: recipes may change)
@@ -202,7 +199,7 @@ register_study(tricks_study, "tricks")
 
 # ---------------------------------------------------------------- quick mode, keys, statistics
 
-QUICK = {"train_subset": 5000, "test_subset": 2000, "epochs": 0.25, "batch_size": 0.25, "width": 0.25,
+QUICK = {"train_subset": 10000, "test_subset": 2000, "epochs": 0.25, "batch_size": 0.25, "width": 0.25,
          "compile": False, "eval_every": 0}
 
 

@@ -1,0 +1,262 @@
+"""Tests of `python -m fastres study` (fastres/study.py): the built-in studies are well formed,
+the table and its Welch intervals match hand-computed values, reruns resume, and a tiny study
+runs end to end through the CLI on a synthetic .npz.
+
+    OMP_NUM_THREADS=1 pytest tests/test_study.py
+"""
+import json
+from dataclasses import fields
+
+import pytest
+
+from fastres import cli, runner, study
+from fastres.config import Config, Recipe
+from fastres.study import Row, Study, config_hash, markdown_table, quick, row_configs, welch_interval
+from fastres.train import RunResult
+from helpers import write_npz
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def differing(a: Config, b: Config) -> set:
+    return {f.name for f in fields(Config) if getattr(a, f.name) != getattr(b, f.name)}
+
+
+# --- the built-in studies -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["backbone", "fashion-backbone", "fashion-hparams", "cifar-ladder", "tricks"])
+def test_builtin_study_rows_validate_and_change_only_their_fields(name):
+    s = study.get_study(name)
+    assert s.baseline in [r.name for r in s.rows] and len(s.rows) >= 5
+    for is_quick in (False, True):
+        for row, cfg in row_configs(s, is_quick, {}):
+            cfg.validate()
+            if not is_quick:
+                assert differing(cfg, s.base) - {"output", "plot", "save", "parallel"} == \
+                    {k for k, v in row.changes.items() if getattr(s.base, k) != v}
+    keys = [config_hash(cfg, "cpu") for _, cfg in row_configs(s, False, {})]
+    assert len(set(keys)) == len(keys), "two rows of a study train the same config"
+
+
+def test_backbone_ladder_rows_follow_the_published_steps():
+    s = study.get_study("backbone")
+    cfgs = [s.base.replace(**r.changes) for r in s.rows]
+    assert [c.ladder_step for c in cfgs] == [1, 2, 3, 4, 5, 6, 7]
+    assert [r.published for r in s.rows] == [55.9, 56.0, 85.6, 89.7, 90.7, 91.1, 93.7]
+    assert all(c.arch == "myrtle-ladder" and c.dataset == "cifar10" for c in cfgs)
+    assert (cfgs[0].epochs, cfgs[0].batch_size, cfgs[0].lr, cfgs[0].warmup_frac) == (20, 512, 0.4, 0.2)
+    # Step 6 is the BN scale init and the logit scale; before it, 2018 defaults.
+    assert [(c.bn_scale_init, c.logit_scale) for c in cfgs[4:6]] == [("uniform", 1.0), ("one", 0.125)]
+    fb = study.get_study("fashion-backbone")
+    assert fb.base.dataset == "fashion-mnist" and fb.rows[-1].changes["act"] == "celu"
+    assert [r.changes for r in fb.rows[:7]] == [r.changes for r in s.rows]
+
+
+def test_fashion_hparams_rows():
+    s = study.get_study("fashion-hparams")
+    cfgs = {r.name: s.base.replace(**r.changes) for r in s.rows}
+    assert [r.published for r in s.rows] == [91.2, 93.5, 91.2, 90.6, 88.7]
+    assert all(c.arch == "resnet18" and c.dataset == "fashion-mnist" for c in cfgs.values())
+    got = [(c.schedule, c.lr, c.batch_size, c.epochs, c.erase_p) for c in cfgs.values()]
+    assert got == [("constant", 0.01, 128, 10, 0.0), ("onecycle", 0.1, 128, 10, 0.0),
+                   ("onecycle", 0.1, 512, 2, 0.0), ("onecycle", 0.4, 512, 2, 0.0), ("onecycle", 0.4, 512, 2, 0.5)]
+
+
+def test_cifar_ladder_is_cumulative():
+    s = study.get_study("cifar-ladder")
+    ladder = s.rows[1:]
+    for prev, row in zip(ladder, ladder[1:]):
+        assert set(prev.changes.items()) <= set(row.changes.items()), row.name
+    assert s.baseline == "resnet9" and s.rows[0].changes == {"arch": "resnet18"}
+
+
+def test_tricks_rows_come_from_the_selected_recipe(monkeypatch):
+    cfg = Config(arch="airbench", whiten=True, cutout=12, flip="alternating", tta=2, label_smoothing=0.0,
+                 ema_decay=0.0, bn_freeze_scale=True, bias_lr_scale=64, ghost_batch=0)
+    monkeypatch.setattr(study, "select_recipe", lambda dataset, target: Recipe("fake-94", cfg))
+    s = study.get_study("tricks")
+    # airbench always whitens, so whiten is not a removable trick there; off tricks have no row
+    assert [r.name for r in s.rows] == ["full-recipe", "no-frozen-bn-scale", "random-flip", "no-tta", "no-cutout"]
+    assert s.base == cfg and "fake-94" in s.description
+    assert s.rows[1].changes == {"bn_freeze_scale": False, "bias_lr_scale": 1.0, "bias_decay_scale": 1.0}
+    resnet = Config(arch="resnet9", whiten=True, label_smoothing=0.2, ema_decay=0.99, lookahead=True, ghost_batch=32,
+                    cutout=0, tta=0, flip="random")
+    monkeypatch.setattr(study, "select_recipe", lambda dataset, target: Recipe("fake", resnet))
+    assert [r.name for r in study.get_study("tricks").rows] == [
+        "full-recipe", "no-whiten", "no-label-smoothing", "no-ema-lookahead", "no-ghost-bn"]
+
+
+def test_quick_shrinks_exactly_what_the_docstring_says():
+    cfg = Config(epochs=20, batch_size=512, width=1.0, compile=True, eval_every=1, lr=0.4)
+    q = quick(cfg)
+    assert (q.train_subset, q.test_subset, q.epochs, q.batch_size, q.width, q.compile, q.eval_every) == \
+        (10000, 2000, 5.0, 128, 0.25, False, 0)
+    assert differing(q, cfg) == {"train_subset", "test_subset", "epochs", "batch_size", "width", "compile",
+                                 "eval_every"}
+    assert quick(Config(batch_size=32)).batch_size == 16
+
+
+def test_study_definition_errors():
+    with pytest.raises(study.FastresError, match="unknown config fields"):
+        Study("s", "", Config(), [Row("a", {"not_a_field": 1})])
+    with pytest.raises(study.FastresError, match="unique names"):
+        Study("s", "", Config(), [Row("a"), Row("a")])
+    with pytest.raises(study.FastresError, match="baseline 'z'"):
+        Study("s", "", Config(), [Row("a")], baseline="z")
+    with pytest.raises(study.FastresError, match="row 'b'.*--lr must be positive"):
+        row_configs(Study("s", "", Config(), [Row("a"), Row("b", {"lr": -1.0})]), False, {})
+
+
+# --- statistics and the table ---------------------------------------------------------------
+
+def test_welch_interval_against_the_t_table():
+    # Equal n and variances: df = 4 exactly; t(0.975, 4) = 2.776445 (printed t tables).
+    d, lo, hi = welch_interval([1, 2, 3], [3, 4, 5])
+    half = 2.776445 * (2 / 3) ** 0.5
+    assert d == pytest.approx(-2) and lo == pytest.approx(-2 - half, abs=1e-4) and hi == pytest.approx(-2 + half, abs=1e-4)
+    # Unequal: va = 1/3, vb = 5/3, df = 216/53 (Welch-Satterthwaite by hand); t between t(4) and t(5).
+    d, lo, hi = welch_interval([1, 2, 3], [2, 4, 6, 8])
+    t = (hi - d) / 2 ** 0.5
+    assert d == pytest.approx(-3) and 2.571 < t < 2.776 and t == pytest.approx(study.t_ppf(0.975, 216 / 53))
+    assert welch_interval([1.0], [1, 2]) is None and welch_interval([1, 2], [3.0]) is None
+    assert welch_interval([2, 2], [1, 1]) == (1, 1, 1)
+
+
+def test_markdown_table_hand_computed():
+    s = Study("hand", "", Config(), [Row("base", {}, 91.0), Row("better", {"lr": 0.8}), Row("single", {"width": 0.5}),
+                                     Row("missing", {"epochs": 3.0})])
+    rec = lambda acc, t: {"accuracy": acc, "time_s": t}
+    runs = {"base": [rec(0.90, 10.0), rec(0.92, 12.0)], "better": [rec(0.93, 4.0), rec(0.95, 4.0)],
+            "single": [rec(0.5, 1.0)]}
+    lines = markdown_table(s, runs).splitlines()
+    assert lines[0].startswith("| row | changes | runs | accuracy") and "Δ vs base" in lines[0]
+    # base: 91.00 +- 1.41 (std of 90, 92), time 11.0 +- 1.41
+    assert lines[2] == "| base | — | 2 | 91.00 ± 1.41 | 11.0 ± 1.41 | (baseline) | 91.0 |"
+    # better - base = +3.00 pp; each side var/n = 2/2 = 1, df = 4 / (1 + 1) = 2, t(0.975, 2) = 4.302653
+    half = 4.302653 * 2 ** 0.5
+    assert lines[3] == (f"| better | lr=0.8 | 2 | 94.00 ± 1.41 | 4.00 ± 0.00 | "
+                        f"+3.00 [{3 - half:+.2f}, {3 + half:+.2f}] |  |")
+    assert lines[4] == "| single | width=0.5 | 1 | 50.00 ± 0.00 | 1.00 ± 0.00 | n/a |  |"
+    assert lines[5] == "| missing | epochs=3 | 0 | | | |  |"
+
+
+def test_config_hash_ignores_bookkeeping_but_not_training_or_device():
+    cfg = Config()
+    h = config_hash(cfg, "cpu")
+    assert config_hash(cfg.replace(seed=5, output="x", threads=2, device="cpu"), "cpu") == h
+    assert config_hash(cfg.replace(lr=0.5), "cpu") != h
+    assert config_hash(cfg, "cuda") != h
+
+
+# --- resuming --------------------------------------------------------------------------------
+
+class FakeRunMany:
+    """Stands in for runner.run_many: records (lr, seeds) and returns lr-dependent accuracies."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, cfg, printer=print, seeds=None):
+        self.calls.append((cfg.lr, list(seeds)))
+        results = [RunResult(s, accuracy=min(0.99, 0.5 + cfg.lr / 2 + 0.01 * s), time_s=1.0 + s) for s in seeds]
+        return results, {}
+
+
+def small_study(lr_b=0.2):
+    return Study("resume", "resume test", Config(dataset="x.npz", device="cpu", epochs=1.0, lr=0.1),
+                 [Row("a", {}), Row("b", {"lr": lr_b}), Row("c", {"lr": 0.3})])
+
+
+def test_rerun_trains_nothing_and_a_changed_row_reruns(tmp_path, monkeypatch):
+    fake = FakeRunMany()
+    monkeypatch.setattr(runner, "run_many", fake)
+    out = tmp_path / "out"
+    first = study.run_study(small_study(), runs=2, output=str(out), printer=lambda *a: None)
+    assert fake.calls == [(0.1, [0, 1]), (0.2, [0, 1]), (0.3, [0, 1])]
+    assert "| b | lr=0.2 | 2 | 60.50 ± 0.71 |" in first["table"]
+    records = [json.loads(line) for line in first["jsonl"].read_text().splitlines()]
+    assert len(records) == 6 and {(r["row"], r["seed"]) for r in records} == {(r, s) for r in "abc" for s in (0, 1)}
+    assert all(r["study"] == "resume" and len(r["config_hash"]) == 12 and r["env"]["torch"] for r in records)
+
+    fake.calls.clear()
+    again = study.run_study(small_study(), runs=2, output=str(out), printer=lambda *a: None)
+    assert fake.calls == [] and again["table"] == first["table"]
+
+    with open(first["jsonl"], "a") as f:          # a run killed mid-write leaves a partial line
+        f.write('{"type": "run", "study": "res')
+    study.run_study(small_study(lr_b=0.25), runs=3, output=str(out), printer=lambda *a: None)
+    assert fake.calls == [(0.1, [2]), (0.25, [0, 1, 2]), (0.3, [2])]
+    md = (out / "study-resume.md").read_text()
+    assert "| b | lr=0.25 | 3 |" in md and (out / "study-resume.png").read_bytes()[:8] == PNG
+
+
+def test_quick_and_full_results_are_kept_apart(tmp_path, monkeypatch):
+    fake = FakeRunMany()
+    monkeypatch.setattr(runner, "run_many", fake)
+    study.run_study(small_study(), runs=1, output=str(tmp_path), printer=lambda *a: None)
+    study.run_study(small_study(), runs=1, is_quick=True, output=str(tmp_path), printer=lambda *a: None)
+    assert len(fake.calls) == 6
+    assert (tmp_path / "study-resume-quick.jsonl").exists() and (tmp_path / "study-resume.jsonl").exists()
+    assert "QUICK MODE" in (tmp_path / "study-resume-quick.md").read_text()
+
+
+# --- end to end through the CLI ----------------------------------------------------------------
+
+def test_user_study_from_json_end_to_end(tmp_path, capsys):
+    data = write_npz(tmp_path / "tiny.npz")
+    spec = {"name": "tiny-widths", "description": "width on patterns", "baseline": "narrow",
+            "base": {"dataset": str(data), "arch": "resnet9", "act": "relu", "width": 0.5, "epochs": 8,
+                     "batch_size": 128, "lr": 0.2, "schedule": "onecycle", "crop_pad": 1, "tta": 1,
+                     "eval_batch_size": 256, "erase_area": [0.02, 0.2]},
+            "rows": [{"name": "narrow", "changes": {}}, {"name": "wide", "changes": {"width": 1.0}, "published": 99.0}]}
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    argv = ["study", "--file", str(path), "--quick", "--runs", "2", "--device", "cpu", "--output", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "QUICK MODE" in printed and "NOT comparable" in printed
+    records = [json.loads(line) for line in (out / "study-tiny-widths-quick.jsonl").read_text().splitlines()]
+    assert sorted((r["row"], r["seed"]) for r in records) == [("narrow", 0), ("narrow", 1), ("wide", 0), ("wide", 1)]
+    assert all(r["config"]["width"] in (0.125, 0.25) and r["config"]["epochs"] == 2.0 for r in records)
+    assert all(r["accuracy"] > 0.5 for r in records)                   # learns: chance is 0.25
+    md = (out / "study-tiny-widths-quick.md").read_text()
+    assert "| narrow | — | 2 |" in md and "(baseline)" in md and "| 99.0 |" in md
+    assert "python -m fastres study tiny-widths --quick --runs 2 --file" in md and "device(s) cpu" in md
+    assert (out / "study-tiny-widths-quick.png").read_bytes()[:8] == PNG
+    assert cli.main(argv) == 0                                         # resumed: nothing trains
+    assert "all 2 seeds already in" in capsys.readouterr().out
+
+
+def test_builtin_backbone_ladder_quick_on_npz(tmp_path, capsys):
+    data = write_npz(tmp_path / "tiny.npz", channels=3)
+    out = tmp_path / "out"
+    code = cli.main(["study", "backbone", "--quick", "--runs", "1", "--device", "cpu", "--dataset", str(data),
+                     "--output", str(out), "--set", "eval_batch_size=256", "--set", "epochs=4"])
+    assert code == 0
+    md = (out / "study-backbone-quick.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0][2:] for r in rows] == [r.name for r in study.get_study("backbone").rows]
+    assert all(" | 1 | " in r and r.split(" | ")[5] in ("(baseline)", "n/a") for r in rows)
+    steps = {json.loads(line)["config"]["ladder_step"] for line in (out / "study-backbone-quick.jsonl").open()}
+    assert steps == set(range(1, 8))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["study", "nope"], "unknown study 'nope'"),
+    (["study"], "name a study"),
+    (["study", "backbone", "--runs", "0"], "--runs must be positive"),
+    (["study", "backbone", "--set", "bogus=1"], "--set 'bogus=1'"),
+    (["study", "backbone", "--set", "lr=fast"], "not a valid float"),
+    (["study", "backbone", "--file", "/nonexistent.json"], "no such file"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_list_names_every_study(capsys):
+    assert cli.main(["study", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in study.STUDIES)
