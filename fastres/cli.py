@@ -4,6 +4,7 @@
     python -m fastres --dataset fashion-mnist --recipe fashion-cpu --device cpu
     python -m fastres --dataset my.npz --epochs 5 --runs 3 --output out/
     python -m fastres --list-recipes
+    torchrun --standalone --nproc_per_node=8 -m fastres --target 0.94 --runs 25   # distributed.py
 
 Errors a user can fix print one line `fastres: error: ...` and exit with status 2.
 """
@@ -90,7 +91,9 @@ def run_train(args: argparse.Namespace, printer=print) -> int:
                     f"{r.claim or '(not yet measured)'}")
         return 0
     cfg, recipe = config_from_args(args)
-    printer(f"recipe {recipe.name} on {cfg.dataset}: target {cfg.target}, {cfg.runs} run(s), device {cfg.device}")
+    from .distributed import is_main_process
+    if is_main_process(cfg):    # under torchrun only rank 0 prints
+        printer(f"recipe {recipe.name} on {cfg.dataset}: target {cfg.target}, {cfg.runs} run(s), device {cfg.device}")
     from .runner import run_many
     _, summary = run_many(cfg, printer)
     return 0

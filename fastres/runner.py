@@ -1,7 +1,9 @@
 """Run a configuration N times (seeds seed, seed+1, ...) and gather the results.
 
-Shared by `python -m fastres train` and, later, `study` and the distributed launcher: load the
-data once, upload it once, build (and compile) the model once, then train each seed.
+Shared by `python -m fastres train` and `study`: load the data once, upload it once, build (and
+compile) the model once, then train each seed. Under torchrun (distributed.py) the seeds are
+either trained together by all ranks (--parallel data) or split over the ranks and gathered
+(--parallel runs); rank 0 alone prints and writes.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .config import Config
 from .data import load_dataset, upload
 from .errors import FastresError
@@ -46,16 +49,20 @@ def configure_torch(cfg: Config, device: torch.device):
 def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tuple[list[RunResult], dict]:
     """Train cfg.runs seeds (or the given ones); print the per-epoch table and a summary;
     write the JSONL log, plot and weights into cfg.output when set."""
-    device = resolve_device(cfg.device)
-    configure_torch(cfg, device)
     seeds = list(range(cfg.seed, cfg.seed + cfg.runs)) if seeds is None else seeds
-    host = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)   # disk I/O: untimed
+    world, device = distributed.setup(cfg, jobs=len(seeds))   # World() and None without torchrun
+    cfg = cfg.replace(parallel=world.mode)
+    device = device or resolve_device(cfg.device)
+    printer = world.main_only(printer)
+    configure_torch(cfg, device)
+    with world.main_first():                                        # one download / cache build per node
+        host = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)   # disk I/O: untimed
     host = subset(host, cfg.train_subset, cfg.test_subset)
     cfg.validate(train_size=host.train_x.shape[0])
     out = Path(cfg.output) if cfg.output else None
-    log = JsonlLog(out / "runs.jsonl" if out else None)
+    log = JsonlLog(out / "runs.jsonl" if out and world.is_main else None)
     env = environment(device)
-    log.write({"type": "start", "config": asdict(cfg), "env": env, "dataset": host.name,
+    log.write({"type": "start", "config": asdict(cfg), "env": env, "world_size": world.size, "dataset": host.name,
                "train_images": host.train_x.shape[0], "test_images": host.test_x.shape[0]})
     ds = upload(host, device)                                       # upload: untimed
     compile_s = None
@@ -68,24 +75,35 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
             printer(f"compile warm-up: {compile_s:.1f} s (outside the timer)")
         table = Table(EPOCH_COLUMNS, printer)
         table.header()
-        results = []
-        for i, seed in enumerate(seeds):
-            def on_epoch(row, i=i, seed=seed):
-                table.row({"run": i, **row})
-                log.write({"type": "epoch", "seed": seed, **row})
+
+        def report_epoch(i, seed, row):
+            table.row({"run": i, **row})
+            log.write({"type": "epoch", "seed": seed, **row})
+        live = world.mode != "runs"      # runs spread over ranks are reported once gathered
+        mine = []
+        for i, seed in world.split(seeds):
+            on_epoch = (lambda row, i=i, seed=seed: report_epoch(i, seed, row)) if live else None
             result = train(cfg.replace(seed=seed), ds, model, on_epoch)
-            results.append(result)
-            log.write({"type": "run", **asdict(result)})
-            if out and cfg.save:
+            mine.append((i, asdict(result)))
+            if live:
+                log.write({"type": "run", **mine[-1][1]})
+            if out and cfg.save and (world.is_main or not live):   # runs: the rank that trained it
                 save_weights(model, out / f"weights-seed{seed}.pt")
+        results = [RunResult(**r) for r in world.gather(mine)]     # every rank, in seed order
+        if not live:
+            for i, result in enumerate(results):
+                for row in result.epochs:
+                    report_epoch(i, result.seed, row)
+                log.write({"type": "run", **asdict(result)})
     except torch.cuda.OutOfMemoryError:
         raise FastresError(f"CUDA out of memory at --batch-size {cfg.batch_size}; try a smaller batch size") from None
     summary = summarize([r.accuracy for r in results], [r.time_s for r in results], cfg.target)
     summary["compile_s"] = compile_s
     printer(format_summary(summary))
     log.write({"type": "summary", **summary})
-    if out and cfg.plot:
+    if out and cfg.plot and world.is_main:
         plot_accuracy_vs_time([asdict(r) for r in results], out / "accuracy_vs_time.png", title=cfg.dataset)
+    world.barrier()          # ranks leave together (and tear the process group down together)
     return results, summary
 
 

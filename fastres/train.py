@@ -12,6 +12,9 @@ diagnostic evaluations. GPU time is measured with CUDA events, CPU time with per
 Loss convention: the loss is *summed* over the batch and SGD gets lr / batch_size and
 weight_decay * batch_size (Myrtle.ai's convention). That is the same update as a mean loss
 with (lr, weight_decay), but gradients stay large enough for fp16 without loss scaling.
+Under `torchrun ... --parallel data` (distributed.py) each rank trains on its slice of every
+global batch of cfg.batch_size images and the gradients are summed over the ranks: the same
+summed-loss gradient, so the same lr / batch_size.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import augment as augment_mod
+from . import distributed
 from .config import Config
 from .data import DeviceData, ImageSet, prepare
 from .errors import FastresError
@@ -178,8 +182,12 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
         model = fresh
     else:
         unwrap(model).load_state_dict(fresh.state_dict())
-    gen = torch.Generator(device).manual_seed(cfg.seed)
+    gen = torch.Generator(device).manual_seed(cfg.seed)   # same draws on every rank
     timer = Timer(device)
+    rank, world = distributed.data_shard(cfg)   # (0, 1) unless --parallel data under torchrun
+    batch = cfg.batch_size // world             # this rank's slice of every (global) batch
+    if world > 1:
+        distributed.barrier()                   # the ranks start the clock together
 
     timer.start()  # ------------------------------------------------------------ timed
     data: DeviceData = prepare(ds, training_dtype(device), cfg.val_split)
@@ -203,19 +211,23 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
     while step < total_steps:
         # The whole epoch augmented and shuffled at once (bulk random draws); batches are slices.
         perm = torch.randperm(n, generator=gen, device=device)
-        x_epoch = augment(data.train_x, epoch, order=perm)  # (N, C, H, W)
+        if world > 1:                               # only this rank's slice of each global batch
+            perm = distributed.shard_order(perm, steps_per_epoch, cfg.batch_size, rank, world)
+        x_epoch = augment(data.train_x, epoch, order=perm)  # (N, C, H, W); (steps * B/world, ...) per rank
         y_epoch = data.train_y[perm]
         first = step
-        for start in range(0, min(steps_per_epoch, total_steps - step) * cfg.batch_size, cfg.batch_size):
+        for start in range(0, min(steps_per_epoch, total_steps - step) * batch, batch):
             if step == whiten_bias_steps and whiten is not None and whiten.bias is not None:
                 whiten.bias.requires_grad_(False)           # airbench: freeze after ~3 epochs
             factor = lr_factor(cfg, step, total_steps)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
-            logits = model(x_epoch[start:start + cfg.batch_size]).float()
-            y = y_epoch[start:start + cfg.batch_size]
+            logits = model(x_epoch[start:start + batch]).float()
+            y = y_epoch[start:start + batch]
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
             loss.backward()
+            if world > 1:   # summed over ranks = the summed-loss gradient of the global batch
+                distributed.all_reduce_grads(model.parameters())
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses[step] = loss.detach()
@@ -228,6 +240,8 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
         if not (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
             continue
         timer.stop()  # ------------------------------------------- diagnostics, untimed
+        if world > 1:
+            distributed.sum_over_ranks_(losses[first:step], correct[first:step])
         check_finite(losses[first:step], first, opt, cfg, total_steps)
         row = {"epoch": epoch, "train_loss": float(losses[first:step].sum()) / ((step - first) * cfg.batch_size),
                "train_acc": float(correct[first:step].sum()) / ((step - first) * cfg.batch_size),
@@ -244,7 +258,8 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
         average.swap()                                      # evaluate (and keep) the EMA weights
     test_acc = accuracy(predict_logits(model, data.test_x, cfg.tta, cfg.eval_batch_size), data.test_y)
     timer.stop()  # ---------------------------------------------------------- untimed
-    result = RunResult(cfg.seed, float(test_acc), timer.total(), steps=step, epochs=epochs_log)
+    time_s = timer.total() if world == 1 else distributed.max_over_ranks(timer.total())
+    result = RunResult(cfg.seed, float(test_acc), time_s, steps=step, epochs=epochs_log)
     if data.val_x is not None:
         result.val_accuracy = float(accuracy(predict_logits(model, data.val_x, cfg.tta, cfg.eval_batch_size), data.val_y))
     row.update(eval_acc=result.val_accuracy, tta_acc=result.accuracy, time_s=result.time_s)
