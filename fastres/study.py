@@ -33,8 +33,14 @@ of {name, changes, published}, baseline):
 --quick (tests and CPU smoke runs; the numbers are NOT comparable with full runs or with the
 published figures) changes every row's config after its deltas, exactly as QUICK says:
 first 10000 training and 2000 test images, epochs x0.25 (fractional epochs are fine), batch size
-x0.25 (at least 16), width x0.25, no compile, no per-epoch diagnostic evaluation. The LR is
-left alone (it is per example for a mean loss, so it means the same at the smaller batch).
+x0.25 (at least 16), width x0.25, no compile, no per-epoch diagnostic evaluation. Each row keeps
+its own LR (train.py's LR is for a batch-mean loss; we do not rescale it for the smaller batch).
+
+--set FIELD=VALUE changes the base config of every row before the rows' deltas (--device,
+--dataset, --data-dir are shortcuts), e.g. `--dataset my.npz` runs a ladder on your own images.
+Under torchrun, each row's seeds are spread over the ranks (run_many with --parallel runs) and
+rank 0 writes the files; every rank reads the JSONL to decide what is left, so a multi-node
+study needs --output on a shared filesystem.
 """
 from __future__ import annotations
 
@@ -348,6 +354,9 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
         say(f"QUICK MODE ({', '.join(f'{k} {v}' for k, v in QUICK.items())}): the numbers are NOT "
             f"comparable with full runs or with the published figures")
     done = read_runs(jsonl)
+    if main and jsonl.exists() and not jsonl.read_bytes().endswith(b"\n"):
+        with open(jsonl, "a", encoding="utf-8") as f:     # end a line cut short, so appends stay whole
+            f.write("\n")
     seeds = list(range(seed, seed + runs))
     env, keys = None, {row.name: config_hash(cfg, device_type) for row, cfg in configs}
     for i, (row, cfg) in enumerate(configs, 1):
@@ -410,7 +419,7 @@ def load_study_file(path: str) -> list[str]:
     before = set(STUDIES)
     if p.suffix == ".py":
         runpy.run_path(str(p))
-        return sorted(set(STUDIES) - before) or sorted(STUDIES)
+        return sorted(set(STUDIES) - before)
     try:
         specs = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -188,6 +188,9 @@ def test_rerun_trains_nothing_and_a_changed_row_reruns(tmp_path, monkeypatch):
     assert fake.calls == [(0.1, [2]), (0.25, [0, 1, 2]), (0.3, [2])]
     md = (out / "study-resume.md").read_text()
     assert "| b | lr=0.25 | 3 |" in md and (out / "study-resume.png").read_bytes()[:8] == PNG
+    fake.calls.clear()
+    study.run_study(small_study(lr_b=0.25), runs=3, output=str(out), printer=lambda *a: None)
+    assert fake.calls == []                       # the runs appended after the partial line were kept
 
 
 def test_quick_and_full_results_are_kept_apart(tmp_path, monkeypatch):
@@ -240,6 +243,18 @@ def test_builtin_backbone_ladder_quick_on_npz(tmp_path, capsys):
     assert all(" | 1 | " in r and r.split(" | ")[5] in ("(baseline)", "n/a") for r in rows)
     steps = {json.loads(line)["config"]["ladder_step"] for line in (out / "study-backbone-quick.jsonl").open()}
     assert steps == set(range(1, 8))
+
+
+def test_user_study_from_python_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "STUDIES", dict(study.STUDIES))
+    path = tmp_path / "mine.py"
+    path.write_text("from fastres.config import Config\n"
+                    "from fastres.study import Row, Study, register_study\n"
+                    "register_study(Study('widths', 'width', base=Config(dataset='fashion-mnist', width=0.5),\n"
+                    "                     rows=[Row('w0.5'), Row('w0.25', {'width': 0.25})]))\n")
+    assert study.load_study_file(str(path)) == ["widths"]
+    s = study.get_study("widths")
+    assert [cfg.width for _, cfg in row_configs(s, False, {})] == [0.5, 0.25] and s.baseline == "w0.5"
 
 
 @pytest.mark.parametrize("argv, message", [
