@@ -35,6 +35,8 @@ published figures) changes every row's config after its deltas, exactly as QUICK
 first 10000 training and 2000 test images, epochs x0.25 (fractional epochs are fine), batch size
 x0.25 (at least 16), width x0.25, no compile, no per-epoch diagnostic evaluation. Each row keeps
 its own LR (train.py's LR is for a batch-mean loss; we do not rescale it for the smaller batch).
+On one CPU thread `fashion-hparams --quick --runs 3` takes about a minute; the CIFAR-10 ladders
+are slower (a quick ResNet-9 run at width 0.25 is ~75 s, so `backbone --quick` ~5 min per seed).
 
 --set FIELD=VALUE changes the base config of every row before the rows' deltas (--device,
 --dataset, --data-dir are shortcuts), e.g. `--dataset my.npz` runs a ladder on your own images.
