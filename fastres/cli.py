@@ -16,6 +16,7 @@ import typing
 from dataclasses import fields
 
 from . import config as config_mod
+from . import distributed
 from .config import RECIPES, Config, get_recipe, select_recipe
 from .errors import FastresError
 
@@ -91,8 +92,7 @@ def run_train(args: argparse.Namespace, printer=print) -> int:
                     f"{r.claim or '(not yet measured)'}")
         return 0
     cfg, recipe = config_from_args(args)
-    from .distributed import is_main_process
-    if is_main_process(cfg):    # under torchrun only rank 0 prints
+    if distributed.is_main_process(cfg):    # under torchrun only rank 0 prints
         printer(f"recipe {recipe.name} on {cfg.dataset}: target {cfg.target}, {cfg.runs} run(s), device {cfg.device}")
     from .runner import run_many
     _, summary = run_many(cfg, printer)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:          # --help (0) or a bad flag (2, already printed as one line)
         return e.code
     try:
-        return SUBCOMMANDS[args.command][2](args)
+        return distributed.leave(SUBCOMMANDS[args.command][2](args))
     except FastresError as e:
         print(f"fastres: error: {e}", file=sys.stderr)
         return e.exit_code

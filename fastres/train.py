@@ -153,8 +153,9 @@ def warm_up(model: torch.nn.Module, cfg: Config, ds: ImageSet) -> float:
     saved = copy.deepcopy(unwrap(model).state_dict())
     device, dtype = ds.train_x.device, training_dtype(ds.train_x.device)
     c, h = ds.train_x.shape[3], ds.train_x.shape[1]
-    x = torch.randn(cfg.batch_size, c, h, h, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, ds.num_classes, (cfg.batch_size,), device=device)
+    batch = cfg.batch_size // distributed.data_shard(cfg)[1]     # per rank under --parallel data
+    x = torch.randn(batch, c, h, h, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, ds.num_classes, (batch,), device=device)
     whiten = getattr(unwrap(model), "whiten", None)
     for bias_trainable in ((True, False) if whiten is not None and whiten.bias is not None else (None,)):
         if bias_trainable is not None:
