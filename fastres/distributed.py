@@ -24,19 +24,19 @@ is --parallel:
   Gradients are summed over ranks (one all-reduce per dtype after backward; the loss is summed,
   train.py), which is exactly the gradient of the global batch. BatchNorm statistics are PER
   RANK (the fused kernel on each rank's slice, like ghost batch norm with ghost_batch =
-  batch_size / world_size); running statistics stay per rank and the reported accuracy is rank
+  batch_size / world_size; a --ghost-batch splits each rank's slice further); running statistics stay per rank and the reported accuracy is rank
   0's. Every rank evaluates (same weights, so no rank waits); rank 0 alone prints, logs and saves.
   Time-to-accuracy: the ranks meet at a barrier before the clock starts, and the reported time
   is the maximum over the ranks of their timers (the run is done when the slowest rank is).
-- runs  (default when --runs > 1, and for studies) independent runs spread over the ranks:
-  seed k goes to rank k mod world_size, each rank trains its seeds on its device, and the plain
+- runs  (default when there are several runs: --runs > 1, or a study row with several seeds)
+  independent runs spread over the ranks: the k-th seed goes to rank k mod world_size, each rank trains its seeds on its device, and the plain
   result dicts are gathered (all_gather_object) so rank 0 prints the table, summary and JSONL log
   exactly as a single process training the same seeds would (times aside). Weights (--save) are
   written by the rank that trained them.
 - none  ignore torchrun: every process runs the whole job on its own.
 
-Errors (one line, exit 2, before any rendezvous): --batch-size smaller than the world size or
-not a multiple of it under --parallel data; --dist-backend nccl without CUDA.
+Errors (one line per process, exit 2, before any rendezvous): --batch-size smaller than the
+world size or not a multiple of it under --parallel data; --dist-backend nccl without CUDA.
 """
 from __future__ import annotations
 
