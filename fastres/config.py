@@ -56,8 +56,13 @@ class Config:
     ema_decay: float = 0.0          # EMA of weights, decay per update (0 = off)
     ema_every: int = 5              # steps between EMA updates
     lookahead: bool = False         # reset weights to the EMA at each EMA update
+    ema_ramp_power: float = 0.0     # EMA decay x progress^power (airbench lookahead: 3; 0 = constant)
+    optimizer: str = "sgd"          # sgd | muon (Muon for conv filters, Nesterov SGD for the rest)
+    muon_lr: float = 0.24           # Muon's peak LR (follows the same schedule)
+    muon_momentum: float = 0.6
     # --- evaluation (evaluate.py) --------------------------------------------------------
     tta: int = 1                    # 0 none, 1 mirror, 2 mirror x {0, up-left 1px, down-right 1px}
+    tta_fraction: float = 1.0       # selective TTA: full TTA only for this fraction of least confident images
     eval_batch_size: int = 1000
     eval_every: int = 1             # diagnostic test eval every N epochs (outside the timer; 0 = off)
     # --- running -------------------------------------------------------------------------
@@ -94,6 +99,7 @@ class Config:
                 bad(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         for name, allowed in (("flip", ("none", "random", "alternating")),
                               ("schedule", ("piecewise", "onecycle", "constant")),
+                              ("optimizer", ("sgd", "muon")),
                               ("arch", ("resnet9", "airbench", "resnet18", "myrtle-ladder")),
                               ("bn_scale_init", ("one", "uniform")),
                               ("act", ("identity", "relu", "celu", "gelu", "silu")),
@@ -107,6 +113,8 @@ class Config:
             bad(f"--tta must be 0, 1 or 2, got {self.tta}")
         if not 0 <= self.erase_p <= 1 or not 0 <= self.ema_decay < 1 or not 0 <= self.label_smoothing < 1:
             bad("--erase-p must be in [0, 1], --ema-decay and --label-smoothing in [0, 1)")
+        if not 0 < self.tta_fraction <= 1 or self.ema_ramp_power < 0 or self.muon_lr <= 0:
+            bad("--tta-fraction must be in (0, 1], --ema-ramp-power >= 0 and --muon-lr positive")
         if self.val_split < 0 or self.crop_pad < 0 or self.cutout < 0 or self.ghost_batch < 0:
             bad("--val-split, --crop-pad, --cutout and --ghost-batch must be >= 0")
         if train_size is not None:

@@ -33,6 +33,7 @@ from .data import DeviceData, ImageSet, prepare
 from .errors import FastresError
 from .evaluate import accuracy, predict_logits
 from .model import build_model, to_training_dtype
+from .optim import Muon
 
 
 class Timer:
@@ -82,16 +83,33 @@ def lr_factor(cfg: Config, step: int, total_steps: int) -> float:
     return a + (b - a) * frac
 
 
-def param_groups(model: torch.nn.Module, cfg: Config) -> list[dict]:
+def param_groups(model: torch.nn.Module, cfg: Config, exclude=()) -> list[dict]:
     """Weights (conv/linear, ndim > 1) and the rest (biases, BN parameters) in their own group
     with scaled LR and weight decay (Myrtle: bias LR x64, decay / 64 with frozen BN scales).
-    The 'base_lr' key holds the peak LR the schedule multiplies."""
-    weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    others = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    The 'base_lr' key holds the peak LR the schedule multiplies. `exclude`: parameters another
+    optimiser owns."""
+    skip = {id(p) for p in exclude}
+    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
     b = cfg.batch_size
-    return [{"params": weights, "base_lr": cfg.lr / b, "weight_decay": cfg.weight_decay * b},
-            {"params": others, "base_lr": cfg.lr * cfg.bias_lr_scale / b,
+    return [{"params": [p for p in trainable if p.ndim > 1], "base_lr": cfg.lr / b,
+             "weight_decay": cfg.weight_decay * b},
+            {"params": [p for p in trainable if p.ndim <= 1], "base_lr": cfg.lr * cfg.bias_lr_scale / b,
              "weight_decay": cfg.weight_decay * cfg.bias_decay_scale * b}]
+
+
+def make_optimizers(model: torch.nn.Module, cfg: Config) -> list[torch.optim.Optimizer]:
+    """Nesterov SGD for everything, or (optimizer="muon") Muon for the conv filters and SGD for
+    the head, biases and BN parameters, as in airbench's Muon variant. Muon's update is
+    normalised, so its LR does not depend on the batch size or the loss scale."""
+    filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4] if cfg.optimizer == "muon" else []
+    optimizers = [torch.optim.SGD(param_groups(model, cfg, exclude=filters), lr=0.0, momentum=cfg.momentum,
+                                  nesterov=cfg.nesterov)]
+    if filters:
+        muon = Muon(filters, lr=0.0, momentum=cfg.muon_momentum, nesterov=True,
+                    ns_dtype=torch.bfloat16 if filters[0].is_cuda else torch.float32)
+        muon.param_groups[0]["base_lr"] = cfg.muon_lr
+        optimizers.append(muon)
+    return optimizers
 
 
 class WeightAverage:
@@ -104,8 +122,8 @@ class WeightAverage:
         self.avg = [t.detach().clone() for t in self.live]
 
     @torch.no_grad()
-    def update(self):
-        torch._foreach_lerp_(self.avg, self.live, 1 - self.decay)
+    def update(self, decay: float | None = None):
+        torch._foreach_lerp_(self.avg, self.live, 1 - (self.decay if decay is None else decay))
         if self.lookahead:
             torch._foreach_copy_(self.live, self.avg)
 
@@ -199,8 +217,8 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
     whiten = unwrap(model).whiten
     if whiten is not None and whiten.bias is not None:
         whiten.bias.requires_grad_(True)
-    groups = param_groups(model, cfg)
-    opt = torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    optimizers = make_optimizers(model, cfg)
+    groups = [g for opt in optimizers for g in opt.param_groups]
     average = WeightAverage(model, cfg.ema_decay, cfg.lookahead) if cfg.ema_decay > 0 else None
     augment = augment_mod.from_config(cfg, n, gen)
     steps_per_epoch = n // cfg.batch_size
@@ -221,7 +239,7 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
             if step == whiten_bias_steps and whiten is not None and whiten.bias is not None:
                 whiten.bias.requires_grad_(False)           # airbench: freeze after ~3 epochs
             factor = lr_factor(cfg, step, total_steps)
-            for g in opt.param_groups:
+            for g in groups:
                 g["lr"] = g["base_lr"] * factor
             logits = model(x_epoch[start:start + batch]).float()
             y = y_epoch[start:start + batch]
@@ -229,13 +247,15 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
             loss.backward()
             if world > 1:   # summed over ranks = the summed-loss gradient of the global batch
                 distributed.all_reduce_grads(model.parameters())
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            for opt in optimizers:
+                opt.step()
+            model.zero_grad(set_to_none=True)
             losses[step] = loss.detach()
             correct[step] = (logits.detach().argmax(1) == y).sum()
             step += 1
             if average is not None and step % cfg.ema_every == 0:
-                average.update()
+                # airbench's lookahead: decay x (t/T)^3, so early steps are barely averaged
+                average.update(cfg.ema_decay * (step / total_steps) ** cfg.ema_ramp_power)
         epoch += 1
         last = step == total_steps
         if not (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
@@ -243,7 +263,7 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
         timer.stop()  # ------------------------------------------- diagnostics, untimed
         if world > 1:
             distributed.sum_over_ranks_(losses[first:step], correct[first:step])
-        check_finite(losses[first:step], first, opt, cfg, total_steps)
+        check_finite(losses[first:step], first, cfg, total_steps)
         row = {"epoch": epoch, "train_loss": float(losses[first:step].sum()) / ((step - first) * cfg.batch_size),
                "train_acc": float(correct[first:step].sum()) / ((step - first) * cfg.batch_size),
                "time_s": timer.total(), "eval_acc": None}
@@ -257,12 +277,14 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
         timer.start()  # ----------------------------------------------------- timed
     if average is not None and not cfg.lookahead:
         average.swap()                                      # evaluate (and keep) the EMA weights
-    test_acc = accuracy(predict_logits(model, data.test_x, cfg.tta, cfg.eval_batch_size), data.test_y)
+    test_acc = accuracy(predict_logits(model, data.test_x, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction),
+                        data.test_y)
     timer.stop()  # ---------------------------------------------------------- untimed
     time_s = timer.total() if world == 1 else distributed.max_over_ranks(timer.total())
     result = RunResult(cfg.seed, float(test_acc), time_s, steps=step, epochs=epochs_log)
     if data.val_x is not None:
-        result.val_accuracy = float(accuracy(predict_logits(model, data.val_x, cfg.tta, cfg.eval_batch_size), data.val_y))
+        val_logits = predict_logits(model, data.val_x, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction)
+        result.val_accuracy = float(accuracy(val_logits, data.val_y))
     row.update(eval_acc=result.val_accuracy, tta_acc=result.accuracy, time_s=result.time_s)
     epochs_log.append(row)
     if on_epoch:
@@ -285,12 +307,12 @@ class averaged:
             self.average.swap()
 
 
-def check_finite(losses: torch.Tensor, first_step: int, opt, cfg: Config, total_steps: int):
+def check_finite(losses: torch.Tensor, first_step: int, cfg: Config, total_steps: int):
     """Stop on a NaN/inf loss, naming the first bad step and its LR (checked once per epoch so
     no host sync happens inside an epoch)."""
     bad = (~torch.isfinite(losses)).nonzero()
     if len(bad):
         s = first_step + int(bad[0])
-        lr = opt.param_groups[0]["base_lr"] * cfg.batch_size * lr_factor(cfg, s, total_steps)
+        lr = cfg.lr * lr_factor(cfg, s, total_steps)
         raise FastresError(f"loss became {float(losses[int(bad[0])])} at step {s} (lr {lr:.4g}); "
                            f"try a lower --lr")
