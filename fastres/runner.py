@@ -65,14 +65,15 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
     log.write({"type": "start", "config": asdict(cfg), "env": env, "world_size": world.size, "dataset": host.name,
                "train_images": host.train_x.shape[0], "test_images": host.test_x.shape[0]})
     ds = upload(host, device)                                       # upload: untimed
-    compile_s = None
     try:
         torch.manual_seed(cfg.seed)
         model = new_model(cfg, ds)          # reused by every run, re-initialised per seed
         if cfg.compile:
             model = torch.compile(model)
-            compile_s = warm_up(model, cfg, ds)
-            printer(f"compile warm-up: {compile_s:.1f} s (outside the timer)")
+        # Every shape once before the first timed run, so seed 0 does not pay for compilation,
+        # cuDNN autotuning or first-touch allocations that later seeds skip.
+        warmup_s = warm_up(model, cfg, ds)
+        printer(f"warm-up{' with compile' if cfg.compile else ''}: {warmup_s:.1f} s (outside the timer)")
         table = Table(EPOCH_COLUMNS, printer)
         table.header()
 
@@ -98,7 +99,7 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
     except torch.cuda.OutOfMemoryError:
         raise FastresError(f"CUDA out of memory at --batch-size {cfg.batch_size}; try a smaller batch size") from None
     summary = summarize([r.accuracy for r in results], [r.time_s for r in results], cfg.target)
-    summary["compile_s"] = compile_s
+    summary["warmup_s"] = warmup_s
     printer(format_summary(summary))
     log.write({"type": "summary", **summary})
     if out and cfg.plot and world.is_main:

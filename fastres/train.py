@@ -6,7 +6,7 @@
 Timing rules (anchors.md, the way airbench and the speedrun time themselves): inside the
 timer are on-device data preparation (uint8 -> normalised channels-last), whitening init,
 every training step, and the final TTA evaluation. Outside are disk I/O, the upload to the
-device, model construction, compile warm-up (reported separately) and the per-epoch
+device, model construction, the warm-up (reported separately) and the per-epoch
 diagnostic evaluations. GPU time is measured with CUDA events, CPU time with perf_counter.
 
 Loss convention: the loss is *summed* over the batch and SGD gets lr / batch_size and
