@@ -44,7 +44,7 @@ GPU_SIZES = Sizes(train_images=50_000, image_size=32, channels=3, loader_batch=5
                   test_images=10_000, eval_batch=1000, rounds=20, warmup=3)
 # CPU: the same code paths at sizes where one call takes milliseconds to ~0.1 s.
 CPU_SIZES = Sizes(train_images=4096, image_size=32, channels=3, loader_batch=256, width=0.25, batch=32,
-                  test_images=250, eval_batch=250, rounds=10, warmup=1)
+                  test_images=250, eval_batch=250, rounds=20, warmup=2)
 SIZES = GPU_SIZES if CUDA else CPU_SIZES
 
 ARCHS = ("resnet9", "airbench", "resnet18")
@@ -67,12 +67,15 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def measure(benchmark, fn, setup=None, rounds: int | None = None, warmup: int | None = None, **info):
+def measure(benchmark, fn, setup=None, rounds: int | None = None, warmup: int | None = None,
+            iterations: int = 1, **info):
     """Time fn (with the args setup returns, setup untimed) via benchmark.pedantic.
 
     The device is synchronised inside the timed call (GPU work is asynchronous) and at the end
-    of setup (so setup's kernels are not billed to fn). In smoke mode (the default, see
-    conftest.py) pedantic runs fn once, without warm-up. `info` goes into extra_info."""
+    of setup (so setup's kernels are not billed to fn). iterations > 1 (no setup) times that
+    many calls per round and reports the time per call: sub-millisecond functions need it for
+    a stable median. In smoke mode (the default, see conftest.py) pedantic runs fn once,
+    without warm-up. `info` goes into extra_info."""
     benchmark.extra_info.update(device=str(DEVICE), dtype=str(DTYPE).removeprefix("torch."), **info)
 
     def timed(*args):
@@ -87,7 +90,7 @@ def measure(benchmark, fn, setup=None, rounds: int | None = None, warmup: int | 
 
     return benchmark.pedantic(timed, setup=prepared if setup else None,
                               rounds=SIZES.rounds if rounds is None else rounds,
-                              warmup_rounds=SIZES.warmup if warmup is None else warmup)
+                              warmup_rounds=SIZES.warmup if warmup is None else warmup, iterations=iterations)
 
 
 def synthetic_images(n: int, seed: int = 0) -> torch.Tensor:

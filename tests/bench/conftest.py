@@ -53,7 +53,7 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
     """A short, specific warning on top of pytest-benchmark's whole-dict one (which also fires on
     a mere host-name change, so it is easy to ignore)."""
     saved = compared_benchmark.get("machine_info", {})
-    where = benchmarksession.storage.location
+    where = str(benchmarksession.storage)     # (storage.location fails for storage outside the cwd)
 
     def differing(fields):
         return [f"{k}: now {machine_info.get(k)!r}, saved {saved.get(k)!r}"
