@@ -15,8 +15,7 @@ OUTDIR=${1:-bench/results}
 mkdir -p "$OUTDIR"
 PY=${PYTHON:-python3}
 
-DEVICE=$($PY -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')")
-SLUG=$(echo "$DEVICE" | tr 'A-Z' 'a-z' | sed -E 's/nvidia //; s/[^a-z0-9]+/-/g; s/^-|-$//g')
+SLUG=$($PY tests/bench/bench_machine.py)          # e.g. h100-80gb-hbm3, cpu-amd-epyc-2c
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 PREFIX="$OUTDIR/$(date -u +%Y-%m-%d)-$SLUG-$COMMIT"
 STATUS=0
@@ -42,7 +41,14 @@ if [ $SMOKE = 1 ]; then
 else
   RECIPE_FLAGS=(--eval-every 0)
   FASHION_RUNS=10; CIFAR_RUNS=25; KERNEL_FLAGS=(); MFU_FLAGS=(--recipe cifar10-94 --runs 3); LOADER_FLAGS=()
-  BENCH_FLAGS=(--benchmark-enable --benchmark-storage "file://bench/baselines/$SLUG" --benchmark-autosave)
+  # Compare with this GPU's committed baseline when there is one; otherwise save a first baseline
+  # under OUTDIR/baselines/ to be committed as bench/baselines/$SLUG (see bench/README.md).
+  if ls bench/baselines/"$SLUG"/*/0*.json >/dev/null 2>&1; then
+    BENCH_FLAGS=(--benchmark-only --benchmark-storage="bench/baselines/$SLUG" --benchmark-compare
+                 --benchmark-compare-fail=median:10%)
+  else
+    BENCH_FLAGS=(--benchmark-only --benchmark-storage="$OUTDIR/baselines/$SLUG" --benchmark-save=baseline)
+  fi
   step "GPU tests"
   $PY -m pytest -q -m gpu tests --junitxml="$PREFIX-gpu-tests.xml" -p no:cacheprovider || fail "GPU tests"
 fi
