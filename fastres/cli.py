@@ -19,6 +19,7 @@ from . import config as config_mod
 from . import distributed
 from .config import RECIPES, Config, get_recipe, select_recipe
 from .errors import FastresError
+from .runner import resolve_device, run_many
 
 SUBCOMMANDS = {}   # name -> (add_arguments(parser), run(args) -> exit code); study/bench add theirs
 
@@ -65,7 +66,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.recipe:
         recipe = get_recipe(args.recipe)
     else:
-        from .runner import resolve_device
         target = explicit.get("target", 0.94 if dataset == "cifar10" else None)
         if target is None:   # no target given: the fastest recipe of the dataset, whatever its target
             target = min((r.config.target for r in RECIPES.values()
@@ -75,6 +75,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         recipe = select_recipe(dataset, target, device)
     cfg = recipe.config.replace(**explicit)
     cfg.validate()
+    if resolve_device(cfg.device).type == "cpu" and cfg.compile and "compile" not in explicit:
+        # A compiled conv net trained 1.15-1.8x slower than eager on our CPUs (machine notes):
+        # the GPU recipes' compile=True applies on GPUs only, unless --compile is given.
+        cfg = cfg.replace(compile=False)
     return cfg, recipe
 
 
@@ -94,8 +98,10 @@ def run_train(args: argparse.Namespace, printer=print) -> int:
     cfg, recipe = config_from_args(args)
     if distributed.is_main_process(cfg):    # under torchrun only rank 0 prints
         printer(f"recipe {recipe.name} on {cfg.dataset}: target {cfg.target}, {cfg.runs} run(s), device {cfg.device}")
-    from .runner import run_many
-    _, summary = run_many(cfg, printer)
+        if resolve_device(cfg.device).type == "cpu" and recipe.config.device != "cpu":
+            print(f"fastres: note: recipe {recipe.name} is sized for a GPU and will be slow on this CPU "
+                  f"(a CPU recipe: --dataset fashion-mnist --recipe fashion-cpu)", file=sys.stderr)
+    run_many(cfg, printer)
     return 0
 
 

@@ -105,3 +105,12 @@ def test_list_recipes(capsys):
     assert cli.main(["--list-recipes"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in RECIPES)
+
+
+def test_gpu_recipe_on_cpu_drops_compile_unless_asked():
+    parser = cli.build_parser()
+    cfg, recipe = cli.config_from_args(parser.parse_args(["train", "--target", "0.94", "--device", "cpu"]))
+    assert recipe.name == "cifar10-94" and recipe.config.compile and not cfg.compile
+    cfg, _ = cli.config_from_args(parser.parse_args(["train", "--recipe", "cifar10-94", "--device", "cpu",
+                                                     "--compile"]))
+    assert cfg.compile
