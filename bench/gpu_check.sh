@@ -14,6 +14,10 @@ if [ "${1:-}" = "--smoke" ]; then SMOKE=1; shift; fi
 OUTDIR=${1:-bench/results}
 mkdir -p "$OUTDIR"
 PY=${PYTHON:-python3}
+# The device machines have no internet: install this checkout offline if it is not importable.
+if ! $PY -c "import fastres.kernels" 2>/dev/null; then
+  $PY -m pip install -q --no-deps --no-build-isolation -e . || { echo "gpu_check: cannot install fastres"; exit 2; }
+fi
 
 SLUG=$($PY tests/bench/bench_machine.py)          # e.g. h100-80gb-hbm3, cpu-amd-epyc-2c
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
