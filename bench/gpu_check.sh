@@ -7,6 +7,18 @@
 #   bash bench/gpu_check.sh --smoke OUTDIR      # CPU plumbing check with tiny recipes (tests use it)
 #
 # Every file is named <date>-<device>-<commit>-<what>.json. Budget: < 9 minutes on one H100.
+#
+# On the lent device machines (no internet, at most 64 MiB carried per call) the data travel in
+# three calls made back to back (a machine stays warm ~30 s), from ignored copies made here:
+#   mkdir -p data_cache/carry && cp ../shared/data/{unpack_cifar10.py,cifar10-part*.tar} data_cache/carry/
+#   cp /usr/share/datasets/fashion-mnist/*.gz data_cache/
+#   1. carry [data_cache/carry/unpack_cifar10.py, data_cache/carry/cifar10-part1.tar]:
+#        python3 data_cache/carry/unpack_cifar10.py /root/cifar data_cache/carry/cifar10-part1.tar
+#   2. carry [data_cache/carry/unpack_cifar10.py, data_cache/carry/cifar10-part2.tar]:
+#        python3 data_cache/carry/unpack_cifar10.py /root/cifar data_cache/carry/cifar10-part2.tar
+#   3. carry the four data_cache/*-ubyte.gz files (Fashion-MNIST, found in ./data_cache):
+#        FASTRES_DATA=/root/cifar bash bench/gpu_check.sh "$OUT"
+#   then copy $OUT's files into bench/results/ (and a first baseline into bench/baselines/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=0
