@@ -105,3 +105,19 @@ def test_lookahead_ramp_avoids_averaging_early_steps():
     constant = train(base, pattern_set())
     ramped = train(base.replace(ema_ramp_power=3.0), pattern_set())
     assert ramped.accuracy >= 0.9 and constant.accuracy < ramped.accuracy - 0.2
+
+
+@pytest.mark.parametrize("changes", [
+    dict(arch="airbench", logit_scale=1 / 9, ema_decay=0.9, lookahead=True, ema_ramp_power=3),
+    dict(optimizer="muon", muon_lr=0.1),
+    dict(arch="resnet18"),
+    dict(ghost_batch=16, ema_decay=0.9, tta=2, tta_fraction=0.5, val_split=64),
+])
+def test_fp16_training_path_runs_on_cpu(changes, monkeypatch):
+    # On CUDA the model and activations are fp16 with BN in fp32; run that dtype mix here (tiny
+    # sizes; fp16 convs work on CPU) so dtype mistakes show up without a GPU.
+    import fastres.train as train_mod
+    monkeypatch.setattr(train_mod, "training_dtype", lambda device: torch.float16)
+    result = train(TINY.replace(epochs=2, **changes), pattern_set())
+    assert 0 <= result.accuracy <= 1 and math.isfinite(result.time_s)
+    assert all(math.isfinite(row["train_loss"]) for row in result.epochs)
