@@ -20,6 +20,16 @@ def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
 
 
+def model_input(x: torch.Tensor) -> torch.Tensor:
+    """x (N, C, H, W) in the one channels-last layout every model call uses. With C == 1 the
+    channel stride is meaningless and different views leave it at 0, 1 or H*W; pinning it keeps
+    torch.compile from compiling a new graph for each (its guards check strides)."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.shape[1] == 1 and x.stride(1) != 1:
+        x = x.as_strided(x.shape, (x.stride(0), 1, x.stride(2), x.stride(3)))
+    return x
+
+
 def tta_views(level: int):
     """(weight, dy, dx, mirror) for each view of a TTA level; weights sum to 1."""
     if level == 0:
@@ -59,7 +69,7 @@ def _predict(model: torch.nn.Module, x: torch.Tensor, tta: int, batch_size: int)
             view = shift(chunk, dy, dx)
             if mirror:
                 view = view.flip(-1)
-            logits = logits + weight * model(view.contiguous(memory_format=torch.channels_last)).float()
+            logits = logits + weight * model(model_input(view)).float()
         outputs.append(logits)
     model.train(was_training)
     return torch.cat(outputs)

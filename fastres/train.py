@@ -31,7 +31,7 @@ from . import distributed
 from .config import Config
 from .data import DeviceData, ImageSet, prepare
 from .errors import FastresError
-from .evaluate import accuracy, predict_logits
+from .evaluate import accuracy, model_input, predict_logits
 from .model import build_model, to_training_dtype
 from .optim import Muon
 
@@ -164,25 +164,29 @@ def new_model(cfg: Config, ds: ImageSet) -> torch.nn.Module:
 
 
 def warm_up(model: torch.nn.Module, cfg: Config, ds: ImageSet) -> float:
-    """Run the compiled model through every shape of a run (train batch, train mode with and
-    without the whitening bias trainable, eval batches) on random labels, outside the timer,
-    then restore its weights. Returns the seconds spent."""
+    """Run the (compiled) model through every call a run makes, outside the timer, on the
+    run's own data layout so torch.compile's guards (shapes, strides, grad mode, requires_grad)
+    match: training steps on random labels with the whitening bias trainable and frozen, the
+    diagnostic evaluation and the final (selective) TTA evaluation. Then restore the weights.
+    Returns the seconds spent."""
     t0 = time.perf_counter()
     saved = copy.deepcopy(unwrap(model).state_dict())
-    device, dtype = ds.train_x.device, training_dtype(ds.train_x.device)
-    c, h = ds.train_x.shape[3], ds.train_x.shape[1]
+    device = ds.train_x.device
+    data = prepare(ds, training_dtype(device), cfg.val_split)
     batch = cfg.batch_size // distributed.data_shard(cfg)[1]     # per rank under --parallel data
-    x = torch.randn(batch, c, h, h, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    x = model_input(data.train_x[:batch])
     y = torch.randint(0, ds.num_classes, (batch,), device=device)
     whiten = getattr(unwrap(model), "whiten", None)
     for bias_trainable in ((True, False) if whiten is not None and whiten.bias is not None else (None,)):
-        if bias_trainable is not None:
+        if bias_trainable is not None:           # guards check requires_grad, in eval mode too
             whiten.bias.requires_grad_(bias_trainable)
         for _ in range(2):
             F.cross_entropy(model(x).float(), y, reduction="sum").backward()
-    model.zero_grad(set_to_none=True)
-    n_eval = min(cfg.eval_batch_size, ds.test_x.shape[0])
-    predict_logits(model, x[:1].expand(n_eval, -1, -1, -1), cfg.tta, cfg.eval_batch_size)
+        model.zero_grad(set_to_none=True)
+        for x_eval in (data.val_x, data.test_x):
+            if x_eval is not None:
+                predict_logits(model, x_eval, 0, cfg.eval_batch_size)
+                predict_logits(model, x_eval, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction)
     unwrap(model).load_state_dict(saved)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -241,7 +245,7 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
             factor = lr_factor(cfg, step, total_steps)
             for g in groups:
                 g["lr"] = g["base_lr"] * factor
-            logits = model(x_epoch[start:start + batch]).float()
+            logits = model(model_input(x_epoch[start:start + batch])).float()
             y = y_epoch[start:start + batch]
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
             loss.backward()

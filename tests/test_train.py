@@ -121,3 +121,27 @@ def test_fp16_training_path_runs_on_cpu(changes, monkeypatch):
     result = train(TINY.replace(epochs=2, **changes), pattern_set())
     assert 0 <= result.accuracy <= 1 and math.isfinite(result.time_s)
     assert all(math.isfinite(row["train_loss"]) for row in result.epochs)
+
+
+def test_warm_up_covers_every_compiled_call():
+    # A graph compiled inside the timer would be charged to the first seed. Count Dynamo
+    # compilations with a pass-through backend: train() after warm_up() must add none, with
+    # 1-channel images (ambiguous channel strides), the whitening bias frozen mid-run, a
+    # validation split and selective TTA level 2.
+    from fastres.train import new_model, warm_up
+    compiled = []
+
+    def counting_backend(graph_module, example_inputs):
+        compiled.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    ds = pattern_set()
+    cfg = TINY.replace(arch="airbench", logit_scale=1 / 9, epochs=2, whiten_bias_epochs=1, val_split=64,
+                       tta=2, tta_fraction=0.3)
+    model = torch.compile(new_model(cfg, ds), backend=counting_backend)
+    warm_up(model, cfg, ds)
+    before = len(compiled)
+    result = train(cfg, ds, model)
+    assert before > 0 and len(compiled) == before and result.accuracy > 0.5
+    torch._dynamo.reset()
