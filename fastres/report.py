@@ -67,20 +67,39 @@ def t_ppf(q: float, df: float) -> float:
     return (lo + hi) / 2
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
+
+
+def welch_interval(a: list[float], b: list[float], level: float = 0.95):
+    """(mean(a) - mean(b), low, high): Welch's t-interval, or None with fewer than 2 values a side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    va, vb = sa * sa / len(a), sb * sb / len(b)
+    d = ma - mb
+    if va + vb == 0:
+        return d, d, d
+    df = (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
+    half = t_ppf(1 - (1 - level) / 2, df) * math.sqrt(va + vb)
+    return d, d - half, d + half
+
+
 def summarize(accuracies: list[float], times: list[float], target: float) -> dict:
     """Mean, std (n-1), min, max of accuracy and time; runs reaching the target; and the
     one-sided t-test p-value for H1: mean accuracy > target (None for a single run)."""
     n = len(accuracies)
-    mean = sum(accuracies) / n
-    std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / (n - 1)) if n > 1 else 0.0
+    mean, std = mean_std(accuracies)
     if n < 2:
         p = None
     elif std == 0:
         p = 0.0 if mean > target else 1.0
     else:
         p = t_sf((mean - target) / (std / math.sqrt(n)), n - 1)
-    tmean = sum(times) / n
-    tstd = math.sqrt(sum((t - tmean) ** 2 for t in times) / (n - 1)) if n > 1 else 0.0
+    tmean, tstd = mean_std(times)
     return {"runs": n, "target": target, "acc_mean": mean, "acc_std": std, "acc_min": min(accuracies),
             "acc_max": max(accuracies), "time_mean": tmean, "time_std": tstd, "time_min": min(times),
             "time_max": max(times), "reached": sum(a >= target for a in accuracies), "p_mean_above_target": p}

@@ -9,9 +9,10 @@ from dataclasses import fields
 
 import pytest
 
-from fastres import cli, runner, study
+from fastres import cli, report, runner, studies, study
 from fastres.config import Config, Recipe
-from fastres.study import Row, Study, config_hash, markdown_table, quick, row_configs, welch_interval
+from fastres.report import welch_interval
+from fastres.study import Row, Study, config_hash, markdown_table, quick, row_configs
 from fastres.train import RunResult
 from helpers import write_npz
 
@@ -73,7 +74,7 @@ def test_cifar_ladder_is_cumulative():
 def test_tricks_rows_come_from_the_selected_recipe(monkeypatch):
     cfg = Config(arch="airbench", whiten=True, cutout=12, flip="alternating", tta=2, label_smoothing=0.0,
                  ema_decay=0.0, bn_freeze_scale=True, bias_lr_scale=64, ghost_batch=0)
-    monkeypatch.setattr(study, "select_recipe", lambda dataset, target: Recipe("fake-94", cfg))
+    monkeypatch.setattr(studies, "select_recipe", lambda dataset, target: Recipe("fake-94", cfg))
     s = study.get_study("tricks")
     # airbench always whitens, so whiten is not a removable trick there; off tricks have no row
     assert [r.name for r in s.rows] == ["full-recipe", "no-frozen-bn-scale", "random-flip", "no-tta", "no-cutout"]
@@ -81,7 +82,7 @@ def test_tricks_rows_come_from_the_selected_recipe(monkeypatch):
     assert s.rows[1].changes == {"bn_freeze_scale": False, "bias_lr_scale": 1.0, "bias_decay_scale": 1.0}
     resnet = Config(arch="resnet9", whiten=True, label_smoothing=0.2, ema_decay=0.99, lookahead=True, ghost_batch=32,
                     cutout=0, tta=0, flip="random")
-    monkeypatch.setattr(study, "select_recipe", lambda dataset, target: Recipe("fake", resnet))
+    monkeypatch.setattr(studies, "select_recipe", lambda dataset, target: Recipe("fake", resnet))
     assert [r.name for r in study.get_study("tricks").rows] == [
         "full-recipe", "no-whiten", "no-label-smoothing", "no-ema-lookahead", "no-ghost-bn"]
 
@@ -117,7 +118,7 @@ def test_welch_interval_against_the_t_table():
     # Unequal: va = 1/3, vb = 5/3, df = 216/53 (Welch-Satterthwaite by hand); t between t(4) and t(5).
     d, lo, hi = welch_interval([1, 2, 3], [2, 4, 6, 8])
     t = (hi - d) / 2 ** 0.5
-    assert d == pytest.approx(-3) and 2.571 < t < 2.776 and t == pytest.approx(study.t_ppf(0.975, 216 / 53))
+    assert d == pytest.approx(-3) and 2.571 < t < 2.776 and t == pytest.approx(report.t_ppf(0.975, 216 / 53))
     assert welch_interval([1.0], [1, 2]) is None and welch_interval([1, 2], [3.0]) is None
     assert welch_interval([2, 2], [1, 1]) == (1, 1, 1)
 
