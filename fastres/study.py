@@ -7,8 +7,8 @@
     python -m fastres study widths --file my_study.py          # a study of your own
     torchrun --nproc_per_node=8 -m fastres study backbone --runs 8   # seeds spread over the GPUs
 
-A study is plain data (the built-in ones are in studies.py): a base Config, and rows that are config deltas from it (row 0, or the
-named `baseline`, is what the others are compared with). Each row is trained for seeds
+A study is plain data (the built-in ones are in studies.py): a base Config, and rows that are
+config deltas from it (row 0, or the named `baseline`, is what the others are compared with). Each row is trained for seeds
 seed..seed+runs-1 by runner.run_many, and the study writes into --output (default
 study-results/):
 
