@@ -51,6 +51,7 @@ import torch.distributed as dist
 
 from .errors import FastresError
 
+
 def launched() -> bool:
     """True in a process started by torchrun (or anything that sets the same variables)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
