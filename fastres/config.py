@@ -115,6 +115,8 @@ class Config:
             bad("--erase-p must be in [0, 1], --ema-decay and --label-smoothing in [0, 1)")
         if not 0 < self.tta_fraction <= 1 or self.ema_ramp_power < 0 or self.muon_lr <= 0:
             bad("--tta-fraction must be in (0, 1], --ema-ramp-power >= 0 and --muon-lr positive")
+        if (self.plot or self.save) and not self.output:
+            bad("--plot and --save write into --output DIR: give one")
         if self.val_split < 0 or self.crop_pad < 0 or self.cutout < 0 or self.ghost_batch < 0:
             bad("--val-split, --crop-pad, --cutout and --ghost-batch must be >= 0")
         if train_size is not None:

@@ -64,6 +64,7 @@ def run_main(argv, capsys):
     (["--recipe", "fashion-cpu", "--dataset", "imagenet"], "unknown dataset"),
     (["--recipe", "fashion-cpu", "--epochs", "abc"], "invalid float value"),
     (["--recipe", "fashion-cpu", "--flip", "sideways"], "--flip must be one of"),
+    (["--recipe", "fashion-cpu", "--plot"], "--plot and --save write into --output DIR"),
 ])
 def test_bad_input_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
