@@ -86,14 +86,18 @@ def lr_factor(cfg: Config, step: int, total_steps: int) -> float:
 def param_groups(model: torch.nn.Module, cfg: Config, exclude=()) -> list[dict]:
     """Weights (conv/linear, ndim > 1) and the rest (biases, BN parameters) in their own group
     with scaled LR and weight decay (Myrtle: bias LR x64, decay / 64 with frozen BN scales).
-    The 'base_lr' key holds the peak LR the schedule multiplies. `exclude`: parameters another
-    optimiser owns."""
+    The whitening layer's bias stays with the weights, as in airbench: it sees every pixel of
+    the input, and x64 would make it the fastest-moving parameter of the net. The 'base_lr' key
+    holds the peak LR the schedule multiplies. `exclude`: parameters another optimiser owns."""
+    whiten = getattr(unwrap(model), "whiten", None)
+    plain = {id(p) for p in whiten.parameters()} if whiten is not None else set()
     skip = {id(p) for p in exclude}
     trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
     b = cfg.batch_size
-    return [{"params": [p for p in trainable if p.ndim > 1], "base_lr": cfg.lr / b,
+    return [{"params": [p for p in trainable if p.ndim > 1 or id(p) in plain], "base_lr": cfg.lr / b,
              "weight_decay": cfg.weight_decay * b},
-            {"params": [p for p in trainable if p.ndim <= 1], "base_lr": cfg.lr * cfg.bias_lr_scale / b,
+            {"params": [p for p in trainable if p.ndim <= 1 and id(p) not in plain],
+             "base_lr": cfg.lr * cfg.bias_lr_scale / b,
              "weight_decay": cfg.weight_decay * cfg.bias_decay_scale * b}]
 
 
@@ -279,8 +283,10 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
             if on_epoch:
                 on_epoch(row)
         timer.start()  # ----------------------------------------------------- timed
-    if average is not None and not cfg.lookahead:
-        average.swap()                                      # evaluate (and keep) the EMA weights
+    if average is not None and cfg.lookahead:
+        average.update(1.0)            # airbench: the final weights are the lookahead average
+    elif average is not None:
+        average.swap()                 # evaluate (and keep) the EMA weights
     test_acc = accuracy(predict_logits(model, data.test_x, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction),
                         data.test_y)
     timer.stop()  # ---------------------------------------------------------- untimed

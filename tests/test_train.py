@@ -36,6 +36,16 @@ def test_param_groups_split_biases_and_scale_lr():
     assert others["weight_decay"] == pytest.approx(5e-4 / 64 * 512)
 
 
+def test_whitening_bias_keeps_the_plain_lr():
+    from fastres.train import new_model
+    ds = pattern_set()
+    cfg = TINY.replace(arch="airbench", bias_lr_scale=64)
+    model = new_model(cfg, ds)
+    weights, others = param_groups(model, cfg)
+    assert any(p is model.whiten.bias for p in weights["params"])
+    assert not any(p is model.whiten.bias for p in others["params"]) and len(others["params"]) > 0
+
+
 def test_weight_average_and_lookahead():
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
