@@ -117,8 +117,9 @@ def make_optimizers(model: torch.nn.Module, cfg: Config) -> list[torch.optim.Opt
 
 
 class WeightAverage:
-    """EMA of all floating-point parameters and buffers, updated every `every` steps. With
-    lookahead the live weights are reset to the average at each update."""
+    """EMA of all floating-point parameters and buffers (BN running statistics included), updated
+    by the loop every cfg.ema_every steps. With lookahead the live weights are reset to the
+    average at each update."""
 
     def __init__(self, model: torch.nn.Module, decay: float, lookahead: bool):
         self.decay, self.lookahead = decay, lookahead
