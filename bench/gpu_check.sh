@@ -56,7 +56,7 @@ if [ $SMOKE = 1 ]; then
   BENCH_FLAGS=(--benchmark-disable)
 else
   RECIPE_FLAGS=(--eval-every 0)
-  FASHION_RUNS=10; CIFAR_RUNS=25; KERNEL_FLAGS=(); MFU_FLAGS=(--recipe cifar10-94 --runs 3); LOADER_FLAGS=()
+  FASHION_RUNS=10; CIFAR_RUNS=25; KERNEL_FLAGS=(); MFU_FLAGS=(); LOADER_FLAGS=()
   # Compare with this GPU's committed baseline when there is one; otherwise save a first baseline
   # under OUTDIR/baselines/ to be committed as bench/baselines/$SLUG (see bench/README.md).
   if ls bench/baselines/"$SLUG"/*/0*.json >/dev/null 2>&1; then
@@ -111,7 +111,16 @@ else
 fi
 
 step "MFU"
-$PY bench/mfu.py "${MFU_FLAGS[@]}" --out "$PREFIX-mfu.json" || fail "bench/mfu.py"
+if [ $SMOKE = 0 ]; then   # from the timed recipe runs above: no extra training on the GPU
+  for name in cifar10-94 fashion-94; do
+    [ -f "$PREFIX-$name.json" ] && { MFU_FLAGS=(--from-json "$PREFIX-$name.json"); break; }
+  done
+fi
+if [ ${#MFU_FLAGS[@]} -gt 0 ]; then
+  $PY bench/mfu.py "${MFU_FLAGS[@]}" --out "$PREFIX-mfu.json" || fail "bench/mfu.py"
+else
+  echo "no recipe result to compute MFU from"
+fi
 
 step "done: status $STATUS"
 ls -l "$OUTDIR" | grep -- "$(basename "$PREFIX")"

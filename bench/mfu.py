@@ -2,6 +2,7 @@
 
     python bench/mfu.py --recipe cifar10-94 --out bench/results/mfu.json      # GPU
     python bench/mfu.py --smoke --out /tmp/mfu.json                           # CPU plumbing, seconds
+    python bench/mfu.py --from-json RESULT.json --out mfu.json   # from a gpu_check.sh recipe result
 
 FLOPs of a run are counted from the model (fastres.model.model_flops: 2 x multiply-accumulates
 of every conv and linear layer per image): training costs 3x the forward (forward, input
@@ -22,11 +23,12 @@ from datetime import date
 
 import torch
 
-from fastres.config import get_recipe
+from fastres.config import Config, get_recipe
 from fastres.evaluate import tta_views
 from fastres.model import build_model, model_flops
 from fastres.report import atomic_write, environment
 from fastres.runner import resolve_device, run_many
+from fastres.train import RunResult
 
 
 def matmul_flops_per_s(device: torch.device, n: int, dtype: torch.dtype, iters: int = 20) -> float:
@@ -59,16 +61,24 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", default="cifar10-94")
     p.add_argument("--runs", type=int, default=3, help="timed runs (after the compile warm-up)")
     p.add_argument("--smoke", action="store_true", help="tiny fashion-cpu run on CPU")
+    p.add_argument("--from-json", default="", help="a recipe result of bench/gpu_check.sh: no new runs")
     p.add_argument("--out", default="", help="write the result as JSON here")
     args = p.parse_args(argv)
-    cfg = get_recipe(args.recipe).config
-    if args.smoke:
-        cfg = get_recipe("fashion-cpu").config.replace(epochs=1, train_subset=1024, test_subset=256, runs=1,
-                                                        device="cpu", eval_every=0)
+    if args.from_json:      # the runs gpu_check.sh already timed: only the matmul rate is measured
+        record = json.loads(open(args.from_json).read())
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in record["start"]["config"].items()}
+        cfg, summary = Config(**config), record["summary"]
+        results = [RunResult(**r) for r in record["runs"] if r.pop("type", None) == "run"]
+        args.recipe = record["recipe"]
     else:
-        cfg = cfg.replace(runs=args.runs, eval_every=0)
+        cfg = get_recipe(args.recipe).config
+        if args.smoke:
+            cfg = get_recipe("fashion-cpu").config.replace(epochs=1, train_subset=1024, test_subset=256,
+                                                            runs=1, device="cpu", eval_every=0)
+        else:
+            cfg = cfg.replace(runs=args.runs, eval_every=0)
+        results, summary = run_many(cfg, printer=lambda *a: print(*a, file=sys.stderr))
     device = resolve_device(cfg.device)
-    results, summary = run_many(cfg, printer=lambda *a: print(*a, file=sys.stderr))
     from fastres.data import load_dataset
     ds = load_dataset(cfg.dataset, cfg.data_dir, download=False)
     test_images = cfg.test_subset or ds.test_x.shape[0]

@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,12 @@ def test_gpu_check_smoke_writes_every_result_file(tmp_path):
     mfu = json.loads(next(tmp_path.glob("*-mfu.json")).read_text())
     assert mfu["total_flops"] > 0 and 0 < mfu["mfu"]
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+    # MFU from an existing recipe result (what gpu_check.sh does on a GPU): no new training.
+    recipe_file = next(tmp_path.glob("*-fashion-94.json"))
+    out = tmp_path / "mfu-from-json.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "mfu.py"), "--from-json", str(recipe_file),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from_json = json.loads(out.read_text())
+    assert from_json["recipe"] == "fashion-94" and from_json["runs"] == 2
+    assert from_json["time_s_mean"] == recipe["summary"]["time_mean"] and from_json["total_flops"] > 0
