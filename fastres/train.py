@@ -171,8 +171,9 @@ def new_model(cfg: Config, ds: ImageSet) -> torch.nn.Module:
 def warm_up(model: torch.nn.Module, cfg: Config, ds: ImageSet) -> float:
     """Run the (compiled) model through every call a run makes, outside the timer, on the
     run's own data layout so torch.compile's guards (shapes, strides, grad mode, requires_grad)
-    match: training steps on random labels with the whitening bias trainable and frozen, the
-    diagnostic evaluation and the final (selective) TTA evaluation. Then restore the weights.
+    match: training steps (with the optimisers and weight average) on random labels with the
+    whitening bias trainable and frozen, the diagnostic evaluation and the final (selective)
+    TTA evaluation. Then restore the weights.
     Returns the seconds spent."""
     t0 = time.perf_counter()
     saved = copy.deepcopy(unwrap(model).state_dict())
@@ -182,12 +183,19 @@ def warm_up(model: torch.nn.Module, cfg: Config, ds: ImageSet) -> float:
     x = model_input(data.train_x[:batch])
     y = torch.randint(0, ds.num_classes, (batch,), device=device)
     whiten = getattr(unwrap(model), "whiten", None)
+    # Building the first optimiser imports torch._dynamo (over a second on a CPU): do it here.
+    optimizers = make_optimizers(model, cfg)
+    average = WeightAverage(model, cfg.ema_decay, cfg.lookahead) if cfg.ema_decay > 0 else None
     for bias_trainable in ((True, False) if whiten is not None and whiten.bias is not None else (None,)):
         if bias_trainable is not None:           # guards check requires_grad, in eval mode too
             whiten.bias.requires_grad_(bias_trainable)
         for _ in range(2):
             F.cross_entropy(model(x).float(), y, reduction="sum").backward()
-        model.zero_grad(set_to_none=True)
+            for opt in optimizers:
+                opt.step()
+            model.zero_grad(set_to_none=True)
+            if average is not None:
+                average.update()
         for x_eval in (data.val_x, data.test_x):
             if x_eval is not None:
                 predict_logits(model, x_eval, 0, cfg.eval_batch_size)

@@ -155,3 +155,29 @@ def test_warm_up_covers_every_compiled_call():
     result = train(cfg, ds, model)
     assert before > 0 and len(compiled) == before and result.accuracy > 0.5
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("changes", [dict(), dict(optimizer="muon", ema_decay=0.9, lookahead=True)])
+def test_first_run_after_warm_up_imports_nothing(changes):
+    # Lazy imports are first-run costs that land inside the timer (building the first SGD
+    # imported torch._dynamo: ~1.3 s charged to seed 0 on a CPU). Run this in a fresh process
+    # so the modules other tests loaded do not hide it.
+    import subprocess
+    import sys
+    code = f"""
+import sys
+sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
+import torch
+from fastres.train import new_model, train, warm_up
+from test_train import TINY, pattern_set
+cfg, ds = TINY.replace(epochs=1, **{changes!r}), pattern_set()
+model = new_model(cfg, ds)
+warm_up(model, cfg, ds)
+before = set(sys.modules)
+train(cfg, ds, model)
+print(sorted(set(sys.modules) - before))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
