@@ -72,6 +72,7 @@ class Config:
     parallel: str = "auto"          # under torchrun: auto | data (one run over all ranks) | runs (seeds split) | none
     dist_backend: str = "auto"      # torch.distributed backend: auto (nccl on GPU, gloo on CPU) | nccl | gloo
     compile: bool = False           # torch.compile the model (GPU recipes)
+    compile_mode: str = "default"   # torch.compile mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
     deterministic: bool = False     # torch deterministic algorithms (slower on GPU)
     threads: int = 0                # CPU threads for torch (0 = torch's default)
     data_dir: str = ""              # where datasets are looked for first
@@ -104,7 +105,9 @@ class Config:
                               ("bn_scale_init", ("one", "uniform")),
                               ("act", ("identity", "relu", "celu", "gelu", "silu")),
                               ("parallel", ("auto", "data", "runs", "none")),
-                              ("dist_backend", ("auto", "nccl", "gloo"))):
+                              ("dist_backend", ("auto", "nccl", "gloo")),
+                              ("compile_mode", ("default", "reduce-overhead", "max-autotune",
+                                                "max-autotune-no-cudagraphs"))):
             if getattr(self, name) not in allowed:
                 bad(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 1 <= self.ladder_step <= 7:

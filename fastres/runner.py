@@ -69,7 +69,7 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
         torch.manual_seed(cfg.seed)
         model = new_model(cfg, ds)          # reused by every run, re-initialised per seed
         if cfg.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
         # Every shape once before the first timed run, so seed 0 does not pay for compilation,
         # cuDNN autotuning or first-touch allocations that later seeds skip.
         warmup_s = warm_up(model, cfg, ds)
