@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
     speedup = totals["compiled"] / totals["fused"]
     summary = {"step_ms": totals, "fused_vs_compiled": speedup, "goal_1_3x_met": speedup >= 1.3,
                "layers_ge_32MB": len(big), "layers_ge_32MB_at_80pct_copy": at_80}
-    print(f"BN fwd+bwd per training step (all layers): " +
+    print("BN fwd+bwd per training step (all layers): " +
           ", ".join(f"{k} {v:.3f} ms" for k, v in totals.items()) +
           f"; fused vs compiled {speedup:.2f}x (goal >= 1.3x)")
     print(f"layers >= 32 MB at >= 80% of copy bandwidth (fwd and bwd): {len(at_80)}/{len(big)} {at_80}")

@@ -8,7 +8,7 @@ is >= T. Units are in the names where they matter.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 from .errors import FastresError
 
@@ -128,10 +128,6 @@ class Config:
             if self.batch_size > train_size - self.val_split:
                 bad(f"--batch-size {self.batch_size} is larger than the training set "
                     f"({train_size - self.val_split} images)")
-
-
-def config_fields():
-    return fields(Config)
 
 
 @dataclass(frozen=True)

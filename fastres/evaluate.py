@@ -78,8 +78,3 @@ def _predict(model: torch.nn.Module, x: torch.Tensor, tta: int, batch_size: int)
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Fraction correct as a 0-dim device tensor (no host sync until the caller reads it)."""
     return (logits.argmax(1) == y).float().mean()
-
-
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tta: int = 0,
-             batch_size: int = 1000) -> float:
-    return float(accuracy(predict_logits(model, x, tta, batch_size), y))

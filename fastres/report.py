@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import subprocess
 from dataclasses import asdict, is_dataclass

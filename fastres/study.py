@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import runpy
 import typing
 from dataclasses import asdict, dataclass, field, fields

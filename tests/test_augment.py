@@ -1,6 +1,5 @@
 """Properties of the batched on-device augmentation (fastres/augment.py), checked against slow
 per-image references. Run:  OMP_NUM_THREADS=1 pytest tests/test_augment.py -q   (~ a few s)"""
-import math
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """The command line end to end: outputs, recipe selection, and one-line errors with exit 2."""
 import json
-import os
 import subprocess
 import sys
 

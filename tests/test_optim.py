@@ -1,7 +1,6 @@
 """Muon's batched Newton-Schulz against an SVD reference, and the optimiser's update rule."""
 import math
 
-import pytest
 import torch
 
 from fastres.optim import Muon, newton_schulz, pad_stack
