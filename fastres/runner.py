@@ -18,7 +18,7 @@ from .config import Config
 from .data import load_dataset, upload
 from .errors import FastresError
 from .report import JsonlLog, Table, atomic_write, environment, format_summary, plot_accuracy_vs_time, summarize
-from .train import RunResult, new_model, train, unwrap, warm_up
+from .train import RunResult, build_nets, train, unwrap, warm_up
 
 EPOCH_COLUMNS = [("run", "d"), ("epoch", "d"), ("train_loss", ".4f"), ("train_acc", ".4f"),
                  ("eval_acc", ".4f"), ("tta_acc", ".4f"), ("time_s", ".2f")]
@@ -67,12 +67,10 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
     ds = upload(host, device)                                       # upload: untimed
     try:
         torch.manual_seed(cfg.seed)
-        model = new_model(cfg, ds)          # reused by every run, re-initialised per seed
-        if cfg.compile:
-            model = torch.compile(model, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
+        nets = build_nets(cfg, ds)          # reused by every run, re-initialised per seed
         # Every shape once before the first timed run, so seed 0 does not pay for compilation,
         # cuDNN autotuning or first-touch allocations that later seeds skip.
-        warmup_s = warm_up(model, cfg, ds)
+        warmup_s = warm_up(nets, cfg, ds)
         printer(f"warm-up{' with compile' if cfg.compile else ''}: {warmup_s:.1f} s (outside the timer)")
         table = Table(EPOCH_COLUMNS, printer)
         table.header()
@@ -84,12 +82,12 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
         mine = []
         for i, seed in world.split(seeds):
             on_epoch = (lambda row, i=i, seed=seed: report_epoch(i, seed, row)) if live else None
-            result = train(cfg.replace(seed=seed), ds, model, on_epoch)
+            result = train(cfg.replace(seed=seed), ds, nets, on_epoch)
             mine.append((i, asdict(result)))
             if live:
                 log.write({"type": "run", **mine[-1][1]})
             if out and cfg.save and (world.is_main or not live):   # runs: the rank that trained it
-                save_weights(model, out / f"weights-seed{seed}.pt")
+                save_weights(nets.net, out / f"weights-seed{seed}.pt")
         results = [RunResult(**r) for r in world.gather(mine)]     # every rank, in seed order
         if not live:
             for i, result in enumerate(results):

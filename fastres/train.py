@@ -168,21 +168,59 @@ def new_model(cfg: Config, ds: ImageSet) -> torch.nn.Module:
     return to_training_dtype(model.to(ds.train_x.device), training_dtype(ds.train_x.device))
 
 
-def warm_up(model: torch.nn.Module, cfg: Config, ds: ImageSet) -> float:
-    """Run the (compiled) model through every call a run makes, outside the timer, on the
+class TrainStep(torch.nn.Module):
+    """Forward, loss and number correct of one batch. Compiled, this is one graph from the
+    input to the loss, and AOTAutograd compiles its backward as one graph too: the fp32 cast,
+    the label-smoothed cross-entropy and the argmax fuse with the last layers."""
+
+    def __init__(self, model: torch.nn.Module, label_smoothing: float):
+        super().__init__()
+        self.model, self.label_smoothing = model, label_smoothing
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(model_input(x)).float()
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing, reduction="sum")
+        return loss, (logits.argmax(1) == y).sum()
+
+
+@dataclass
+class Nets:
+    """One set of weights and the two ways a run calls it: `model` for evaluation and `step`
+    (a TrainStep) for training, each compiled or not. `net` is the plain module (state_dict)."""
+    net: torch.nn.Module
+    model: torch.nn.Module
+    step: torch.nn.Module
+
+
+def build_nets(cfg: Config, ds: ImageSet, backend: str = "inductor") -> Nets:
+    """The recipe's model (initialised from the current torch seed) and its train step,
+    compiled with cfg.compile_mode when cfg.compile. Reused by every run of a config."""
+    net = new_model(cfg, ds)
+    step = TrainStep(net, cfg.label_smoothing)
+    if not cfg.compile:
+        return Nets(net, net, step)
+    options = {"backend": backend}
+    if backend == "inductor" and cfg.compile_mode != "default":
+        options["mode"] = cfg.compile_mode
+    return Nets(net, torch.compile(net, **options), torch.compile(step, **options))
+
+
+def warm_up(nets: Nets, cfg: Config, ds: ImageSet) -> float:
+    """Run the (compiled) step and model through every call a run makes, outside the timer, on the
     run's own data layout so torch.compile's guards (shapes, strides, grad mode, requires_grad)
     match: training steps (with the optimisers and weight average) on random labels with the
     whitening bias trainable and frozen, the diagnostic evaluation and the final (selective)
     TTA evaluation. Then restore the weights.
     Returns the seconds spent."""
     t0 = time.perf_counter()
-    saved = copy.deepcopy(unwrap(model).state_dict())
+    model = nets.net
+    saved = copy.deepcopy(model.state_dict())
     device = ds.train_x.device
     data = prepare(ds, training_dtype(device), cfg.val_split)
     batch = cfg.batch_size // distributed.data_shard(cfg)[1]     # per rank under --parallel data
     x = model_input(data.train_x[:batch])
     y = torch.randint(0, ds.num_classes, (batch,), device=device)
-    whiten = getattr(unwrap(model), "whiten", None)
+    whiten = getattr(model, "whiten", None)
     # Building the first optimiser imports torch._dynamo (over a second on a CPU): do it here.
     optimizers = make_optimizers(model, cfg)
     average = WeightAverage(model, cfg.ema_decay, cfg.lookahead) if cfg.ema_decay > 0 else None
@@ -190,7 +228,7 @@ def warm_up(model: torch.nn.Module, cfg: Config, ds: ImageSet) -> float:
         if bias_trainable is not None:           # guards check requires_grad, in eval mode too
             whiten.bias.requires_grad_(bias_trainable)
         for _ in range(2):
-            F.cross_entropy(model(x).float(), y, reduction="sum").backward()
+            nets.step(x, y)[0].backward()
             for opt in optimizers:
                 opt.step()
             model.zero_grad(set_to_none=True)
@@ -198,26 +236,28 @@ def warm_up(model: torch.nn.Module, cfg: Config, ds: ImageSet) -> float:
                 average.update()
         for x_eval in (data.val_x, data.test_x):
             if x_eval is not None:
-                predict_logits(model, x_eval, 0, cfg.eval_batch_size)
-                predict_logits(model, x_eval, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction)
-    unwrap(model).load_state_dict(saved)
+                predict_logits(nets.model, x_eval, 0, cfg.eval_batch_size)
+                predict_logits(nets.model, x_eval, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction)
+    model.load_state_dict(saved)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
-def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_epoch=None) -> RunResult:
+def train(cfg: Config, ds: ImageSet, nets: Nets | None = None, on_epoch=None) -> RunResult:
     """One training run of `cfg` on `ds` (uint8 tensors already on the training device).
 
-    model: a (possibly compiled) model to reuse across runs; it is re-initialised here from a
-    fresh model built with this run's seed. on_epoch(dict) receives per-epoch diagnostics."""
+    nets: the (possibly compiled) model and train step to reuse across runs (build_nets); the
+    weights are re-initialised here from a fresh model built with this run's seed.
+    on_epoch(dict) receives per-epoch diagnostics."""
     device = ds.train_x.device
     torch.manual_seed(cfg.seed)
     fresh = new_model(cfg, ds)
-    if model is None:
-        model = fresh
+    if nets is None:
+        nets = Nets(fresh, fresh, TrainStep(fresh, cfg.label_smoothing))
     else:
-        unwrap(model).load_state_dict(fresh.state_dict())
+        nets.net.load_state_dict(fresh.state_dict())
+    model = nets.net
     gen = torch.Generator(device).manual_seed(cfg.seed)   # same draws on every rank
     timer = Timer(device)
     rank, world = distributed.data_shard(cfg)   # (0, 1) unless --parallel data under torchrun
@@ -230,8 +270,8 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
     n = data.train_x.shape[0]
     if cfg.batch_size > n:
         raise FastresError(f"--batch-size {cfg.batch_size} is larger than the training set ({n} images)")
-    unwrap(model).init_whitening(data.train_x)
-    whiten = unwrap(model).whiten
+    model.init_whitening(data.train_x)
+    whiten = model.whiten
     if whiten is not None and whiten.bias is not None:
         whiten.bias.requires_grad_(True)
     optimizers = make_optimizers(model, cfg)
@@ -258,9 +298,7 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
             factor = lr_factor(cfg, step, total_steps)
             for g in groups:
                 g["lr"] = g["base_lr"] * factor
-            logits = model(model_input(x_epoch[start:start + batch])).float()
-            y = y_epoch[start:start + batch]
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
+            loss, n_correct = nets.step(x_epoch[start:start + batch], y_epoch[start:start + batch])
             loss.backward()
             if world > 1:   # summed over ranks = the summed-loss gradient of the global batch
                 distributed.all_reduce_grads(model.parameters())
@@ -268,7 +306,7 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
                 opt.step()
             model.zero_grad(set_to_none=True)
             losses[step] = loss.detach()
-            correct[step] = (logits.detach().argmax(1) == y).sum()
+            correct[step] = n_correct
             step += 1
             if average is not None and step % cfg.ema_every == 0:
                 # airbench's lookahead: decay x (t/T)^3, so early steps are barely averaged
@@ -287,7 +325,7 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
         if not last:
             x_eval, y_eval = (data.val_x, data.val_y) if data.val_x is not None else (data.test_x, data.test_y)
             with averaged(average):
-                row["eval_acc"] = float(accuracy(predict_logits(model, x_eval, 0, cfg.eval_batch_size), y_eval))
+                row["eval_acc"] = float(accuracy(predict_logits(nets.model, x_eval, 0, cfg.eval_batch_size), y_eval))
             epochs_log.append(row)
             if on_epoch:
                 on_epoch(row)
@@ -296,13 +334,13 @@ def train(cfg: Config, ds: ImageSet, model: torch.nn.Module | None = None, on_ep
         average.update(1.0)            # airbench: the final weights are the lookahead average
     elif average is not None:
         average.swap()                 # evaluate (and keep) the EMA weights
-    test_acc = accuracy(predict_logits(model, data.test_x, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction),
+    test_acc = accuracy(predict_logits(nets.model, data.test_x, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction),
                         data.test_y)
     timer.stop()  # ---------------------------------------------------------- untimed
     time_s = timer.total() if world == 1 else distributed.max_over_ranks(timer.total())
     result = RunResult(cfg.seed, float(test_acc), time_s, steps=step, epochs=epochs_log)
     if data.val_x is not None:
-        val_logits = predict_logits(model, data.val_x, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction)
+        val_logits = predict_logits(nets.model, data.val_x, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction)
         result.val_accuracy = float(accuracy(val_logits, data.val_y))
     row.update(eval_acc=result.val_accuracy, tta_acc=result.accuracy, time_s=result.time_s)
     epochs_log.append(row)

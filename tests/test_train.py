@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fastres.config import Config
 from fastres.errors import FastresError
@@ -138,7 +139,7 @@ def test_warm_up_covers_every_compiled_call():
     # compilations with a pass-through backend: train() after warm_up() must add none, with
     # 1-channel images (ambiguous channel strides), the whitening bias frozen mid-run, a
     # validation split and selective TTA level 2.
-    from fastres.train import new_model, warm_up
+    from fastres.train import build_nets, warm_up
     compiled = []
 
     def counting_backend(graph_module, example_inputs):
@@ -149,10 +150,10 @@ def test_warm_up_covers_every_compiled_call():
     ds = pattern_set()
     cfg = TINY.replace(arch="airbench", logit_scale=1 / 9, epochs=2, whiten_bias_epochs=1, val_split=64,
                        tta=2, tta_fraction=0.3)
-    model = torch.compile(new_model(cfg, ds), backend=counting_backend)
-    warm_up(model, cfg, ds)
+    nets = build_nets(cfg.replace(compile=True), ds, backend=counting_backend)
+    warm_up(nets, cfg, ds)
     before = len(compiled)
-    result = train(cfg, ds, model)
+    result = train(cfg, ds, nets)
     assert before > 0 and len(compiled) == before and result.accuracy > 0.5
     torch._dynamo.reset()
 
@@ -168,16 +169,41 @@ def test_first_run_after_warm_up_imports_nothing(changes):
 import sys
 sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
 import torch
-from fastres.train import new_model, train, warm_up
+from fastres.train import build_nets, train, warm_up
 from test_train import TINY, pattern_set
 cfg, ds = TINY.replace(epochs=1, **{changes!r}), pattern_set()
-model = new_model(cfg, ds)
-warm_up(model, cfg, ds)
+nets = build_nets(cfg, ds)
+warm_up(nets, cfg, ds)
 before = set(sys.modules)
-train(cfg, ds, model)
+train(cfg, ds, nets)
 print(sorted(set(sys.modules) - before))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_compiled_train_step_matches_eager():
+    # The compiled step is one graph from the input to the summed, label-smoothed loss and the
+    # number correct; AOTAutograd compiles its backward. Same loss, count and gradients as eager.
+    from fastres.train import build_nets
+    ds = pattern_set()
+    cfg = TINY.replace(arch="airbench", logit_scale=1 / 9, label_smoothing=0.2)
+    torch.manual_seed(0)
+    eager = build_nets(cfg, ds)
+    torch.manual_seed(0)
+    compiled = build_nets(cfg.replace(compile=True), ds, backend="aot_eager")
+    assert compiled.step is not compiled.net and eager.step.model is eager.net
+    x = ds.train_x[:32].permute(0, 3, 1, 2).float() / 255
+    y = ds.train_y[:32]
+    results = []
+    for nets in (eager, compiled):
+        loss, n_correct = nets.step(x, y)
+        loss.backward()
+        results.append((loss, n_correct, [p.grad.clone() for p in nets.net.parameters() if p.grad is not None]))
+    (l0, c0, g0), (l1, c1, g1) = results
+    assert torch.allclose(l0, l1, rtol=1e-5) and int(c0) == int(c1) and len(g0) == len(g1) > 0
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g0, g1))
+    manual = F.cross_entropy(eager.net(x).float(), y, label_smoothing=0.2, reduction="sum")
+    assert torch.allclose(manual, l0)
