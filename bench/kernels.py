@@ -3,6 +3,11 @@
     python bench/kernels.py --out bench/results/bn_act.json          # GPU: all layers, ~1-2 min
     python bench/kernels.py --ghost 32 --out bench/results/bn_act_ghost.json
     python bench/kernels.py --smoke --out /tmp/bn_act_smoke.json      # CPU: interpreter plumbing, seconds
+    python bench/kernels.py --sweep --out bench/results/bn_act_sweep.json   # GPU: launch-knob grid
+
+--sweep times the fused op's forward + backward summed over all layers (one training step's
+BN work) for each launch configuration in SWEEP_GRID and reports the fastest; its knobs can be
+given to training as FASTRES_BN_TUNING="tile=...,warps=...,programs_per_sm=...".
 
 For each layer, times forward, backward and both (fwd+bwd; backward = both - forward) for
   fused:    the Triton custom op (fastres::bn_act_train and its autograd formula),
@@ -40,6 +45,10 @@ NETS = [("resnet9", 512, "celu", [(64, 32, 1), (128, 16, 3), (256, 8, 1), (512, 
         ("airbench", 1024, "gelu", [(64, 15, 2), (256, 7, 2), (256, 3, 2)])]
 SMOKE_NETS = [("smoke", 4, "celu", [(40, 5, 1), (64, 3, 2)])]
 ALPHA, EPS, MOMENTUM = 0.3, 1e-5, 0.1
+# Launch knobs tried by --sweep (block_p, the finalize block, stays at its default).
+SWEEP_GRID = [dict(tile=t, warps=w, programs_per_sm=p)
+              for t in (1024, 2048, 4096) for w in (4, 8) for p in (2, 4, 8)]
+SMOKE_GRID = [dict(tile=2048, warps=4, programs_per_sm=4), dict(tile=1024, warps=8, programs_per_sm=2)]
 
 
 class Timer:
@@ -115,6 +124,47 @@ def bench_layer(timer, device, dtype, n, c, h, act, ghost, freeze, compile_backe
     return row
 
 
+def fused_step_ms(timer, device, dtype, nets, ghost: int, freeze: bool) -> float:
+    """Milliseconds of the fused op's forward + backward summed over every BN layer of `nets`."""
+    total = 0.0
+    for _, batch, act, shapes in nets:
+        for c, h, count in shapes:
+            x = torch.randn(batch, c, h, h, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            x.requires_grad_()
+            dy = torch.randn_like(x)
+            w = torch.ones(c, device=device, requires_grad=not freeze)
+            b = torch.zeros(c, device=device, requires_grad=True)
+            inputs = [t for t in (x, w, b) if t.requires_grad]
+
+            def both():
+                y, *_ = bn_act_op.bn_act_train(x, w, b, EPS, act, ALPHA, ghost)
+                return torch.autograd.grad(y, inputs, dy)
+            total += count * timer(both)
+    return total
+
+
+def sweep(timer, device, dtype, nets, ghost: int, freeze: bool, grid: list[dict]) -> dict:
+    """Time every launch configuration of `grid`; restore GPU_TUNING afterwards."""
+    default = dict(bn_act_op.GPU_TUNING)
+    rows = []
+    try:
+        for knobs in grid:
+            bn_act_op.GPU_TUNING.update(default, **knobs)
+            ms = fused_step_ms(timer, device, dtype, nets, ghost, freeze)
+            rows.append({"tuning": dict(bn_act_op.GPU_TUNING), "step_ms": ms})
+            print(f"  {knobs}: {ms:.3f} ms")
+    finally:
+        bn_act_op.GPU_TUNING.clear()
+        bn_act_op.GPU_TUNING.update(default)
+    base = fused_step_ms(timer, device, dtype, nets, ghost, freeze)
+    best = min(rows, key=lambda r: r["step_ms"])
+    env = ",".join(f"{k}={v}" for k, v in best["tuning"].items())
+    print(f"sweep: default {default} {base:.3f} ms; best {best['tuning']} {best['step_ms']:.3f} ms "
+          f"({base / best['step_ms']:.2f}x); FASTRES_BN_TUNING={env}")
+    return {"default": default, "default_step_ms": base, "configs": rows, "best": best,
+            "best_speedup": base / best["step_ms"], "best_env": env}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="write the results as JSON to this file")
@@ -122,6 +172,7 @@ def main(argv=None) -> dict:
     p.add_argument("--ghost", type=int, default=0, help="images per BN statistics group (0 = batch)")
     p.add_argument("--trainable-scale", action="store_true", help="train gamma (recipes freeze it)")
     p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--sweep", action="store_true", help="time the fused op over SWEEP_GRID's launch knobs only")
     p.add_argument("--compile-mode", default="inductor", help="torch.compile backend for (c)")
     for knob, default in bn_act_op.GPU_TUNING.items():
         p.add_argument(f"--{knob.replace('_', '-')}", type=int, default=default,
@@ -143,6 +194,13 @@ def main(argv=None) -> dict:
     print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or 'cpu'}"
           f"  torch {torch.__version__}  triton {triton.__version__}  copy {copy_gbs:.0f} GB/s"
           f"  tuning {bn_act_op.GPU_TUNING}")
+    if args.sweep:
+        grid = SMOKE_GRID if args.smoke else SWEEP_GRID
+        result = {"benchmark": "bn_act_sweep", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (interpreter)",
+                  "torch": torch.__version__, "triton": triton.__version__, "dtype": str(dtype), "ghost": args.ghost,
+                  "freeze_scale": not args.trainable_scale, "smoke": args.smoke, "nets": nets,
+                  **sweep(timer, device, dtype, nets, args.ghost, not args.trainable_scale, grid)}
+        return write(result, args.out)
     header = f"{'layer':>22} {'MB':>6} | " + " | ".join(
         f"{v:>8} fwd/bwd ms   GB/s (%copy)" for v in ("fused", "eager", "compiled"))
     print(header)
@@ -173,11 +231,15 @@ def main(argv=None) -> dict:
               "torch": torch.__version__, "triton": triton.__version__, "dtype": str(dtype),
               "ghost": args.ghost, "tuning": dict(bn_act_op.GPU_TUNING), "freeze_scale": not args.trainable_scale, "smoke": args.smoke,
               "copy_gbs": copy_gbs, "layers": layers, "summary": summary}
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
+    return write(result, args.out)
+
+
+def write(result: dict, out: str | None) -> dict:
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
             json.dump(result, f, indent=1)
-        print(f"wrote {args.out}")
+        print(f"wrote {out}")
     return result
 
 

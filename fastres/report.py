@@ -158,6 +158,8 @@ def environment(device) -> dict:
     if str(device).startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
+        from .kernels import bn_act_op
+        info["bn_tuning"] = dict(bn_act_op.GPU_TUNING)     # fused-kernel launch knobs in use
     return info
 
 

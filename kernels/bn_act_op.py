@@ -18,6 +18,7 @@ net using them with fullgraph=True, and an autograd formula where it is differen
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -34,11 +35,33 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-# GPU launch knobs (bench/kernels.py --tile/--warps/--programs-per-sm override them). From ptxas
+# GPU launch knobs (bench/kernels.py --tile/--warps/... and the environment variable
+# FASTRES_BN_TUNING='tile=4096,warps=8' override them; bench/kernels.py --sweep times a grid). From ptxas
 # register counts for sm_90 (no GPU was at hand when this was written): 16 fp32 elements per
 # thread keeps the heaviest kernel (GELU dx) at ~145 registers, so 3-4 programs of 4 warps fit
 # on an SM; 32 per thread needed ~250 registers and left one program of 8 warps per SM.
 GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128}
+
+
+def parse_tuning(text: str) -> dict:
+    """'tile=4096,warps=8' -> {'tile': 4096, 'warps': 8}: knobs of GPU_TUNING, as the environment
+    variable FASTRES_BN_TUNING gives them (bench/gpu_check.sh sets it from a tuning sweep).
+    tile, warps and block_p must be powers of two (Triton block shapes), programs_per_sm >= 1."""
+    tuning = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in GPU_TUNING or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"FASTRES_BN_TUNING: expected knob=positive integer with knobs "
+                             f"{', '.join(GPU_TUNING)}, got {item!r}")
+        n = int(value)
+        if key != "programs_per_sm" and n & (n - 1):
+            raise ValueError(f"FASTRES_BN_TUNING: {key} must be a power of two, got {n}")
+        tuning[key] = n
+    return tuning
+
+
+GPU_TUNING.update(parse_tuning(os.environ.get("FASTRES_BN_TUNING", "")))
 
 
 @functools.lru_cache(maxsize=1024)

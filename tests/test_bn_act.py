@@ -298,6 +298,32 @@ def test_bench_smoke_writes_json(tmp_path):
     assert set(result["layers"][0]["variants"]) == {"fused", "eager", "compiled"}
 
 
+@pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark")
+def test_bench_sweep_smoke_restores_tuning(tmp_path):
+    import importlib.util
+    import json
+    import pathlib
+    path = pathlib.Path(__file__).parents[1] / "bench" / "kernels.py"
+    spec = importlib.util.spec_from_file_location("bench_kernels", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    before = dict(bn_act_op.GPU_TUNING)
+    bench.main(["--smoke", "--sweep", "--out", str(tmp_path / "sweep.json")])
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    assert bn_act_op.GPU_TUNING == before
+    assert len(result["configs"]) == len(bench.SMOKE_GRID) and result["best"] in result["configs"]
+    assert bn_act_op.parse_tuning(result["best_env"]) == result["best"]["tuning"]
+
+
+def test_parse_tuning_accepts_knobs_and_rejects_bad_ones():
+    assert bn_act_op.parse_tuning("") == {}
+    assert bn_act_op.parse_tuning("tile=4096, warps=8,programs-per-sm=3") == dict(tile=4096, warps=8,
+                                                                                 programs_per_sm=3)
+    for bad in ("tile=3000", "warps=0", "tiles=1024", "tile", "warps=four"):
+        with pytest.raises(ValueError, match="FASTRES_BN_TUNING"):
+            bn_act_op.parse_tuning(bad)
+
+
 # ---------------------------------------------------------------- GPU, real sizes
 @gpu
 @pytest.mark.gpu
@@ -308,6 +334,15 @@ def test_bench_smoke_writes_json(tmp_path):
 @pytest.mark.parametrize("act", ["celu", "gelu", "silu"])
 def test_gpu_real_sizes(shape, ghost, act):
     check_against_reference(shape, torch.float16, act, ghost=ghost, freeze=act == "celu")
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("tuning", [dict(tile=1024, warps=8, programs_per_sm=2), dict(tile=4096, programs_per_sm=8)])
+def test_gpu_other_launch_knobs(tuning, monkeypatch):
+    # bench/kernels.py --sweep may hand any grid point to training via FASTRES_BN_TUNING.
+    monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, **tuning})
+    check_against_reference((1000, 256, 7, 7), torch.float16, "gelu", ghost=0, freeze=True)
 
 
 @gpu
