@@ -1,30 +1,56 @@
 #!/usr/bin/env bash
-# One-call GPU verification: device facts, GPU tests, kernel/MFU/loader benchmarks, the
-# pytest-benchmark suite, and the speed recipes over several seeds, as JSON files.
+# GPU verification: device facts, GPU tests, kernel/MFU/loader benchmarks, the pytest-benchmark
+# suite, and the speed recipes over several seeds, as JSON files.
 #
-#   bash bench/gpu_check.sh [OUTDIR]            # on a GPU; default OUTDIR bench/results
-#   FASTRES_DATA=/root/cifar bash bench/gpu_check.sh "$OUT"   # also cifar10-94 (>= 25 runs)
+#   bash bench/gpu_check.sh [OUTDIR]            # everything (default OUTDIR bench/results), < 9 min on an H100
+#   FASTRES_DATA=/root/cifar bash bench/gpu_check.sh "$OUT"   # CIFAR-10 there: also cifar10-94 (25 runs)
+#   bash bench/gpu_check.sh --phase kernels|cifar|fashion OUTDIR   # one part (see below)
 #   bash bench/gpu_check.sh --smoke OUTDIR      # CPU plumbing check with tiny recipes (tests use it)
 #
-# Every file is named <date>-<device>-<commit>-<what>.json. Budget: < 9 minutes on one H100.
+# Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel, kernel benchmark with
+# the best knobs, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU;
+# fashion = fashion-94 (10 runs) and its MFU. Optional comparisons (cifar10-94 with PyTorch's BN,
+# and with CUDA graphs) run only while the call's time budget GPU_CHECK_BUDGET (default 540 s)
+# allows. The sweep's best knobs are kept in GPU_CHECK_STATE (default /tmp/fastres-gpu-check),
+# which survives between calls on a warm machine, and given to later recipes as FASTRES_BN_TUNING.
+# If the fused kernel fails a quick check against PyTorch on the GPU, the recipes run with
+# --no-fused-bn and say so. Every file is named <date>-<device>-<commit>-<what>.json.
 #
-# On the lent device machines (no internet, at most 64 MiB carried per call) the data travel in
-# three calls made back to back (a machine stays warm ~30 s), from ignored copies made here:
+# On the lent device machines (no internet, at most 64 MiB carried per call, a machine stays
+# warm ~30 s) CIFAR-10 travels in two packs, so the work is split over three calls made back to
+# back, from ignored copies made here:
 #   mkdir -p data_cache/carry && cp ../shared/data/{unpack_cifar10.py,cifar10-part*.tar} data_cache/carry/
 #   cp /usr/share/datasets/fashion-mnist/*.gz data_cache/
 #   1. carry [data_cache/carry/unpack_cifar10.py, data_cache/carry/cifar10-part1.tar]:
 #        python3 data_cache/carry/unpack_cifar10.py /root/cifar data_cache/carry/cifar10-part1.tar
+#        && bash bench/gpu_check.sh --phase kernels "$OUT"
 #   2. carry [data_cache/carry/unpack_cifar10.py, data_cache/carry/cifar10-part2.tar]:
 #        python3 data_cache/carry/unpack_cifar10.py /root/cifar data_cache/carry/cifar10-part2.tar
+#        && FASTRES_DATA=/root/cifar bash bench/gpu_check.sh --phase cifar "$OUT"
 #   3. carry the four data_cache/*-ubyte.gz files (Fashion-MNIST, found in ./data_cache):
-#        FASTRES_DATA=/root/cifar bash bench/gpu_check.sh "$OUT"
-#   then copy $OUT's files into bench/results/ (and a first baseline into bench/baselines/).
+#        FASTRES_DATA=/root/cifar bash bench/gpu_check.sh --phase fashion "$OUT"
+#   then copy each call's files into bench/results/ (and a first baseline into bench/baselines/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=0
-if [ "${1:-}" = "--smoke" ]; then SMOKE=1; shift; fi
+PHASE=all
+while [ $# -gt 0 ]; do
+  case $1 in
+    --smoke) SMOKE=1; shift ;;
+    --phase) PHASE=${2:-}; shift 2 ;;
+    -*) echo "gpu_check: unknown option $1 (use --smoke, --phase PHASE, OUTDIR)"; exit 2 ;;
+    *) break ;;
+  esac
+done
+case $PHASE in
+  all|kernels|cifar|fashion) ;;
+  *) echo "gpu_check: --phase must be all, kernels, cifar or fashion, got '$PHASE'"; exit 2 ;;
+esac
 OUTDIR=${1:-bench/results}
-mkdir -p "$OUTDIR"
+BUDGET=${GPU_CHECK_BUDGET:-540}
+STATE=${GPU_CHECK_STATE:-/tmp/fastres-gpu-check}
+if [ $SMOKE = 1 ] && [ -z "${GPU_CHECK_STATE:-}" ]; then STATE=$(mktemp -d); trap 'rm -rf "$STATE"' EXIT; fi
+mkdir -p "$OUTDIR" "$STATE"
 PY=${PYTHON:-python3}
 # The device machines have no internet: install this checkout offline if it is not importable.
 if ! $PY -c "import fastres.kernels" 2>/dev/null; then
@@ -35,15 +61,22 @@ SLUG=$($PY tests/bench/bench_machine.py)          # e.g. h100-80gb-hbm3, cpu-amd
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 PREFIX="$OUTDIR/$(date -u +%Y-%m-%d)-$SLUG-$COMMIT"
 STATUS=0
-step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+step() { echo; echo "=== $* ($(date -u +%H:%M:%S), ${SECONDS}s)"; }
 fail() { echo "gpu_check: FAILED: $*"; STATUS=1; }
+# optional SECONDS_NEEDED CMD...: run CMD only if it should end within this call's budget.
+optional() {
+  local need=$1; shift
+  if [ $((SECONDS + need)) -le "$BUDGET" ]; then "$@"; else echo "gpu_check: skipped (budget ${BUDGET}s): $*"; fi
+}
 
-step "device and versions"
-$PY - "$PREFIX-env.json" <<'PYEOF'
-import json, sys
+step "device and versions (phase $PHASE)"
+[ -f "$STATE/bn_tuning" ] && export FASTRES_BN_TUNING=$(cat "$STATE/bn_tuning")
+$PY - "$PREFIX-$PHASE-env.json" <<'PYEOF'
+import json, os, sys
 import torch
 from fastres.report import environment
 env = environment(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+env["FASTRES_BN_TUNING"] = os.environ.get("FASTRES_BN_TUNING")
 print(json.dumps(env, indent=1))
 json.dump(env, open(sys.argv[1], "w"), indent=1)
 PYEOF
@@ -52,76 +85,155 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 if [ $SMOKE = 1 ]; then
   RECIPE_FLAGS=(--device cpu --epochs 1 --train-subset 512 --test-subset 256 --width 0.125 --no-compile
                 --batch-size 128 --eval-every 0)
-  FASHION_RUNS=2; CIFAR_RUNS=2; KERNEL_FLAGS=(--smoke); MFU_FLAGS=(--smoke); LOADER_FLAGS=(--n 1024 --epochs 1)
+  FASHION_RUNS=2; CIFAR_RUNS=2; EXTRA_RUNS=2; KERNEL_FLAGS=(--smoke); LOADER_FLAGS=(--n 1024 --epochs 1)
   BENCH_FLAGS=(--benchmark-disable)
 else
   RECIPE_FLAGS=(--eval-every 0)
-  FASHION_RUNS=10; CIFAR_RUNS=25; KERNEL_FLAGS=(); MFU_FLAGS=(); LOADER_FLAGS=()
-  # Compare with this GPU's committed baseline when there is one; otherwise save a first baseline
-  # under OUTDIR/baselines/ to be committed as bench/baselines/$SLUG (see bench/README.md).
+  FASHION_RUNS=10; CIFAR_RUNS=25; EXTRA_RUNS=5; KERNEL_FLAGS=(); LOADER_FLAGS=()
+  # Compare with this GPU's committed baseline when there is one. Without one, the suite's JSON
+  # (same format as --benchmark-save) becomes the first baseline: see bench/README.md.
   if ls bench/baselines/"$SLUG"/*/0*.json >/dev/null 2>&1; then
     BENCH_FLAGS=(--benchmark-only --benchmark-storage="bench/baselines/$SLUG" --benchmark-compare
                  --benchmark-compare-fail=median:10%)
   else
-    BENCH_FLAGS=(--benchmark-only --benchmark-storage="$OUTDIR/baselines/$SLUG" --benchmark-save=baseline)
+    BENCH_FLAGS=(--benchmark-only)
   fi
-  step "GPU tests"
-  $PY -m pytest -q -m gpu tests --junitxml="$PREFIX-gpu-tests.xml" -p no:cacheprovider || fail "GPU tests"
 fi
 
-step "kernel benchmark"
-$PY bench/kernels.py "${KERNEL_FLAGS[@]}" --out "$PREFIX-kernels.json" || fail "bench/kernels.py"
+kernels_phase() {
+  if [ $SMOKE = 0 ]; then
+    step "GPU tests"
+    $PY -m pytest -q -m gpu tests --junitxml="$PREFIX-gpu-tests.xml" -p no:cacheprovider || fail "GPU tests"
+  fi
+  optional 90 sweep_knobs
+  step "kernel benchmark (FASTRES_BN_TUNING=${FASTRES_BN_TUNING:-default})"
+  $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --out "$PREFIX-kernels.json" || fail "bench/kernels.py"
+  optional 30 loader_bench
+  optional 150 suite_bench
+}
 
-step "loader benchmark"
-$PY bench/loader.py "${LOADER_FLAGS[@]}" --json "$PREFIX-loader.json" || fail "bench/loader.py"
+loader_bench() {
+  step "loader benchmark"
+  $PY bench/loader.py "${LOADER_FLAGS[@]}" --json "$PREFIX-loader.json" || fail "bench/loader.py"
+}
 
-step "benchmark suite"
-$PY -m pytest -q tests/bench "${BENCH_FLAGS[@]}" --benchmark-json="$PREFIX-bench-suite.json" -p no:cacheprovider \
-  || fail "benchmark suite"
+suite_bench() {
+  step "benchmark suite"
+  $PY -m pytest -q tests/bench "${BENCH_FLAGS[@]}" --benchmark-json="$PREFIX-bench-suite.json" \
+    -p no:cacheprovider || fail "benchmark suite"
+}
 
-# recipe NAME RUNS: train RUNS seeds and keep the start + per-run + summary records as one JSON.
+sweep_knobs() {
+  step "fused-kernel launch-knob sweep"
+  if $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --sweep --out "$PREFIX-kernel-sweep.json"; then
+    # Adopt the best knobs only if they beat the defaults by >= 3% (not timing noise).
+    $PY - "$PREFIX-kernel-sweep.json" "$STATE/bn_tuning" <<'PYEOF'
+import json, sys
+sweep = json.load(open(sys.argv[1]))
+if sweep["best_speedup"] >= 1.03:
+    open(sys.argv[2], "w").write(sweep["best_env"])
+    print(f"adopting FASTRES_BN_TUNING={sweep['best_env']} ({sweep['best_speedup']:.2f}x the defaults)")
+else:
+    print(f"keeping the default knobs (best is {sweep['best_speedup']:.2f}x)")
+PYEOF
+    [ -f "$STATE/bn_tuning" ] && export FASTRES_BN_TUNING=$(cat "$STATE/bn_tuning")
+  else
+    fail "bench/kernels.py --sweep"
+  fi
+}
+
+# On a GPU, check the fused BN op against PyTorch before the recipes rely on it; on failure the
+# recipes fall back to PyTorch's BN (--no-fused-bn), and the result files say so.
+FUSED_FLAGS=()
+check_fused() {
+  [ $SMOKE = 1 ] && return
+  step "fused BN quick check"
+  if ! $PY - <<'PYEOF'
+import copy
+import torch
+from fastres.kernels import BatchNormAct2d
+torch.manual_seed(0)
+x = torch.randn(1024, 256, 7, 7, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+fused = BatchNormAct2d(256, act="gelu").cuda()
+ref = copy.deepcopy(fused)
+ref.backend = "reference"
+torch.testing.assert_close(fused(x).float(), ref(x).float(), atol=2e-2, rtol=1e-2)
+torch.testing.assert_close(fused.running_var, ref.running_var, atol=1e-4, rtol=1e-4)
+print("fused BN matches PyTorch")
+PYEOF
+  then
+    fail "fused BN check: recipes run with --no-fused-bn"
+    FUSED_FLAGS=(--no-fused-bn)
+  fi
+}
+
+# recipe FILE_NAME RECIPE RUNS [FLAGS...]: train RUNS seeds; keep start + runs + summary as one JSON.
 recipe() {
-  local name=$1 runs=$2 dir
+  local label=$1 name=$2 runs=$3 dir
+  shift 3
   dir=$(mktemp -d)
-  step "recipe $name x $runs"
-  if $PY -m fastres --recipe "$name" --runs "$runs" --output "$dir" "${RECIPE_FLAGS[@]}"; then
-    $PY - "$dir/runs.jsonl" "$PREFIX-$name.json" "$name" <<'PYEOF'
+  step "recipe $name x $runs $* ${FUSED_FLAGS[*]}"
+  if $PY -m fastres --recipe "$name" --runs "$runs" --output "$dir" "${RECIPE_FLAGS[@]}" "${FUSED_FLAGS[@]}" "$@"; then
+    $PY - "$dir/runs.jsonl" "$PREFIX-$label.json" "$name" "$*" "${FUSED_FLAGS[*]}" <<'PYEOF'
 import json, sys
 records = [json.loads(line) for line in open(sys.argv[1])]
-result = {"benchmark": "recipe", "recipe": sys.argv[3],
+result = {"benchmark": "recipe", "recipe": sys.argv[3], "extra_flags": sys.argv[4],
+          "fused_bn_fallback": bool(sys.argv[5]),
           "start": next(r for r in records if r["type"] == "start"),
           "runs": [r for r in records if r["type"] == "run"],
           "summary": next(r for r in records if r["type"] == "summary")}
 json.dump(result, open(sys.argv[2], "w"), indent=1)
 s = result["summary"]
-print(f"{sys.argv[3]}: {s['runs']} runs, acc {s['acc_mean']:.4f} +- {s['acc_std']:.4f}, "
-      f"time {s['time_mean']:.3f} +- {s['time_std']:.3f} s, p(mean > target) = {s['p_mean_above_target']}")
+print(f"{sys.argv[3]} {sys.argv[4]}: {s['runs']} runs, acc {s['acc_mean']:.4f} +- {s['acc_std']:.4f}, "
+      f"time {s['time_mean']:.3f} +- {s['time_std']:.3f} s, one-sided t-test p = {s['p_mean_above_target']} "
+      f"against a mean <= {s['target']}")
 PYEOF
   else
-    fail "recipe $name"
+    fail "recipe $name $*"
   fi
   rm -rf "$dir"
 }
 
-recipe fashion-94 $FASHION_RUNS
-if [ -n "${FASTRES_DATA:-}" ] && [ -d "$FASTRES_DATA/cifar-10-batches-bin" ] || [ -d data_cache/cifar-10-batches-bin ]; then
-  recipe cifar10-94 $CIFAR_RUNS
-else
-  echo "CIFAR-10 not found (set FASTRES_DATA): cifar10-94 skipped"
-fi
+# mfu LABEL: model FLOP utilisation from the timed runs of $PREFIX-LABEL.json (no new training).
+mfu() {
+  step "MFU of $1"
+  if [ -f "$PREFIX-$1.json" ]; then
+    $PY bench/mfu.py --from-json "$PREFIX-$1.json" --out "$PREFIX-$1-mfu.json" || fail "bench/mfu.py $1"
+  else
+    echo "no $1 result to compute MFU from"
+  fi
+}
 
-step "MFU"
-if [ $SMOKE = 0 ]; then   # from the timed recipe runs above: no extra training on the GPU
-  for name in cifar10-94 fashion-94; do
-    [ -f "$PREFIX-$name.json" ] && { MFU_FLAGS=(--from-json "$PREFIX-$name.json"); break; }
-  done
-fi
-if [ ${#MFU_FLAGS[@]} -gt 0 ]; then
-  $PY bench/mfu.py "${MFU_FLAGS[@]}" --out "$PREFIX-mfu.json" || fail "bench/mfu.py"
-else
-  echo "no recipe result to compute MFU from"
-fi
+cifar_present() {
+  { [ -n "${FASTRES_DATA:-}" ] && [ -d "$FASTRES_DATA/cifar-10-batches-bin" ]; } || [ -d data_cache/cifar-10-batches-bin ]
+}
 
-step "done: status $STATUS"
+cifar_phase() {
+  if ! cifar_present; then echo "CIFAR-10 not found (set FASTRES_DATA): cifar10-94 skipped"; return; fi
+  check_fused
+  recipe cifar10-94 cifar10-94 $CIFAR_RUNS
+  mfu cifar10-94
+  # What the fused kernel is worth end to end: the same recipe with PyTorch's BN.
+  [ ${#FUSED_FLAGS[@]} = 0 ] && optional 150 recipe cifar10-94-torch-bn cifar10-94 $EXTRA_RUNS --no-fused-bn
+}
+
+fashion_phase() {
+  check_fused
+  recipe fashion-94 fashion-94 $FASHION_RUNS
+  mfu fashion-94
+  # CUDA graphs over the compiled train step (torch.compile mode reduce-overhead).
+  if cifar_present && [ $SMOKE = 0 ]; then
+    optional 180 recipe cifar10-94-cudagraphs cifar10-94 $EXTRA_RUNS --compile-mode reduce-overhead
+  fi
+}
+
+case $PHASE in
+  kernels) kernels_phase ;;
+  cifar) cifar_phase ;;
+  fashion) fashion_phase ;;
+  all) kernels_phase; fashion_phase; cifar_phase ;;
+esac
+
+step "done: phase $PHASE, status $STATUS"
 ls -l "$OUTDIR" | grep -- "$(basename "$PREFIX")"
 exit $STATUS
