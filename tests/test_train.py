@@ -207,3 +207,39 @@ def test_compiled_train_step_matches_eager():
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g0, g1))
     manual = F.cross_entropy(eager.net(x).float(), y, label_smoothing=0.2, reduction="sum")
     assert torch.allclose(manual, l0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+@pytest.mark.parametrize("changes", [
+    dict(arch="airbench", logit_scale=1 / 9, flip="alternating", ema_decay=0.9, lookahead=True,
+         ema_ramp_power=3, tta=2),
+    dict(optimizer="muon", muon_lr=0.1, ghost_batch=16, cutout=4, tta=2, tta_fraction=0.5),
+])
+def test_no_host_sync_from_the_first_step_to_the_end_of_the_timer(changes, monkeypatch):
+    # An implicit device-to-host copy (.item(), a boolean mask, nonzero) in the step loop stalls
+    # the GPU once per step. From the first step until the timer stops (the end of the run, with
+    # eval_every=0: every epoch and the final TTA evaluation), any synchronising op raises.
+    import fastres.train as train_mod
+    from fastres.data import upload
+    ds = upload(pattern_set(), torch.device("cuda"))
+    cfg = TINY.replace(epochs=3, eval_every=0, device="cuda", **changes)
+    torch.manual_seed(cfg.seed)
+    nets = train_mod.build_nets(cfg, ds)
+    step = nets.step
+
+    def strict_step(x, y):
+        torch.cuda.set_sync_debug_mode("error")
+        return step(x, y)
+
+    def stop_then_allow(timer, stop=train_mod.Timer.stop):
+        torch.cuda.set_sync_debug_mode("default")
+        stop(timer)
+
+    nets.step = strict_step
+    monkeypatch.setattr(train_mod.Timer, "stop", stop_then_allow)
+    try:
+        result = train(cfg, ds, nets)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert result.steps == 3 * (len(ds.train_y) // cfg.batch_size) and 0 <= result.accuracy <= 1
