@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from .errors import FastresError
 
 
+# Number of stage widths each arch takes from --widths (model.py lists their default widths).
+STAGES = {"resnet9": 4, "airbench": 3, "resnet18": 4, "myrtle-ladder": 4}
+
+
 @dataclass
 class Config:
     # --- what to train ------------------------------------------------------------------
@@ -21,6 +25,7 @@ class Config:
     # --- model (model.py) ----------------------------------------------------------------
     arch: str = "resnet9"           # resnet9 (Myrtle.ai) | airbench | resnet18 (D2L layout) | myrtle-ladder
     width: float = 1.0              # channel multiplier on the architecture's widths
+    widths: str = ""                # the stages' base widths, comma-separated (airbench95: 128,384,384); empty = the arch's own
     act: str = "celu"               # identity | relu | celu | gelu | silu
     celu_alpha: float = 0.3         # CELU alpha (Myrtle: 0.075, later 0.3 with frozen BN scales)
     bn_eps: float = 1e-5
@@ -110,6 +115,12 @@ class Config:
                                                 "max-autotune-no-cudagraphs"))):
             if getattr(self, name) not in allowed:
                 bad(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.widths:
+            stages = STAGES.get(self.arch, 0)
+            parts = [p.strip() for p in self.widths.split(",")]
+            if len(parts) != stages or not all(p.isdigit() and int(p) > 0 for p in parts):
+                bad(f"--widths for {self.arch} must be {stages} positive integers separated by commas, "
+                    f"got {self.widths!r}")
         if not 1 <= self.ladder_step <= 7:
             bad(f"--ladder-step must be 1..7, got {self.ladder_step}")
         if self.tta not in (0, 1, 2):

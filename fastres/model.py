@@ -36,6 +36,15 @@ def scaled(width: int, multiplier: float) -> int:
     return max(1, round(width * multiplier))
 
 
+def stage_widths(cfg: Config, default: tuple[int, ...]) -> list[int]:
+    """The stages' channel widths: cfg.widths (comma-separated) or the arch's default, times
+    cfg.width."""
+    base = [int(w) for w in cfg.widths.split(",")] if cfg.widths else default
+    if len(base) != len(default):
+        raise FastresError(f"--widths for {cfg.arch} must be {len(default)} integers, got {cfg.widths!r}")
+    return [scaled(c, cfg.width) for c in base]
+
+
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
     # No bias anywhere before a BN: the BN's own bias makes it redundant.
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
@@ -158,7 +167,7 @@ class ResNet9(Classifier):
 
     def __init__(self, cfg: Config, in_channels: int, num_classes: int, norm_act: NormFactory):
         super().__init__()
-        w = [scaled(c, cfg.width) for c in (64, 128, 256, 512)]
+        w = stage_widths(cfg, (64, 128, 256, 512))
         self.whiten = (PatchWhitening(in_channels, 3, padding=1, eps=1e-2, n_images=10_000)
                        if cfg.whiten else None)
         self.prep = ConvNormAct(self.whiten.out_channels if cfg.whiten else in_channels, w[0], norm_act)
@@ -199,7 +208,7 @@ class MyrtleLadder(Classifier):
     def __init__(self, cfg: Config, in_channels: int, num_classes: int, norm_act: NormFactory):
         super().__init__()
         step = cfg.ladder_step
-        w = [scaled(c, cfg.width) for c in (64, 128, 256, 512 if step >= 5 else 256)]
+        w = stage_widths(cfg, (64, 128, 256, 512 if step >= 5 else 256))
         self.whiten = None
         self.prep = ConvNormAct(in_channels, w[0], norm_act)
         self.stages = nn.ModuleList(self.stage(c_in, c_out, step, norm_act) for c_in, c_out in zip(w, w[1:]))
@@ -250,7 +259,7 @@ class AirbenchNet(Classifier):
 
     def __init__(self, cfg: Config, in_channels: int, num_classes: int, norm_act: NormFactory):
         super().__init__()
-        w = [scaled(c, cfg.width) for c in (64, 256, 256)]
+        w = stage_widths(cfg, (64, 256, 256))
         self.whiten = PatchWhitening(in_channels, 2, padding=0, eps=5e-4, n_images=5_000,
                                      signed_pairs=True, bias=True)
         self.whiten_act = Activation(cfg.act, cfg.celu_alpha)
@@ -293,7 +302,7 @@ class ResNet18(Classifier):
     def __init__(self, cfg: Config, in_channels: int, num_classes: int, norm_act: NormFactory,
                  norm: NormFactory):
         super().__init__()
-        w = [scaled(c, cfg.width) for c in (64, 128, 256, 512)]
+        w = stage_widths(cfg, (64, 128, 256, 512))
         self.whiten = None
         self.stem = nn.Sequential(nn.Conv2d(in_channels, w[0], 7, stride=2, padding=3, bias=False),
                                   norm_act(w[0]), nn.MaxPool2d(3, stride=2, padding=1))

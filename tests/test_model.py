@@ -54,8 +54,8 @@ def resnet9_params(c, k, width=1.0, whiten=False):
     return n + d * k                                                 # linear, no bias
 
 
-def airbench_params(c, k, width=1.0):
-    a, b, cc = (max(1, round(w * width)) for w in (64, 256, 256))
+def airbench_params(c, k, width=1.0, widths=(64, 256, 256)):
+    a, b, cc = (max(1, round(w * width)) for w in widths)
     n = conv(c, 8 * c, 2) + 8 * c                                    # whitening weight + bias
     for c_in, c_out in ((8 * c, a), (a, b), (b, cc)):
         n += conv(c_in, c_out, 3) + conv(c_out, c_out, 3) + 2 * bn(c_out)
@@ -102,6 +102,20 @@ def test_published_sizes():
     assert resnet9_params(3, 10) == 6_573_120          # Myrtle.ai ResNet-9: ~6.57M
     assert airbench_params(3, 10) == 1_972_792          # airbench: ~2M
     assert resnet18_params(1, 10) == 11_173_578         # ResNet-18 (bias-free convs): ~11.2M
+
+
+def test_explicit_stage_widths():
+    # airbench95's net: widths 128/384/384 (--widths), still scaled by --width.
+    cfg = Config(arch="airbench", widths="128, 384,384")
+    cfg.validate()
+    assert count_parameters(build_model(cfg, 3, 10, 32)) == airbench_params(3, 10, widths=(128, 384, 384))
+    half = build_model(cfg.replace(width=0.5), 3, 10, 32)
+    assert count_parameters(half) == airbench_params(3, 10, width=0.5, widths=(128, 384, 384))
+    r9 = build_model(Config(arch="resnet9", widths="32,64,128,256"), 3, 10, 32)
+    assert r9.prep[0].out_channels == 32 and r9.head.linear.in_features == 256
+    for arch, widths in (("airbench", "128,384"), ("resnet9", "64,128,256,0"), ("resnet18", "a,b,c,d")):
+        with pytest.raises(FastresError, match="--widths for " + arch):
+            Config(arch=arch, widths=widths).validate()
 
 
 def test_width_multiplier_keeps_one_channel():
@@ -263,3 +277,17 @@ def test_build_errors():
         build_model(Config(arch="resnet18", whiten=True), 3, 10, 32)
     with pytest.raises(FastresError):
         build_model(Config(arch="resnet9"), 3, 10, 8)
+
+
+def test_every_recipe_builds_its_model():
+    # Each registered recipe's config validates and builds (at its dataset's shape), so a GPU
+    # session never finds a broken recipe.
+    from fastres.config import RECIPES
+    shapes = {"cifar10": (3, 32, 10), "fashion-mnist": (1, 28, 10)}
+    for name, recipe in RECIPES.items():
+        cfg = recipe.config
+        cfg.validate()
+        c, size, k = shapes.get(cfg.dataset, (3, 32, 10))
+        model = build_model(cfg.replace(width=cfg.width * 0.125), c, k, size)
+        assert model(torch.randn(2, c, size, size)).shape == (2, k), name
+    assert RECIPES["cifar10-95"].config.widths == "128,384,384"
