@@ -58,7 +58,9 @@ if ! $PY -c "import fastres.kernels" 2>/dev/null; then
 fi
 
 SLUG=$($PY tests/bench/bench_machine.py)          # e.g. h100-80gb-hbm3, cpu-amd-epyc-2c
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# FASTRES_COMMIT names the commit where the checkout travelled without .git (a device machine).
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "${FASTRES_COMMIT:-unknown}")
+COMMIT=${COMMIT:0:7}
 PREFIX="$OUTDIR/$(date -u +%Y-%m-%d)-$SLUG-$COMMIT"
 STATUS=0
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S), ${SECONDS}s)"; }

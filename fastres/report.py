@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import subprocess
 from dataclasses import asdict, is_dataclass
@@ -137,12 +138,16 @@ def format_summary(s: dict) -> str:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit; FASTRES_COMMIT names it where the code travelled without its .git
+    (e.g. a copy of the working tree sent to a GPU machine)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        pass
+    return os.environ.get("FASTRES_COMMIT") or None
 
 
 def environment(device) -> dict:

@@ -67,3 +67,17 @@ def test_jsonl_log_lines_are_json(tmp_path):
     log.write({"type": "run", "accuracy": 0.9})
     records = [json.loads(line) for line in (tmp_path / "sub" / "runs.jsonl").read_text().splitlines()]
     assert records == [{"type": "start", "area": [0.1, 0.2]}, {"type": "run", "accuracy": 0.9}]
+
+
+def test_git_commit_falls_back_to_fastres_commit(monkeypatch):
+    # A checkout copied to a GPU machine without .git still names its commit.
+    import subprocess
+    from fastres import report
+
+    def no_git(*args, **kwargs):
+        raise OSError("git: not found")
+    monkeypatch.setattr(subprocess, "run", no_git)
+    monkeypatch.setenv("FASTRES_COMMIT", "0123abc")
+    assert report.git_commit() == "0123abc"
+    monkeypatch.delenv("FASTRES_COMMIT")
+    assert report.git_commit() is None
