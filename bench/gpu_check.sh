@@ -29,7 +29,11 @@
 #        && FASTRES_DATA=/root/cifar bash bench/gpu_check.sh --phase cifar "$OUT"
 #   3. carry the four data_cache/*-ubyte.gz files (Fashion-MNIST, found in ./data_cache):
 #        FASTRES_DATA=/root/cifar bash bench/gpu_check.sh --phase fashion "$OUT"
-#   then copy each call's files into bench/results/ (and a first baseline into bench/baselines/).
+#   Commit first and add FASTRES_COMMIT=<git rev-parse --short HEAD here> to calls 1-3: the copy
+#   of the checkout on the device machine may lack .git. Give each call GPU_CHECK_BUDGET (seconds
+#   for its optional steps) so the three calls fit the session's device time, and use
+#   PYTHONUNBUFFERED=1 ... 2>&1 | tee "$OUT/log" so a call cut short still returns its log.
+#   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=0
