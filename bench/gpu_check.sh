@@ -10,9 +10,10 @@
 # Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel, kernel benchmark with
 # the best knobs, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU;
 # fashion = fashion-94 (10 runs) and its MFU. Optional comparisons (cifar10-94 with PyTorch's BN,
-# and with CUDA graphs) run only while the call's time budget GPU_CHECK_BUDGET (default 540 s)
-# allows. The sweep's best knobs are kept in GPU_CHECK_STATE (default /tmp/fastres-gpu-check),
-# which survives between calls on a warm machine, and given to later recipes as FASTRES_BN_TUNING.
+# cifar10-94-muon, cifar10-94 with CUDA graphs; 5 runs each) run only while the call's time
+# budget GPU_CHECK_BUDGET (default 540 s) allows. The sweep's best knobs are kept in
+# GPU_CHECK_STATE (default /tmp/fastres-gpu-check), which survives between calls on a warm
+# machine, and are given to later recipes as FASTRES_BN_TUNING.
 # If the fused kernel fails a quick check against PyTorch on the GPU, the recipes run with
 # --no-fused-bn and say so. Every file is named <date>-<device>-<commit>-<what>.json.
 #
@@ -227,8 +228,9 @@ fashion_phase() {
   check_fused
   recipe fashion-94 fashion-94 $FASHION_RUNS
   mfu fashion-94
-  # CUDA graphs over the compiled train step (torch.compile mode reduce-overhead).
+  # With time to spare: the Muon variant, and CUDA graphs over the compiled train step.
   if cifar_present && [ $SMOKE = 0 ]; then
+    optional 150 recipe cifar10-94-muon cifar10-94-muon $EXTRA_RUNS
     optional 180 recipe cifar10-94-cudagraphs cifar10-94 $EXTRA_RUNS --compile-mode reduce-overhead
   fi
 }

@@ -35,6 +35,8 @@ class Config:
     logit_scale: float = 0.125      # logits multiplied by this (Myrtle: 0.125)
     whiten: bool = False            # patch-whitening first conv, initialised from training data
     whiten_bias_epochs: float = 3.0  # airbench: whitening bias trains this long, then frozen
+    whiten_bias_group: str = "weights"  # the whitening bias's LR and decay: weights (airbench94) | biases (x bias scales)
+    whiten_bias_schedule: str = "global"  # global (the run's schedule) | linear (1 -> 0 over whiten_bias_epochs)
     fused_bn: bool = True           # use the Triton fused BN+act kernel where it is available
     # --- data and augmentation (data.py, augment.py) -------------------------------------
     val_split: int = 0              # hold out this many training images as a validation set
@@ -108,6 +110,8 @@ class Config:
                               ("optimizer", ("sgd", "muon")),
                               ("arch", ("resnet9", "airbench", "resnet18", "myrtle-ladder")),
                               ("bn_scale_init", ("one", "uniform")),
+                              ("whiten_bias_group", ("weights", "biases")),
+                              ("whiten_bias_schedule", ("global", "linear")),
                               ("act", ("identity", "relu", "celu", "gelu", "silu")),
                               ("parallel", ("auto", "data", "runs", "none")),
                               ("dist_backend", ("auto", "nccl", "gloo")),

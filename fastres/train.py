@@ -83,22 +83,37 @@ def lr_factor(cfg: Config, step: int, total_steps: int) -> float:
     return a + (b - a) * frac
 
 
+def whiten_bias_factor(cfg: Config, step: int, whiten_bias_steps: int, factor: float) -> float:
+    """LR multiplier of the whitening bias: the run's `factor` (schedule "global"), or linear
+    from 1 down to 0 at the step where the bias freezes ("linear", airbench94_muon)."""
+    if cfg.whiten_bias_schedule == "global":
+        return factor
+    return max(0.0, 1 - step / max(whiten_bias_steps, 1))
+
+
 def param_groups(model: torch.nn.Module, cfg: Config, exclude=()) -> list[dict]:
     """Weights (conv/linear, ndim > 1) and the rest (biases, BN parameters) in their own group
     with scaled LR and weight decay (Myrtle: bias LR x64, decay / 64 with frozen BN scales).
-    The whitening layer's bias stays with the weights, as in airbench: it sees every pixel of
-    the input, and x64 would make it the fastest-moving parameter of the net. The 'base_lr' key
-    holds the peak LR the schedule multiplies. `exclude`: parameters another optimiser owns."""
+    The whitening layer's bias gets a third group, flagged "whiten_bias", with the weights' LR
+    and decay as in airbench94 (it sees every pixel of the input, and x64 would make it the
+    fastest-moving parameter of the net), or the biases' with whiten_bias_group="biases" as in
+    airbench94_muon; its schedule is chosen by whiten_bias_schedule. The 'base_lr' key holds
+    the peak LR the schedule multiplies. `exclude`: parameters another optimiser owns."""
     whiten = getattr(unwrap(model), "whiten", None)
     plain = {id(p) for p in whiten.parameters()} if whiten is not None else set()
     skip = {id(p) for p in exclude}
     trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
     b = cfg.batch_size
-    return [{"params": [p for p in trainable if p.ndim > 1 or id(p) in plain], "base_lr": cfg.lr / b,
-             "weight_decay": cfg.weight_decay * b},
-            {"params": [p for p in trainable if p.ndim <= 1 and id(p) not in plain],
-             "base_lr": cfg.lr * cfg.bias_lr_scale / b,
-             "weight_decay": cfg.weight_decay * cfg.bias_decay_scale * b}]
+    weights = {"base_lr": cfg.lr / b, "weight_decay": cfg.weight_decay * b}
+    biases = {"base_lr": cfg.lr * cfg.bias_lr_scale / b,
+              "weight_decay": cfg.weight_decay * cfg.bias_decay_scale * b}
+    groups = [{"params": [p for p in trainable if p.ndim > 1], **weights},
+              {"params": [p for p in trainable if p.ndim <= 1 and id(p) not in plain], **biases}]
+    whiten_bias = [p for p in trainable if p.ndim <= 1 and id(p) in plain]
+    if whiten_bias:
+        groups.append({"params": whiten_bias, "whiten_bias": True,
+                       **(biases if cfg.whiten_bias_group == "biases" else weights)})
+    return groups
 
 
 def make_optimizers(model: torch.nn.Module, cfg: Config) -> list[torch.optim.Optimizer]:
@@ -296,8 +311,9 @@ def train(cfg: Config, ds: ImageSet, nets: Nets | None = None, on_epoch=None) ->
             if step == whiten_bias_steps and whiten is not None and whiten.bias is not None:
                 whiten.bias.requires_grad_(False)           # airbench: freeze after ~3 epochs
             factor = lr_factor(cfg, step, total_steps)
+            whiten_factor = whiten_bias_factor(cfg, step, whiten_bias_steps, factor)
             for g in groups:
-                g["lr"] = g["base_lr"] * factor
+                g["lr"] = g["base_lr"] * (whiten_factor if g.get("whiten_bias") else factor)
             loss, n_correct = nets.step(x_epoch[start:start + batch], y_epoch[start:start + batch])
             loss.backward()
             if world > 1:   # summed over ranks = the summed-loss gradient of the global batch

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from fastres.config import Config
 from fastres.errors import FastresError
-from fastres.train import WeightAverage, lr_factor, param_groups, train
+from fastres.train import WeightAverage, lr_factor, param_groups, train, whiten_bias_factor
 from helpers import pattern_set
 
 TINY = Config(dataset="patterns", arch="resnet9", width=0.125, act="relu", epochs=4, batch_size=64,
@@ -42,9 +42,17 @@ def test_whitening_bias_keeps_the_plain_lr():
     ds = pattern_set()
     cfg = TINY.replace(arch="airbench", bias_lr_scale=64)
     model = new_model(cfg, ds)
-    weights, others = param_groups(model, cfg)
-    assert any(p is model.whiten.bias for p in weights["params"])
-    assert not any(p is model.whiten.bias for p in others["params"]) and len(others["params"]) > 0
+    weights, others, whiten = param_groups(model, cfg)
+    assert whiten["params"] == [model.whiten.bias] and whiten["whiten_bias"]
+    assert (whiten["base_lr"], whiten["weight_decay"]) == (weights["base_lr"], weights["weight_decay"])
+    assert not any(p is model.whiten.bias for p in weights["params"] + others["params"])
+    assert len(others["params"]) > 0
+    # airbench94_muon: the biases' LR and decay, and a linear decay to 0 at the freezing step.
+    _, others, whiten = param_groups(model, cfg.replace(whiten_bias_group="biases"))
+    assert (whiten["base_lr"], whiten["weight_decay"]) == (others["base_lr"], others["weight_decay"])
+    linear = cfg.replace(whiten_bias_schedule="linear")
+    assert [whiten_bias_factor(linear, s, 75, 0.5) for s in (0, 30, 75, 80)] == pytest.approx([1, 0.6, 0, 0])
+    assert whiten_bias_factor(cfg, 30, 75, 0.5) == 0.5
 
 
 def test_weight_average_and_lookahead():
