@@ -272,6 +272,8 @@ def train(cfg: Config, ds: ImageSet, nets: Nets | None = None, on_epoch=None) ->
         nets = Nets(fresh, fresh, TrainStep(fresh, cfg.label_smoothing))
     else:
         nets.net.load_state_dict(fresh.state_dict())
+        if unwrap(nets.step).label_smoothing != cfg.label_smoothing:
+            raise ValueError("nets were built for another label_smoothing: build_nets(cfg, ds) again")
     model = nets.net
     gen = torch.Generator(device).manual_seed(cfg.seed)   # same draws on every rank
     timer = Timer(device)
