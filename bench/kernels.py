@@ -196,8 +196,9 @@ def main(argv=None) -> dict:
           f"  tuning {bn_act_op.GPU_TUNING}")
     if args.sweep:
         grid = SMOKE_GRID if args.smoke else SWEEP_GRID
-        result = {"benchmark": "bn_act_sweep", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (interpreter)",
-                  "torch": torch.__version__, "triton": triton.__version__, "dtype": str(dtype), "ghost": args.ghost,
+        name = torch.cuda.get_device_name() if device == "cuda" else "cpu (interpreter)"
+        result = {"benchmark": "bn_act_sweep", "device": name, "torch": torch.__version__,
+                  "triton": triton.__version__, "dtype": str(dtype), "ghost": args.ghost,
                   "freeze_scale": not args.trainable_scale, "smoke": args.smoke, "nets": nets,
                   **sweep(timer, device, dtype, nets, args.ghost, not args.trainable_scale, grid)}
         return write(result, args.out)
