@@ -51,7 +51,10 @@ def run_flops(cfg, in_channels: int, image_size: int, num_classes: int, train_im
     model = build_model(cfg, in_channels, num_classes, image_size)
     forward = model_flops(model, in_channels, image_size)           # per image
     train = 3 * forward * steps * cfg.batch_size
-    evaluate = forward * test_images * len(tta_views(cfg.tta))
+    views = len(tta_views(cfg.tta))
+    if cfg.tta and cfg.tta_fraction < 1:     # selective TTA: one plain pass, full TTA for the unsure
+        views = 1 + max(1, round(cfg.tta_fraction * test_images)) * views / test_images
+    evaluate = round(forward * test_images * views)
     return {"forward_flops_per_image": forward, "train_flops": train, "eval_flops": evaluate,
             "total_flops": train + evaluate}
 
@@ -79,11 +82,15 @@ def main(argv=None) -> int:
             cfg = cfg.replace(runs=args.runs, eval_every=0)
         results, summary = run_many(cfg, printer=lambda *a: print(*a, file=sys.stderr))
     device = resolve_device(cfg.device)
-    from fastres.data import load_dataset
-    ds = load_dataset(cfg.dataset, cfg.data_dir, download=False)
-    test_images = cfg.test_subset or ds.test_x.shape[0]
-    flops = run_flops(cfg, ds.train_x.shape[3], ds.train_x.shape[1], ds.num_classes, 0, test_images,
-                      results[0].steps)
+    if args.from_json and "image_size" in record["start"]:     # shapes as the run logged them
+        start = record["start"]
+        shape = (start["channels"], start["image_size"], start["classes"], start["test_images"])
+    else:
+        from fastres.data import load_dataset
+        ds = load_dataset(cfg.dataset, cfg.data_dir, download=False)
+        shape = (ds.train_x.shape[3], ds.train_x.shape[1], ds.num_classes, cfg.test_subset or ds.test_x.shape[0])
+    channels, image_size, classes, test_images = shape
+    flops = run_flops(cfg, channels, image_size, classes, 0, test_images, results[0].steps)
     peak = (matmul_flops_per_s(device, 8192, torch.float16) if device.type == "cuda"
             else matmul_flops_per_s(device, 2048 if not args.smoke else 512, torch.float32, iters=5))
     achieved = flops["total_flops"] / summary["time_mean"]

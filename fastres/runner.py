@@ -63,7 +63,8 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
     log = JsonlLog(out / "runs.jsonl" if out and world.is_main else None)
     env = environment(device)
     log.write({"type": "start", "config": asdict(cfg), "env": env, "world_size": world.size, "dataset": host.name,
-               "train_images": host.train_x.shape[0], "test_images": host.test_x.shape[0]})
+               "train_images": host.train_x.shape[0], "test_images": host.test_x.shape[0],
+               "image_size": host.train_x.shape[1], "channels": host.train_x.shape[3], "classes": host.num_classes})
     ds = upload(host, device)                                       # upload: untimed
     try:
         torch.manual_seed(cfg.seed)

@@ -50,3 +50,42 @@ def test_gpu_check_phase_and_budget(tmp_path):
     assert proc.stdout.count("skipped (budget 0s)") == 3, proc.stdout[-3000:]
     bad = subprocess.run(["bash", script, "--phase", "cifar10"], capture_output=True, text=True, env=env, cwd=REPO)
     assert bad.returncode == 2 and "--phase must be" in bad.stdout
+
+
+def load_mfu():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_mfu", REPO / "bench" / "mfu.py")
+    mfu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mfu)
+    return mfu
+
+
+def test_mfu_counts_selective_tta_and_reads_shapes_from_the_log(tmp_path):
+    from fastres.config import Config
+    mfu = load_mfu()
+    cfg = Config(arch="airbench", width=0.25, tta=2, batch_size=100)
+    full = mfu.run_flops(cfg, 3, 32, 10, 0, 1000, steps=7)
+    part = mfu.run_flops(cfg.replace(tta_fraction=0.25), 3, 32, 10, 0, 1000, steps=7)
+    f = full["forward_flops_per_image"]
+    assert full["train_flops"] == 3 * f * 7 * 100 and full["eval_flops"] == f * 1000 * 6
+    assert part["eval_flops"] == f * (1000 + 250 * 6)          # one plain pass + TTA for the unsure 25%
+    # A recipe log names its image shape, so --from-json needs no dataset; without those fields
+    # (older logs) the dataset is loaded for them: the same count either way.
+    from fastres.runner import run_many
+    cfg = Config(dataset="fashion-mnist", arch="airbench", width=0.125, epochs=1, batch_size=128,
+                 train_subset=512, test_subset=256, device="cpu", eval_every=0, output=str(tmp_path / "run"))
+    run_many(cfg, printer=lambda *a: None)
+    records = [json.loads(line) for line in (tmp_path / "run" / "runs.jsonl").read_text().splitlines()]
+    result = {"recipe": "test", "start": records[0], "runs": [r for r in records if r["type"] == "run"],
+              "summary": records[-1]}
+    assert result["start"]["image_size"] == 28 and result["start"]["channels"] == 1
+    counts = []
+    for keep_shape in (True, False):
+        if not keep_shape:
+            for key in ("image_size", "channels", "classes"):
+                del result["start"][key]
+        path = tmp_path / f"recipe-{keep_shape}.json"
+        path.write_text(json.dumps(result))
+        assert mfu.main(["--from-json", str(path), "--out", str(tmp_path / "mfu.json")]) == 0
+        counts.append(json.loads((tmp_path / "mfu.json").read_text())["total_flops"])
+    assert counts[0] == counts[1] > 0
