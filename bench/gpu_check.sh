@@ -9,11 +9,12 @@
 #
 # Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel, kernel benchmark with
 # the best knobs, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU;
-# fashion = fashion-94 (10 runs) and its MFU. Optional comparisons (cifar10-94 with PyTorch's BN,
-# cifar10-94-muon, cifar10-94 with CUDA graphs; 5 runs each) run only while the call's time
-# budget GPU_CHECK_BUDGET (default 540 s) allows. The sweep's best knobs are kept in
-# GPU_CHECK_STATE (default /tmp/fastres-gpu-check), which survives between calls on a warm
-# machine, and are given to later recipes as FASTRES_BN_TUNING.
+# fashion = fashion-94 (10 runs) and its MFU. Optional runs (cifar10-94 with PyTorch's BN and
+# cifar10-myrtle in the cifar phase; cifar10-94-muon and cifar10-94 with CUDA graphs in the
+# fashion phase; 5 runs each) start only if they should end within the call's time budget
+# GPU_CHECK_BUDGET (seconds from the script's start, default 540). The sweep's best knobs are
+# kept in GPU_CHECK_STATE (default /tmp/fastres-gpu-check), which survives between calls on a
+# warm machine, and are given to later recipes as FASTRES_BN_TUNING.
 # If the fused kernel fails a quick check against PyTorch on the GPU, the recipes run with
 # --no-fused-bn and say so. Every file is named <date>-<device>-<commit>-<what>.json.
 #
@@ -31,8 +32,9 @@
 #   3. carry the four data_cache/*-ubyte.gz files (Fashion-MNIST, found in ./data_cache):
 #        FASTRES_DATA=/root/cifar bash bench/gpu_check.sh --phase fashion "$OUT"
 #   Commit first and add FASTRES_COMMIT=<git rev-parse --short HEAD here> to calls 1-3: the copy
-#   of the checkout on the device machine may lack .git. Give each call GPU_CHECK_BUDGET (seconds
-#   for its optional steps) so the three calls fit the session's device time, and use
+#   of the checkout on the device machine may lack .git. Give each call GPU_CHECK_BUDGET so the
+#   three calls fit the session's device time (15 min with the first start: e.g. 200, 300, and
+#   for call 3 what the device tool's budget_left_s leaves minus a minute), and use
 #   PYTHONUNBUFFERED=1 ... 2>&1 | tee "$OUT/log" so a call cut short still returns its log.
 #   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/).
 set -uo pipefail
@@ -222,6 +224,7 @@ cifar_phase() {
   mfu cifar10-94
   # What the fused kernel is worth end to end: the same recipe with PyTorch's BN.
   [ ${#FUSED_FLAGS[@]} = 0 ] && optional 150 recipe cifar10-94-torch-bn cifar10-94 $EXTRA_RUNS --no-fused-bn
+  optional 150 recipe cifar10-myrtle cifar10-myrtle $EXTRA_RUNS
 }
 
 fashion_phase() {
