@@ -13,6 +13,9 @@ For each layer, times forward, backward and both (fwd+bwd; backward = both - for
   fused:    the Triton custom op (fastres::bn_act_train and its autograd formula),
   eager:    nn.BatchNorm2d-style F.batch_norm + activation in the input dtype,
   compiled: torch.compile of the fp32 reference bn_act_reference (Inductor's split Welford).
+On a GPU each variant is also captured in a CUDA graph and timed by replaying it (*_graph
+keys): the GPU's time alone, without the host's cost per launch, which dominates small layers
+(a training step with CUDA graphs sees these times; one launched op by op may see the first).
 Bandwidth is counted as 3 accesses/element forward and 5 backward (6 and 10 bytes in fp16: the
 fused two-pass floor, see shared/docs/kernel-notes.md) for every variant, and shown as a
 percentage of a device-to-device copy measured in the same run. GPU timing: CUDA events.
@@ -103,7 +106,23 @@ def variants(act: str, ghost: int, compile_backend: str):
     return {"fused": fused, "eager": eager, "compiled": compiled}
 
 
-def bench_layer(timer, device, dtype, n, c, h, act, ghost, freeze, compile_backend, copy_gbs):
+def graphed(fn) -> "torch.cuda.CUDAGraph":
+    """fn captured in a CUDA graph (after a warm-up on a side stream). A replay launches all of
+    fn's kernels at once, so timing replays measures the GPU's work without the host's cost per
+    launch (Python, the custom-op dispatcher, Triton's launcher), which small layers pay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+def bench_layer(timer, device, dtype, n, c, h, act, ghost, freeze, compile_backend, copy_gbs, graphs=False):
     x = torch.randn(n, c, h, h, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
     dy = torch.randn_like(x)
@@ -118,9 +137,23 @@ def bench_layer(timer, device, dtype, n, c, h, act, ghost, freeze, compile_backe
         both = timer(lambda: torch.autograd.grad(fn(x, w, b, rm, rv), inputs, dy))
         bwd = max(both - fwd, 1e-6)
         gbs_f, gbs_b = 3 * elem / fwd / 1e6, 5 * elem / bwd / 1e6
-        row["variants"][name] = {"fwd_ms": fwd, "bwd_ms": bwd, "both_ms": both, "fwd_gbs": gbs_f,
-                                 "bwd_gbs": gbs_b, "fwd_pct_copy": 100 * gbs_f / copy_gbs,
-                                 "bwd_pct_copy": 100 * gbs_b / copy_gbs}
+        entry = row["variants"][name] = {"fwd_ms": fwd, "bwd_ms": bwd, "both_ms": both, "fwd_gbs": gbs_f,
+                                         "bwd_gbs": gbs_b, "fwd_pct_copy": 100 * gbs_f / copy_gbs,
+                                         "bwd_pct_copy": 100 * gbs_b / copy_gbs}
+        if graphs:
+            try:
+                graph = graphed(lambda: fn(x, w, b, rm, rv))
+                fwd_g = timer(graph.replay)
+                graph = graphed(lambda: torch.autograd.grad(fn(x, w, b, rm, rv), inputs, dy))
+                both_g = timer(graph.replay)
+                del graph
+                bwd_g = max(both_g - fwd_g, 1e-6)
+                entry.update(fwd_ms_graph=fwd_g, bwd_ms_graph=bwd_g, both_ms_graph=both_g,
+                             fwd_pct_copy_graph=100 * 3 * elem / fwd_g / 1e6 / copy_gbs,
+                             bwd_pct_copy_graph=100 * 5 * elem / bwd_g / 1e6 / copy_gbs)
+            except Exception as e:      # a variant that cannot be captured says why in the JSON
+                torch.cuda.synchronize()
+                entry["graph_error"] = f"{type(e).__name__}: {e}"[:300]
     return row
 
 
@@ -173,6 +206,7 @@ def main(argv=None) -> dict:
     p.add_argument("--trainable-scale", action="store_true", help="train gamma (recipes freeze it)")
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--sweep", action="store_true", help="time the fused op over SWEEP_GRID's launch knobs only")
+    p.add_argument("--no-graphs", action="store_true", help="GPU: skip the CUDA-graph replay timings")
     p.add_argument("--compile-mode", default="inductor", help="torch.compile backend for (c)")
     for knob, default in bn_act_op.GPU_TUNING.items():
         p.add_argument(f"--{knob.replace('_', '-')}", type=int, default=default,
@@ -205,16 +239,19 @@ def main(argv=None) -> dict:
     header = f"{'layer':>22} {'MB':>6} | " + " | ".join(
         f"{v:>8} fwd/bwd ms   GB/s (%copy)" for v in ("fused", "eager", "compiled"))
     print(header)
-    layers, totals = [], {}
+    layers, totals, graph_totals = [], {}, {}
+    graphs = device == "cuda" and not args.no_graphs
     for net, batch, act, shapes in nets:
         for c, h, count in shapes:
             row = bench_layer(timer, device, dtype, batch, c, h, act, args.ghost,
-                              not args.trainable_scale, backend, copy_gbs)
+                              not args.trainable_scale, backend, copy_gbs, graphs=graphs)
             row.update(net=net, act=act, count=count)
             layers.append(row)
             cells = []
             for name, v in row["variants"].items():
                 totals[name] = totals.get(name, 0.0) + count * v["both_ms"]
+                if "both_ms_graph" in v:
+                    graph_totals[name] = graph_totals.get(name, 0.0) + count * v["both_ms_graph"]
                 cells.append(f"{v['fwd_ms']:7.3f}/{v['bwd_ms']:7.3f} {v['fwd_gbs']:5.0f}/{v['bwd_gbs']:5.0f}"
                              f" ({v['fwd_pct_copy']:3.0f}/{v['bwd_pct_copy']:3.0f}%)")
             print(f"{net:>9} {c:4d}@{h:<2d} x{count} {row['mbytes']:6.1f} | " + " | ".join(cells))
@@ -224,9 +261,16 @@ def main(argv=None) -> dict:
     speedup = totals["compiled"] / totals["fused"]
     summary = {"step_ms": totals, "fused_vs_compiled": speedup, "goal_1_3x_met": speedup >= 1.3,
                "layers_ge_32MB": len(big), "layers_ge_32MB_at_80pct_copy": at_80}
-    print("BN fwd+bwd per training step (all layers): " +
+    print("BN fwd+bwd per training step (all layers), launched from the host: " +
           ", ".join(f"{k} {v:.3f} ms" for k, v in totals.items()) +
           f"; fused vs compiled {speedup:.2f}x (goal >= 1.3x)")
+    if graphs and all("both_ms_graph" in v for r in layers for v in r["variants"].values()):
+        graph_speedup = graph_totals["compiled"] / graph_totals["fused"]
+        summary.update(step_ms_graph=graph_totals, fused_vs_compiled_graph=graph_speedup,
+                       goal_1_3x_met_graph=graph_speedup >= 1.3)
+        print("the same, replayed as CUDA graphs (GPU time only): " +
+              ", ".join(f"{k} {v:.3f} ms" for k, v in graph_totals.items()) +
+              f"; fused vs compiled {graph_speedup:.2f}x")
     print(f"layers >= 32 MB at >= 80% of copy bandwidth (fwd and bwd): {len(at_80)}/{len(big)} {at_80}")
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu (interpreter)",
               "torch": torch.__version__, "triton": triton.__version__, "dtype": str(dtype),
