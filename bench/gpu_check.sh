@@ -8,7 +8,7 @@
 #   bash bench/gpu_check.sh --smoke OUTDIR      # CPU plumbing check with tiny recipes (tests use it)
 #
 # Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel, kernel benchmark with
-# the best knobs, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU;
+# the best knobs, host cost per BN layer, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU;
 # fashion = fashion-94 (10 runs) and its MFU. Optional runs (cifar10-94 with PyTorch's BN and
 # cifar10-myrtle in the cifar phase; cifar10-94-muon and cifar10-94 with CUDA graphs in the
 # fashion phase; 5 runs each) start only if they should end within the call's time budget
@@ -95,10 +95,11 @@ if [ $SMOKE = 1 ]; then
   RECIPE_FLAGS=(--device cpu --epochs 1 --train-subset 512 --test-subset 256 --width 0.125 --no-compile
                 --batch-size 128 --eval-every 0)
   FASHION_RUNS=2; CIFAR_RUNS=2; EXTRA_RUNS=2; KERNEL_FLAGS=(--smoke); LOADER_FLAGS=(--n 1024 --epochs 1)
+  HOST_FLAGS=(--iters 20 --no-compile)
   BENCH_FLAGS=(--benchmark-disable)
 else
   RECIPE_FLAGS=(--eval-every 0)
-  FASHION_RUNS=10; CIFAR_RUNS=25; EXTRA_RUNS=5; KERNEL_FLAGS=(); LOADER_FLAGS=()
+  FASHION_RUNS=10; CIFAR_RUNS=25; EXTRA_RUNS=5; KERNEL_FLAGS=(); LOADER_FLAGS=(); HOST_FLAGS=()
   # Compare with this GPU's committed baseline when there is one. Without one, the suite's JSON
   # (same format as --benchmark-save) becomes the first baseline: see bench/README.md.
   if ls bench/baselines/"$SLUG"/*/0*.json >/dev/null 2>&1; then
@@ -117,8 +118,14 @@ kernels_phase() {
   optional 90 sweep_knobs
   step "kernel benchmark (FASTRES_BN_TUNING=${FASTRES_BN_TUNING:-default})"
   $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --out "$PREFIX-kernels.json" || fail "bench/kernels.py"
+  optional 90 host_bench
   optional 30 loader_bench
   optional 150 suite_bench
+}
+
+host_bench() {
+  step "host cost per BN layer"
+  $PY bench/host_overhead.py "${HOST_FLAGS[@]}" --out "$PREFIX-host-overhead.json" || fail "bench/host_overhead.py"
 }
 
 loader_bench() {

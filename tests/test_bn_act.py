@@ -359,3 +359,20 @@ def test_gpu_bit_identical_and_shifted():
         assert torch.equal(a, b)
     var64 = x.double().permute(1, 0, 2, 3).reshape(128, -1).var(1)
     torch.testing.assert_close(outs[0][2].double(), var64, rtol=1e-4, atol=0)
+
+
+@pytest.mark.skipif(CUDA, reason="the GPU run is the real measurement")
+def test_host_overhead_smoke(tmp_path):
+    import json
+    import pathlib
+    import subprocess
+    import sys
+    # A subprocess: on a CPU the script replaces the Triton kernels with no-ops.
+    script = pathlib.Path(__file__).parents[1] / "bench" / "host_overhead.py"
+    out = subprocess.run([sys.executable, str(script), "--iters", "20", "--no-compile", "--out",
+                          str(tmp_path / "host.json")], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "host.json").read_text())
+    assert result["kernels_stubbed"] and [r["variant"] for r in result["rows"]] == ["fused", "reference"]
+    assert all(r["us_6_layers"] > r["us_1_layer"] > 0 for r in result["rows"])

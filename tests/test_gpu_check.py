@@ -17,8 +17,8 @@ def test_gpu_check_smoke_writes_every_result_file(tmp_path):
                           capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     names = sorted(p.name for p in tmp_path.iterdir())
-    for what in ("all-env.json", "kernel-sweep.json", "kernels.json", "loader.json", "fashion-94.json",
-                 "fashion-94-mfu.json"):
+    for what in ("all-env.json", "kernel-sweep.json", "kernels.json", "host-overhead.json", "loader.json",
+                 "fashion-94.json", "fashion-94-mfu.json"):
         assert any(name.endswith(what) for name in names), (what, names)
     recipe = json.loads(next(tmp_path.glob("*-fashion-94.json")).read_text())
     assert recipe["summary"]["runs"] == 2 and len(recipe["runs"]) == 2
@@ -47,7 +47,7 @@ def test_gpu_check_phase_and_budget(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == 2 and names[0].endswith("-kernels-env.json") and names[1].endswith("-kernels.json"), names
-    assert proc.stdout.count("skipped (budget 0s)") == 3, proc.stdout[-3000:]
+    assert proc.stdout.count("skipped (budget 0s)") == 4, proc.stdout[-3000:]
     bad = subprocess.run(["bash", script, "--phase", "cifar10"], capture_output=True, text=True, env=env, cwd=REPO)
     assert bad.returncode == 2 and "--phase must be" in bad.stdout
 

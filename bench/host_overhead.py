@@ -1,0 +1,103 @@
+"""Host (CPU) cost per BN layer of a training step: the fused op against PyTorch's BN.
+
+    python bench/host_overhead.py --out bench/results/host_overhead.json    # GPU or CPU, ~1 min
+
+Small layers are bound by what the host spends per layer (Python, the dispatcher, the custom
+op's autograd wrapper, Triton's launcher), not by the GPU. This times forward + backward of a
+chain of 1 and of 6 BatchNormAct2d layers on a tiny input (8 x 256 x 3 x 3), so the GPU work is
+negligible and the wall time per iteration is the host's; the difference per extra layer is one
+layer's host cost, for the fused op and the PyTorch reference, eager and compiled.
+On a CPU the Triton kernels are replaced by no-ops (the interpreter would time Python running
+the kernels): the fused figures are then the host cost without Triton's launcher, while the
+reference figures include its (tiny) CPU compute.
+
+Compare a training step's host time (layers x this cost + the rest) with its GPU time: when the
+host is slower, the step is host-bound and CUDA graphs (--compile-mode reduce-overhead) or fewer
+host-side calls per layer pay off, not faster kernels.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+if not torch.cuda.is_available():          # must precede the kernels' @triton.jit decoration
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from fastres.kernels import bn_act_kernels  # noqa: E402
+from fastres.kernels.bn_act_layer import BatchNormAct2d  # noqa: E402
+from fastres.report import atomic_write, environment  # noqa: E402
+
+
+class _NoLaunch:
+    """kernel[grid](...) that does nothing: stands in for a Triton kernel on a CPU."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+def stub_kernels():
+    for name in dir(bn_act_kernels):
+        if name.endswith("_kernel"):
+            setattr(bn_act_kernels, name, _NoLaunch())
+
+
+def chain(layers: int, backend: str, device: str) -> torch.nn.Sequential:
+    net = torch.nn.Sequential(*(BatchNormAct2d(256, act="gelu", freeze_scale=True) for _ in range(layers)))
+    for m in net:
+        m.backend = backend
+    return net.to(device)
+
+
+def host_us(net, x, dy, compiled: bool, iters: int) -> float:
+    """Microseconds per forward + backward of net (compiled or not), wall clock."""
+    fn = torch.compile(net) if compiled else net
+    params = [x] + [m.bias for m in net]
+
+    def step():
+        torch.autograd.grad(fn(x), params, dy)
+    for _ in range(max(3, iters // 10)):
+        step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / iters * 1e6
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--iters", type=int, default=500)
+    p.add_argument("--no-compile", action="store_true", help="eager variants only")
+    p.add_argument("--out", default="", help="write the result as JSON here")
+    args = p.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        stub_kernels()
+    x = torch.randn(8, 256, 3, 3, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
+    dy = torch.randn_like(x)
+    rows = []
+    for backend in ("triton", "reference"):
+        for compiled in ((False,) if args.no_compile else (False, True)):
+            one, six = (host_us(chain(k, backend, device), x, dy, compiled, args.iters) for k in (1, 6))
+            row = {"variant": "fused" if backend == "triton" else "reference", "compiled": compiled,
+                   "us_1_layer": one, "us_6_layers": six, "us_per_layer": (six - one) / 5}
+            rows.append(row)
+            print(f"{row['variant']:>9} {'compiled' if compiled else 'eager':>8}: {row['us_per_layer']:6.1f} us "
+                  f"per layer (fwd+bwd; 1 layer {one:.0f} us, 6 layers {six:.0f} us)")
+    result = {"benchmark": "host_overhead", "env": environment(torch.device(device)), "iters": args.iters,
+              "kernels_stubbed": device == "cpu", "input": list(x.shape), "rows": rows}
+    if args.out:
+        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+        print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
