@@ -88,9 +88,12 @@ def copy_bandwidth(timer: Timer, device: str, numel: int) -> float:
 
 def variants(act: str, ghost: int, compile_backend: str):
     """name -> f(x, weight, bias, running_mean, running_var) -> y, all in training mode."""
-    def fused(x, w, b, rm, rv):
+    def fused(x, w, b, rm, rv):     # as BatchNormAct2d runs it, running-statistics update included
         y, mean, _, var = bn_act_op.bn_act_train(x, w, b, EPS, act, ALPHA, ghost)
-        bn_act_op.bn_update_running(rm, rv, mean.detach(), var.detach(), MOMENTUM)
+        if ghost:
+            mean, var = mean.mean(0), var.mean(0)
+        rm.lerp_(mean.reshape(-1), MOMENTUM)
+        rv.lerp_(var.reshape(-1), MOMENTUM)
         return y
 
     def eager(x, w, b, rm, rv):

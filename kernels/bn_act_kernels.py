@@ -176,29 +176,6 @@ def bn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, M, C, R, S, 
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def bn_running_kernel(rmean_ptr, rvar_ptr, mean_ptr, var_ptr, G, C, momentum,
-                      BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr):
-    """running = (1 - momentum) * running + momentum * (average over groups of the group mean /
-    unbiased group variance): PyTorch's convention, ghost groups as in bn_act_layer.py."""
-    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cols < C
-    acc_mean = tl.zeros([BLOCK_C], tl.float32)
-    acc_var = tl.zeros([BLOCK_C], tl.float32)
-    for g0 in range(0, G, BLOCK_G):   # groups in 2-D chunks: loads in parallel, not one by one
-        g = g0 + tl.arange(0, BLOCK_G)
-        mask = (g < G)[:, None] & cmask[None, :]
-        offs = g[:, None] * C + cols[None, :]
-        acc_mean += tl.sum(tl.load(mean_ptr + offs, mask=mask, other=0.0), axis=0)
-        acc_var += tl.sum(tl.load(var_ptr + offs, mask=mask, other=0.0), axis=0)
-    rm = tl.load(rmean_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    rv = tl.load(rvar_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    rm = (1.0 - momentum) * rm + momentum * (acc_mean / G)
-    rv = (1.0 - momentum) * rv + momentum * (acc_var / G)
-    tl.store(rmean_ptr + cols, rm.to(rmean_ptr.dtype.element_ty), mask=cmask)
-    tl.store(rvar_ptr + cols, rv.to(rvar_ptr.dtype.element_ty), mask=cmask)
-
-
 # ---------------------------------------------------------------- backward
 @triton.jit
 def _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b, alpha,

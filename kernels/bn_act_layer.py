@@ -130,10 +130,13 @@ class BatchNormAct2d(nn.BatchNorm2d):
                                          self.running_var, self.eps, self.act, self.alpha)
         y, mean, _, var = bn_act_op.bn_act_train(x, self.weight, self.bias, self.eps, self.act,
                                                  self.alpha, self.ghost_batch)
-        # The forward op is functional; the buffers are updated by a separate mutating op with
-        # detached statistics, so autograd and torch.compile never see the mutation.
-        bn_act_op.bn_update_running(self.running_mean, self.running_var, mean.detach(),
-                                    var.detach(), factor)
+        # The op is functional; the buffers are updated here with its (non-differentiable)
+        # statistics, averaged over ghost groups as the reference does. Plain in-place torch ops:
+        # compiled, they fuse into one small kernel with no custom-op dispatch on the host.
+        if mean.shape[0] > 1:
+            mean, var = mean.mean(0), var.mean(0)
+        self.running_mean.lerp_(mean.reshape(-1).to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(var.reshape(-1).to(self.running_var.dtype), factor)
         return y
 
     def extra_repr(self) -> str:

@@ -3,15 +3,16 @@
 Tested by `OMP_NUM_THREADS=1 pytest tests/test_bn_act.py` (CPU: TRITON_INTERPRET=1, set by
 tests/conftest.py before this module is imported), timed by `python bench/kernels.py`.
 
-Ops (namespace `fastres`), all functional except the running-statistics update:
+Ops (namespace `fastres`), all functional:
   bn_act_train(x, weight, bias, eps, act, alpha, ghost_batch) -> (y, mean, rstd, var_unbiased)
       y is channels-last in x's dtype; mean/rstd/var_unbiased are fp32 [G, C] (G statistics
       groups: ceil(N / ghost_batch) with ghost batch norm, else 1). Differentiable in y only.
   bn_act_eval(x, weight, bias, running_mean, running_var, eps, act, alpha) -> y
   bn_act_backward(dy, x, weight, bias, mean, rstd, ...) -> (dx, dweight, dbias)
       recomputes x_hat and z from x, mean, rstd: the forward saves nothing else.
-  bn_update_running(running_mean!, running_var!, mean, var_unbiased, momentum) -> ()
-      mutates the buffers; called by BatchNormAct2d with detached statistics, outside autograd.
+The running statistics are updated by BatchNormAct2d with in-place torch ops on the op's
+(non-differentiable) mean and unbiased variance: compiled, those fuse into one small kernel with
+no custom-op dispatch (a separate mutating op cost ~20 us of host time per layer).
 Each op has a fake (meta) implementation returning the real strides, so torch.compile traces a
 net using them with fullgraph=True, and an autograd formula where it is differentiable.
 """
@@ -252,17 +253,3 @@ def _backward_eval(ctx, dy):
 
 bn_act_train.register_autograd(_backward_train, setup_context=_setup_train)
 bn_act_eval.register_autograd(_backward_eval, setup_context=_setup_eval)
-
-
-# ---------------------------------------------------------------- running statistics
-@torch.library.custom_op("fastres::bn_update_running", mutates_args=("running_mean", "running_var"))
-def bn_update_running(running_mean: Tensor, running_var: Tensor, mean: Tensor, var_unbiased: Tensor,
-                      momentum: float) -> None:
-    G, C = mean.shape
-    K.bn_running_kernel[(triton.cdiv(C, 64),)](running_mean, running_var, mean, var_unbiased, G, C,
-                                              momentum, BLOCK_G=16, BLOCK_C=64)
-
-
-@bn_update_running.register_fake
-def _(running_mean, running_var, mean, var_unbiased, momentum):
-    return None
