@@ -10,7 +10,8 @@ BN work) for each launch configuration in SWEEP_GRID and reports the fastest; it
 given to training as FASTRES_BN_TUNING="tile=...,warps=...,programs_per_sm=...".
 
 For each layer, times forward, backward and both (fwd+bwd; backward = both - forward) for
-  fused:    the Triton custom op (fastres::bn_act_train and its autograd formula),
+  fused:    the Triton kernels as eager BatchNormAct2d calls them (bn_act_op.fused_train: the
+            custom op's implementation and backward formula, without torch.library's dispatch),
   eager:    nn.BatchNorm2d-style F.batch_norm + activation in the input dtype,
   compiled: torch.compile of the fp32 reference bn_act_reference (Inductor's split Welford).
 On a GPU each variant is also captured in a CUDA graph and timed by replaying it (*_graph
@@ -89,7 +90,7 @@ def copy_bandwidth(timer: Timer, device: str, numel: int) -> float:
 def variants(act: str, ghost: int, compile_backend: str):
     """name -> f(x, weight, bias, running_mean, running_var) -> y, all in training mode."""
     def fused(x, w, b, rm, rv):     # as BatchNormAct2d runs it, running-statistics update included
-        y, mean, _, var = bn_act_op.bn_act_train(x, w, b, EPS, act, ALPHA, ghost)
+        y, mean, _, var = bn_act_op.fused_train(x, w, b, EPS, act, ALPHA, ghost)
         if ghost:
             mean, var = mean.mean(0), var.mean(0)
         rm.lerp_(mean.reshape(-1), MOMENTUM)
@@ -173,7 +174,7 @@ def fused_step_ms(timer, device, dtype, nets, ghost: int, freeze: bool) -> float
             inputs = [t for t in (x, w, b) if t.requires_grad]
 
             def both():
-                y, *_ = bn_act_op.bn_act_train(x, w, b, EPS, act, ALPHA, ghost)
+                y, *_ = bn_act_op.fused_train(x, w, b, EPS, act, ALPHA, ghost)
                 return torch.autograd.grad(y, inputs, dy)
             total += count * timer(both)
     return total

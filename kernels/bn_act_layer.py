@@ -126,10 +126,10 @@ class BatchNormAct2d(nn.BatchNorm2d):
                                     self.training, factor, self.eps, self.act, self.alpha,
                                     self.ghost_batch)
         if not self.training:
-            return bn_act_op.bn_act_eval(x, self.weight, self.bias, self.running_mean,
-                                         self.running_var, self.eps, self.act, self.alpha)
-        y, mean, _, var = bn_act_op.bn_act_train(x, self.weight, self.bias, self.eps, self.act,
-                                                 self.alpha, self.ghost_batch)
+            return bn_act_op.fused_eval(x, self.weight, self.bias, self.running_mean,
+                                        self.running_var, self.eps, self.act, self.alpha)
+        y, mean, _, var = bn_act_op.fused_train(x, self.weight, self.bias, self.eps, self.act,
+                                                self.alpha, self.ghost_batch)
         # The op is functional; the buffers are updated here with its (non-differentiable)
         # statistics, averaged over ghost groups as the reference does. Plain in-place torch ops:
         # compiled, they fuse into one small kernel with no custom-op dispatch on the host.

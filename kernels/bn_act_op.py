@@ -15,6 +15,8 @@ The running statistics are updated by BatchNormAct2d with in-place torch ops on 
 no custom-op dispatch (a separate mutating op cost ~20 us of host time per layer).
 Each op has a fake (meta) implementation returning the real strides, so torch.compile traces a
 net using them with fullgraph=True, and an autograd formula where it is differentiable.
+BatchNormAct2d calls fused_train / fused_eval: the ops while torch.compile traces, and the same
+implementations directly in eager mode (torch.library's dispatch layers cost host time).
 """
 from __future__ import annotations
 
@@ -124,9 +126,8 @@ def _launch(x: Tensor, G: int, per: int):
 
 
 # ---------------------------------------------------------------- forward, training
-@torch.library.custom_op("fastres::bn_act_train", mutates_args=())
-def bn_act_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
-                 ghost_batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _train_impl(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
+                ghost_batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check(x, weight, act)
     G, per = _groups(x, ghost_batch)
     M, R, geo = _launch(x, G, per)
@@ -145,6 +146,9 @@ def bn_act_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, 
     return y, mean, rstd, var
 
 
+bn_act_train = torch.library.custom_op("fastres::bn_act_train", _train_impl, mutates_args=())
+
+
 @bn_act_train.register_fake
 def _(x, weight, bias, eps, act, alpha, ghost_batch):
     G, _ = _groups(x, ghost_batch)
@@ -153,9 +157,8 @@ def _(x, weight, bias, eps, act, alpha, ghost_batch):
 
 
 # ---------------------------------------------------------------- forward, running statistics
-@torch.library.custom_op("fastres::bn_act_eval", mutates_args=())
-def bn_act_eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
-                eps: float, act: str, alpha: float) -> Tensor:
+def _eval_impl(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+               eps: float, act: str, alpha: float) -> Tensor:
     _check(x, weight, act)
     M, R, geo = _launch(x, 1, x.shape[0])
     y = _empty_cl(x)
@@ -164,6 +167,9 @@ def bn_act_eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, r
         R, geo["S"], geo["SLAB"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=True,
         BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
     return y
+
+
+bn_act_eval = torch.library.custom_op("fastres::bn_act_eval", _eval_impl, mutates_args=())
 
 
 @bn_act_eval.register_fake
@@ -179,10 +185,9 @@ def _sum_groups(per_group: Tensor, out: Tensor) -> None:
         out.copy_(per_group.sum(0))
 
 
-@torch.library.custom_op("fastres::bn_act_backward", mutates_args=())
-def bn_act_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor,
-                    eps: float, act: str, alpha: float, ghost_batch: int, batch_stats: bool,
-                    weight_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _backward_impl(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor,
+                   eps: float, act: str, alpha: float, ghost_batch: int, batch_stats: bool,
+                   weight_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
     """batch_stats=False: mean/rstd are the running mean/variance (eval mode; the variance is
     turned into rstd in-kernel). weight_grad=False (frozen scale): dweight is empty."""
     G, per = _groups(x, ghost_batch) if batch_stats else (1, x.shape[0])
@@ -212,19 +217,22 @@ def bn_act_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: T
     return dx, dw, db
 
 
+bn_act_backward = torch.library.custom_op("fastres::bn_act_backward", _backward_impl, mutates_args=())
+
+
 @bn_act_backward.register_fake
 def _(dy, x, weight, bias, mean, rstd, eps, act, alpha, ghost_batch, batch_stats, weight_grad):
     c = x.shape[1]
     return (_empty_cl(x), weight.new_empty((c if weight_grad else 0,)), bias.new_empty((c,)))
 
 
-def _backward(ctx, dy, batch_stats: bool):
+def _backward(ctx, dy, batch_stats: bool, backward=None):
     if dy is None:                        # y unused (only the statistics were): no gradient
         return None, None, None
     x, weight, bias, mean, rstd = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    dx, dw, db = bn_act_backward(dy, x, weight, bias, mean, rstd, ctx.eps, ctx.act, ctx.alpha,
-                                 ctx.ghost_batch, batch_stats, need_w)
+    dx, dw, db = (backward or bn_act_backward)(dy, x, weight, bias, mean, rstd, ctx.eps, ctx.act,
+                                               ctx.alpha, ctx.ghost_batch, batch_stats, need_w)
     return dx if need_x else None, dw if need_w else None, db if need_b else None
 
 
@@ -253,3 +261,36 @@ def _backward_eval(ctx, dy):
 
 bn_act_train.register_autograd(_backward_train, setup_context=_setup_train)
 bn_act_eval.register_autograd(_backward_eval, setup_context=_setup_eval)
+
+
+# ---------------------------------------------------------------- eager entry points
+class _EagerTrain(torch.autograd.Function):
+    """bn_act_train's kernels and backward formula without torch.library's dispatch layers,
+    for eager mode where nothing traces the op (bench/host_overhead.py measures the saving)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, act, alpha, ghost_batch):
+        output = _train_impl(x, weight, bias, eps, act, alpha, ghost_batch)
+        _setup_train(ctx, (x, weight, bias, eps, act, alpha, ghost_batch), output)
+        return output
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _drstd, _dvar):
+        return *_backward(ctx, dy, True, _backward_impl), None, None, None, None
+
+
+def fused_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
+                ghost_batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """bn_act_train: the custom op while torch.compile traces, a direct call in eager mode."""
+    if torch.compiler.is_compiling():
+        return bn_act_train(x, weight, bias, eps, act, alpha, ghost_batch)
+    return _EagerTrain.apply(x, weight, bias, eps, act, alpha, ghost_batch)
+
+
+def fused_eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+               eps: float, act: str, alpha: float) -> Tensor:
+    """bn_act_eval: a direct call when nothing needs its gradient (eager inference), else the op."""
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x, weight, bias))):
+        return bn_act_eval(x, weight, bias, running_mean, running_var, eps, act, alpha)
+    return _eval_impl(x, weight, bias, running_mean, running_var, eps, act, alpha)

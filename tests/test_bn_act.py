@@ -242,6 +242,28 @@ def _opcheck_samples():
     ]
 
 
+@pytest.mark.parametrize("ghost,freeze", [(0, False), (2, True)])
+def test_eager_entry_points_match_the_custom_ops(ghost, freeze):
+    # BatchNormAct2d calls the implementations directly in eager mode (fused_train/fused_eval)
+    # and the registered ops under torch.compile: same kernels, so bit-identical results.
+    x = make_input((5, 40, 3, 3), torch.float32)
+    dy = make_input((5, 40, 3, 3), torch.float32, seed=3)
+    w = torch.rand(40, device=DEVICE, requires_grad=not freeze)
+    b = torch.randn(40, device=DEVICE, requires_grad=True)
+    outs = []
+    for train in (bn_act_op.bn_act_train, bn_act_op.fused_train):
+        xg = x.detach().requires_grad_()
+        y, mean, rstd, var = train(xg, w, b, 1e-5, "celu", 0.3, ghost)
+        inputs = [t for t in (xg, w, b) if t.requires_grad]
+        outs.append([y, mean, rstd, var, *torch.autograd.grad(y, inputs, dy)])
+    assert len(outs[1]) == (6 if freeze else 7)
+    assert all(torch.equal(p, q) for p, q in zip(*outs))
+    rm, rv = torch.randn(40, device=DEVICE), torch.rand(40, device=DEVICE) + 0.5
+    with torch.no_grad():
+        direct = bn_act_op.fused_eval(x, w, b, rm, rv, 1e-5, "gelu", 1.0)
+    assert torch.equal(direct, bn_act_op.bn_act_eval(x, w, b, rm, rv, 1e-5, "gelu", 1.0))
+
+
 def test_opcheck():
     for op, args in _opcheck_samples():
         torch.library.opcheck(op, args)
