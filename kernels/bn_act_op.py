@@ -39,10 +39,10 @@ def _sm_count(index: int) -> int:
 
 
 # GPU launch knobs (bench/kernels.py --tile/--warps/... and the environment variable
-# FASTRES_BN_TUNING='tile=4096,warps=8' override them; bench/kernels.py --sweep times a grid). From ptxas
-# register counts for sm_90 (no GPU was at hand when this was written): 16 fp32 elements per
-# thread keeps the heaviest kernel (GELU dx) at ~145 registers, so 3-4 programs of 4 warps fit
-# on an SM; 32 per thread needed ~250 registers and left one program of 8 warps per SM.
+# FASTRES_BN_TUNING='tile=4096,warps=8' override them; bench/kernels.py --sweep times a grid).
+# From ptxas register counts for sm_90 (no GPU was at hand when this was written): 16 fp32
+# elements per thread keeps the heaviest kernel (GELU dx) at ~145 registers, so 3-4 programs of
+# 4 warps fit on an SM; 32 per thread needed ~250 registers and left one program of 8 warps.
 GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128}
 
 
