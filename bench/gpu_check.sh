@@ -12,7 +12,9 @@
 # fashion = fashion-94 (10 runs) and its MFU. Optional runs (cifar10-94 with PyTorch's BN and
 # cifar10-myrtle in the cifar phase; cifar10-94-muon and cifar10-94 with CUDA graphs in the
 # fashion phase; 5 runs each) start only if they should end within the call's time budget
-# GPU_CHECK_BUDGET (seconds from the script's start, default 540). The sweep's best knobs are
+# GPU_CHECK_BUDGET (seconds from the script's start, default 540). GPU_CHECK_DEADLINE (seconds,
+# default none) interrupts whatever runs at that point, keeping the recipe runs that finished,
+# so a call ends before the device's limit kills it with nothing written. The sweep's best knobs are
 # kept in GPU_CHECK_STATE (default /tmp/fastres-gpu-check), which survives between calls on a
 # warm machine, and are given to later recipes as FASTRES_BN_TUNING.
 # If the fused kernel fails a quick check against PyTorch on the GPU, the recipes run with
@@ -34,7 +36,8 @@
 #   Commit first and add FASTRES_COMMIT=<git rev-parse --short HEAD here> to calls 1-3: the copy
 #   of the checkout on the device machine may lack .git. Give each call GPU_CHECK_BUDGET so the
 #   three calls fit the session's device time (15 min with the first start: e.g. 200, 300, and
-#   for call 3 what the device tool's budget_left_s leaves minus a minute), and use
+#   for call 3 what the device tool's budget_left_s leaves minus a minute), GPU_CHECK_DEADLINE
+#   30 s under the call's timeout_s (and under budget_left_s), and use
 #   PYTHONUNBUFFERED=1 ... 2>&1 | tee "$OUT/log" so a call cut short still returns its log.
 #   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/).
 set -uo pipefail
@@ -55,6 +58,7 @@ case $PHASE in
 esac
 OUTDIR=${1:-bench/results}
 BUDGET=${GPU_CHECK_BUDGET:-540}
+DEADLINE=${GPU_CHECK_DEADLINE:-0}
 STATE=${GPU_CHECK_STATE:-/tmp/fastres-gpu-check}
 if [ $SMOKE = 1 ] && [ -z "${GPU_CHECK_STATE:-}" ]; then STATE=$(mktemp -d); trap 'rm -rf "$STATE"' EXIT; fi
 mkdir -p "$OUTDIR" "$STATE"
@@ -72,6 +76,14 @@ PREFIX="$OUTDIR/$(date -u +%Y-%m-%d)-$SLUG-$COMMIT"
 STATUS=0
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S), ${SECONDS}s)"; }
 fail() { echo "gpu_check: FAILED: $*"; STATUS=1; }
+# capped CMD...: run CMD, interrupted (SIGINT, then killed) at GPU_CHECK_DEADLINE seconds from the
+# start when that is set, so the script ends, and writes what finished, before the device does.
+capped() {
+  [ "$DEADLINE" -gt 0 ] || { "$@"; return; }
+  local left=$((DEADLINE - SECONDS))
+  if [ $left -le 5 ]; then echo "gpu_check: deadline reached, not started: $*"; return 124; fi
+  timeout --signal=INT --kill-after=15 "$left" "$@"
+}
 # optional SECONDS_NEEDED CMD...: run CMD only if it should end within this call's budget.
 optional() {
   local need=$1; shift
@@ -113,11 +125,11 @@ fi
 kernels_phase() {
   if [ $SMOKE = 0 ]; then
     step "GPU tests"
-    $PY -m pytest -q -m gpu tests --junitxml="$PREFIX-gpu-tests.xml" -p no:cacheprovider || fail "GPU tests"
+    capped $PY -m pytest -q -m gpu tests --junitxml="$PREFIX-gpu-tests.xml" -p no:cacheprovider || fail "GPU tests"
   fi
   optional 90 sweep_knobs
   step "kernel benchmark (FASTRES_BN_TUNING=${FASTRES_BN_TUNING:-default})"
-  $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --out "$PREFIX-kernels.json" || fail "bench/kernels.py"
+  capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --out "$PREFIX-kernels.json" || fail "bench/kernels.py"
   optional 90 host_bench
   optional 30 loader_bench
   optional 150 suite_bench
@@ -125,23 +137,23 @@ kernels_phase() {
 
 host_bench() {
   step "host cost per BN layer"
-  $PY bench/host_overhead.py "${HOST_FLAGS[@]}" --out "$PREFIX-host-overhead.json" || fail "bench/host_overhead.py"
+  capped $PY bench/host_overhead.py "${HOST_FLAGS[@]}" --out "$PREFIX-host-overhead.json" || fail "bench/host_overhead.py"
 }
 
 loader_bench() {
   step "loader benchmark"
-  $PY bench/loader.py "${LOADER_FLAGS[@]}" --json "$PREFIX-loader.json" || fail "bench/loader.py"
+  capped $PY bench/loader.py "${LOADER_FLAGS[@]}" --json "$PREFIX-loader.json" || fail "bench/loader.py"
 }
 
 suite_bench() {
   step "benchmark suite"
-  $PY -m pytest -q tests/bench "${BENCH_FLAGS[@]}" --benchmark-json="$PREFIX-bench-suite.json" \
+  capped $PY -m pytest -q tests/bench "${BENCH_FLAGS[@]}" --benchmark-json="$PREFIX-bench-suite.json" \
     -p no:cacheprovider || fail "benchmark suite"
 }
 
 sweep_knobs() {
   step "fused-kernel launch-knob sweep"
-  if $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --sweep --out "$PREFIX-kernel-sweep.json"; then
+  if capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --sweep --out "$PREFIX-kernel-sweep.json"; then
     # Adopt the best knobs only if they beat the defaults by >= 3% (not timing noise).
     $PY - "$PREFIX-kernel-sweep.json" "$STATE/bn_tuning" <<'PYEOF'
 import json, sys
@@ -185,28 +197,15 @@ PYEOF
 
 # recipe FILE_NAME RECIPE RUNS [FLAGS...]: train RUNS seeds; keep start + runs + summary as one JSON.
 recipe() {
-  local label=$1 name=$2 runs=$3 dir
+  local label=$1 name=$2 runs=$3 dir ok=1
   shift 3
   dir=$(mktemp -d)
   step "recipe $name x $runs $* ${FUSED_FLAGS[*]}"
-  if $PY -m fastres --recipe "$name" --runs "$runs" --output "$dir" "${RECIPE_FLAGS[@]}" "${FUSED_FLAGS[@]}" "$@"; then
-    $PY - "$dir/runs.jsonl" "$PREFIX-$label.json" "$name" "$*" "${FUSED_FLAGS[*]}" <<'PYEOF'
-import json, sys
-records = [json.loads(line) for line in open(sys.argv[1])]
-result = {"benchmark": "recipe", "recipe": sys.argv[3], "extra_flags": sys.argv[4],
-          "fused_bn_fallback": bool(sys.argv[5]),
-          "start": next(r for r in records if r["type"] == "start"),
-          "runs": [r for r in records if r["type"] == "run"],
-          "summary": next(r for r in records if r["type"] == "summary")}
-json.dump(result, open(sys.argv[2], "w"), indent=1)
-s = result["summary"]
-print(f"{sys.argv[3]} {sys.argv[4]}: {s['runs']} runs, acc {s['acc_mean']:.4f} +- {s['acc_std']:.4f}, "
-      f"time {s['time_mean']:.3f} +- {s['time_std']:.3f} s, one-sided t-test p = {s['p_mean_above_target']} "
-      f"against a mean <= {s['target']}")
-PYEOF
-  else
-    fail "recipe $name $*"
-  fi
+  capped $PY -m fastres --recipe "$name" --runs "$runs" --output "$dir" "${RECIPE_FLAGS[@]}" "${FUSED_FLAGS[@]}" "$@" || ok=0
+  # Finished runs are kept even when the recipe was cut short (the JSON then says complete: false).
+  $PY bench/recipe_json.py "$dir/runs.jsonl" "$PREFIX-$label.json" --recipe "$name" --flags="$*" \
+    ${FUSED_FLAGS[@]:+--fallback} || ok=0
+  [ $ok = 1 ] || fail "recipe $name $*"
   rm -rf "$dir"
 }
 
@@ -214,7 +213,7 @@ PYEOF
 mfu() {
   step "MFU of $1"
   if [ -f "$PREFIX-$1.json" ]; then
-    $PY bench/mfu.py --from-json "$PREFIX-$1.json" --out "$PREFIX-$1-mfu.json" || fail "bench/mfu.py $1"
+    capped $PY bench/mfu.py --from-json "$PREFIX-$1.json" --out "$PREFIX-$1-mfu.json" || fail "bench/mfu.py $1"
   else
     echo "no $1 result to compute MFU from"
   fi

@@ -89,3 +89,34 @@ def test_mfu_counts_selective_tta_and_reads_shapes_from_the_log(tmp_path):
         assert mfu.main(["--from-json", str(path), "--out", str(tmp_path / "mfu.json")]) == 0
         counts.append(json.loads((tmp_path / "mfu.json").read_text())["total_flops"])
     assert counts[0] == counts[1] > 0
+
+
+def test_recipe_json_keeps_finished_runs_of_a_cut_short_recipe(tmp_path):
+    # gpu_check.sh stops a recipe at its deadline: the runs that finished still make a result,
+    # marked incomplete, with the summary computed from them.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("recipe_json", REPO / "bench" / "recipe_json.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    start = {"type": "start", "config": {"target": 0.9, "runs": 5}}
+    runs = [{"type": "run", "seed": s, "accuracy": a, "time_s": t}
+            for s, a, t in ((0, 0.91, 2.0), (1, 0.93, 2.2), (2, 0.92, 2.1))]
+    log = tmp_path / "runs.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in [start, *runs]))
+    out = tmp_path / "r.json"
+    assert mod.main([str(log), str(out), "--recipe", "x", "--flags=--no-fused-bn"]) == 0
+    result = json.loads(out.read_text())
+    assert not result["complete"] and result["runs_asked"] == 5 and len(result["runs"]) == 3
+    assert result["summary"]["runs"] == 3 and abs(result["summary"]["acc_mean"] - 0.92) < 1e-12
+    assert result["extra_flags"] == "--no-fused-bn" and not result["fused_bn_fallback"]
+    log.write_text(json.dumps(start) + "\n")                        # nothing finished: no file
+    assert mod.main([str(log), str(tmp_path / "none.json"), "--recipe", "x"]) == 1
+    assert not (tmp_path / "none.json").exists()
+
+
+def test_gpu_check_deadline_stops_steps(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPU_CHECK_DEADLINE": "1"}
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--smoke", "--phase", "fashion",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert proc.returncode == 1 and "deadline reached, not started" in proc.stdout, proc.stdout[-3000:]
+    assert [p.name.rsplit("-", 2)[-2:] for p in tmp_path.iterdir()] == [["fashion", "env.json"]]
