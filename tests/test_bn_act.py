@@ -304,15 +304,20 @@ def test_compiled_net_matches_eager(fused_only):
         close(c.float(), b.float(), torch.float32, name)
 
 
-@pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark, minutes long")
-def test_bench_smoke_writes_json(tmp_path):
+def load_bench_kernels():
     import importlib.util
-    import json
     import pathlib
     path = pathlib.Path(__file__).parents[1] / "bench" / "kernels.py"
     spec = importlib.util.spec_from_file_location("bench_kernels", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark, minutes long")
+def test_bench_smoke_writes_json(tmp_path):
+    import json
+    bench = load_bench_kernels()
     bench.main(["--smoke", "--ghost", "2", "--out", str(tmp_path / "bn.json")])
     result = json.loads((tmp_path / "bn.json").read_text())
     assert result["smoke"] and len(result["layers"]) == 2
@@ -321,13 +326,8 @@ def test_bench_smoke_writes_json(tmp_path):
 
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark")
 def test_bench_sweep_smoke_restores_tuning(tmp_path):
-    import importlib.util
     import json
-    import pathlib
-    path = pathlib.Path(__file__).parents[1] / "bench" / "kernels.py"
-    spec = importlib.util.spec_from_file_location("bench_kernels", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench_kernels()
     before = dict(bn_act_op.GPU_TUNING)
     bench.main(["--smoke", "--sweep", "--out", str(tmp_path / "sweep.json")])
     result = json.loads((tmp_path / "sweep.json").read_text())
