@@ -52,17 +52,18 @@ def test_gpu_check_phase_and_budget(tmp_path):
     assert bad.returncode == 2 and "--phase must be" in bad.stdout
 
 
-def load_mfu():
+def load_bench(name: str):
+    """bench/NAME.py as a module (bench/ is scripts, not a package)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_mfu", REPO / "bench" / "mfu.py")
-    mfu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mfu)
-    return mfu
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_mfu_counts_selective_tta_and_reads_shapes_from_the_log(tmp_path):
     from fastres.config import Config
-    mfu = load_mfu()
+    mfu = load_bench("mfu")
     cfg = Config(arch="airbench", width=0.25, tta=2, batch_size=100)
     full = mfu.run_flops(cfg, 3, 32, 10, 0, 1000, steps=7)
     part = mfu.run_flops(cfg.replace(tta_fraction=0.25), 3, 32, 10, 0, 1000, steps=7)
@@ -94,10 +95,7 @@ def test_mfu_counts_selective_tta_and_reads_shapes_from_the_log(tmp_path):
 def test_recipe_json_keeps_finished_runs_of_a_cut_short_recipe(tmp_path):
     # gpu_check.sh stops a recipe at its deadline: the runs that finished still make a result,
     # marked incomplete, with the summary computed from them.
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("recipe_json", REPO / "bench" / "recipe_json.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("recipe_json")
     start = {"type": "start", "config": {"target": 0.9, "runs": 5}}
     runs = [{"type": "run", "seed": s, "accuracy": a, "time_s": t}
             for s, a, t in ((0, 0.91, 2.0), (1, 0.93, 2.2), (2, 0.92, 2.1))]
