@@ -251,3 +251,33 @@ def test_no_host_sync_from_the_first_step_to_the_end_of_the_timer(changes, monke
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert result.steps == 3 * (len(ds.train_y) // cfg.batch_size) and 0 <= result.accuracy <= 1
+
+
+def test_loop_applies_the_whitening_bias_schedule(monkeypatch):
+    # whiten_bias_schedule="linear": the whitening bias's LR falls from its peak to 0 at the step
+    # where it freezes, independently of the run's schedule (constant here).
+    import fastres.train as train_mod
+    seen = []
+    make = train_mod.make_optimizers
+
+    def spying_make(model, cfg):
+        optimizers = make(model, cfg)
+        sgd = optimizers[0]
+        step = sgd.step
+
+        def recording_step(*args, **kwargs):
+            seen.append([(g.get("whiten_bias", False), g["lr"]) for g in sgd.param_groups])
+            return step(*args, **kwargs)
+        sgd.step = recording_step
+        return optimizers
+    monkeypatch.setattr(train_mod, "make_optimizers", spying_make)
+    cfg = TINY.replace(arch="airbench", logit_scale=1 / 9, epochs=2, schedule="constant", eval_every=0,
+                       whiten_bias_epochs=1, whiten_bias_group="biases", whiten_bias_schedule="linear",
+                       bias_lr_scale=4)
+    train(cfg, pattern_set())
+    steps = 512 // 64
+    whiten = [dict(groups)[True] for groups in seen]
+    others = [dict(groups)[False] for groups in seen]
+    peak = cfg.lr * 4 / cfg.batch_size
+    assert len(seen) == 2 * steps and len(set(others)) == 1
+    assert whiten[:steps] == pytest.approx([peak * (1 - s / steps) for s in range(steps)])
