@@ -126,14 +126,19 @@ def graphed(fn) -> "torch.cuda.CUDAGraph":
     return graph
 
 
-def bench_layer(timer, device, dtype, n, c, h, act, ghost, freeze, compile_backend, copy_gbs, graphs=False):
+def layer_tensors(device, dtype, n, c, h, freeze):
+    """One BN layer's input x (channels-last), upstream gradient dy, scale w (frozen or not),
+    bias b, and the tensors a backward differentiates: x, b and w unless frozen."""
     x = torch.randn(n, c, h, h, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
-    dy = torch.randn_like(x)
     w = torch.ones(c, device=device, requires_grad=not freeze)
     b = torch.zeros(c, device=device, requires_grad=True)
+    return x, torch.randn_like(x), w, b, [t for t in (x, w, b) if t.requires_grad]
+
+
+def bench_layer(timer, device, dtype, n, c, h, act, ghost, freeze, compile_backend, copy_gbs, graphs=False):
+    x, dy, w, b, inputs = layer_tensors(device, dtype, n, c, h, freeze)
     rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
-    inputs = [t for t in (x, w, b) if t.requires_grad]
     elem = x.numel() * x.element_size()
     row = {"shape": [n, c, h, h], "mbytes": elem / 2**20, "variants": {}}
     for name, fn in variants(act, ghost, compile_backend).items():
@@ -166,12 +171,7 @@ def fused_step_ms(timer, device, dtype, nets, ghost: int, freeze: bool) -> float
     total = 0.0
     for _, batch, act, shapes in nets:
         for c, h, count in shapes:
-            x = torch.randn(batch, c, h, h, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-            x.requires_grad_()
-            dy = torch.randn_like(x)
-            w = torch.ones(c, device=device, requires_grad=not freeze)
-            b = torch.zeros(c, device=device, requires_grad=True)
-            inputs = [t for t in (x, w, b) if t.requires_grad]
+            x, dy, w, b, inputs = layer_tensors(device, dtype, batch, c, h, freeze)
 
             def both():
                 y, *_ = bn_act_op.fused_train(x, w, b, EPS, act, ALPHA, ghost)

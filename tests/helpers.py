@@ -31,3 +31,14 @@ def write_npz(path, n_train=512, n_test=256, classes=4, size=16, channels=1):
              train_y=ds.train_y.numpy(), test_x=ds.test_x.numpy()[..., 0] if channels == 1 else ds.test_x.numpy(),
              test_y=ds.test_y.numpy())
     return path
+
+
+def load_bench(name: str):
+    """bench/NAME.py as a module (bench/ holds scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from fastres.kernels import bn_act_layer, bn_act_op
 from fastres.kernels.bn_act_layer import ACTIVATIONS, BatchNormAct2d, activation, bn_act_reference
+from helpers import load_bench
 
 # The interpreter converts 1-element arrays to loop bounds; numpy 1.25+ warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning")
@@ -304,20 +305,10 @@ def test_compiled_net_matches_eager(fused_only):
         close(c.float(), b.float(), torch.float32, name)
 
 
-def load_bench_kernels():
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).parents[1] / "bench" / "kernels.py"
-    spec = importlib.util.spec_from_file_location("bench_kernels", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark, minutes long")
 def test_bench_smoke_writes_json(tmp_path):
     import json
-    bench = load_bench_kernels()
+    bench = load_bench("kernels")
     bench.main(["--smoke", "--ghost", "2", "--out", str(tmp_path / "bn.json")])
     result = json.loads((tmp_path / "bn.json").read_text())
     assert result["smoke"] and len(result["layers"]) == 2
@@ -327,7 +318,7 @@ def test_bench_smoke_writes_json(tmp_path):
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark")
 def test_bench_sweep_smoke_restores_tuning(tmp_path):
     import json
-    bench = load_bench_kernels()
+    bench = load_bench("kernels")
     before = dict(bn_act_op.GPU_TUNING)
     bench.main(["--smoke", "--sweep", "--out", str(tmp_path / "sweep.json")])
     result = json.loads((tmp_path / "sweep.json").read_text())

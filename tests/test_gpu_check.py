@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import load_bench
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -50,15 +52,6 @@ def test_gpu_check_phase_and_budget(tmp_path):
     assert proc.stdout.count("skipped (budget 0s)") == 4, proc.stdout[-3000:]
     bad = subprocess.run(["bash", script, "--phase", "cifar10"], capture_output=True, text=True, env=env, cwd=REPO)
     assert bad.returncode == 2 and "--phase must be" in bad.stdout
-
-
-def load_bench(name: str):
-    """bench/NAME.py as a module (bench/ is scripts, not a package)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_mfu_counts_selective_tta_and_reads_shapes_from_the_log(tmp_path):
