@@ -296,12 +296,13 @@ def train(cfg: Config, ds: ImageSet, nets: Nets | None = None, on_epoch=None) ->
     average = WeightAverage(model, cfg.ema_decay, cfg.lookahead) if cfg.ema_decay > 0 else None
     augment = augment_mod.from_config(cfg, n, gen)
     steps_per_epoch = n // cfg.batch_size
-    # airbench counts ceil(epochs x steps per epoch) steps (476 for 9.9 epochs of 48); the
-    # epsilon keeps a whole number of epochs from rounding up through float error.
+    # airbench counts ceil(epochs x steps per epoch) steps (476 for 9.9 epochs of 48), and the
+    # whitening bias's steps the same way; the epsilon keeps a whole number of epochs from
+    # rounding up through float error.
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch - 1e-6))
     losses = torch.zeros(total_steps, device=device)        # per-step summed loss, read once per epoch
     correct = torch.zeros(total_steps, device=device)
-    whiten_bias_steps = round(cfg.whiten_bias_epochs * steps_per_epoch)
+    whiten_bias_steps = math.ceil(cfg.whiten_bias_epochs * steps_per_epoch - 1e-6)
     step, epoch, epochs_log = 0, 0, []
     while step < total_steps:
         # The whole epoch augmented and shuffled at once (bulk random draws); batches are slices.

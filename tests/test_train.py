@@ -253,9 +253,11 @@ def test_no_host_sync_from_the_first_step_to_the_end_of_the_timer(changes, monke
     assert result.steps == 3 * (len(ds.train_y) // cfg.batch_size) and 0 <= result.accuracy <= 1
 
 
-def test_loop_applies_the_whitening_bias_schedule(monkeypatch):
+@pytest.mark.parametrize("bias_epochs, frozen_at", [(1, 8), (1.3, 11)])
+def test_loop_applies_the_whitening_bias_schedule(monkeypatch, bias_epochs, frozen_at):
     # whiten_bias_schedule="linear": the whitening bias's LR falls from its peak to 0 at the step
-    # where it freezes, independently of the run's schedule (constant here).
+    # where it freezes, independently of the run's schedule (constant here). It freezes after
+    # ceil(epochs x steps per epoch) steps, as airbench counts them: 1.3 x 8 -> 11.
     import fastres.train as train_mod
     seen = []
     make = train_mod.make_optimizers
@@ -272,12 +274,13 @@ def test_loop_applies_the_whitening_bias_schedule(monkeypatch):
         return optimizers
     monkeypatch.setattr(train_mod, "make_optimizers", spying_make)
     cfg = TINY.replace(arch="airbench", logit_scale=1 / 9, epochs=2, schedule="constant", eval_every=0,
-                       whiten_bias_epochs=1, whiten_bias_group="biases", whiten_bias_schedule="linear",
-                       bias_lr_scale=4)
+                       whiten_bias_epochs=bias_epochs, whiten_bias_group="biases",
+                       whiten_bias_schedule="linear", bias_lr_scale=4)
     train(cfg, pattern_set())
     steps = 512 // 64
     whiten = [dict(groups)[True] for groups in seen]
     others = [dict(groups)[False] for groups in seen]
     peak = cfg.lr * 4 / cfg.batch_size
     assert len(seen) == 2 * steps and len(set(others)) == 1
-    assert whiten[:steps] == pytest.approx([peak * (1 - s / steps) for s in range(steps)])
+    assert whiten[:frozen_at] == pytest.approx([peak * (1 - s / frozen_at) for s in range(frozen_at)])
+    assert whiten[frozen_at:] == [0.0] * (2 * steps - frozen_at)
