@@ -2,7 +2,9 @@
 
 The Triton kernels live in the top-level kernels/ folder and are installed as the
 subpackage fastres.kernels (package_dir maps it), so both regular and editable installs
-import them the same way.
+import them the same way. pyproject.toml names setuptools >= 64 as the build backend, so an
+editable install is a PEP 660 one that honours the mapping: without it an older pip falls back
+to `setup.py develop`, which puts the checkout on sys.path and leaves fastres.kernels missing.
 """
 from setuptools import find_packages, setup
 

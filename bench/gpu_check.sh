@@ -64,8 +64,16 @@ if [ $SMOKE = 1 ] && [ -z "${GPU_CHECK_STATE:-}" ]; then STATE=$(mktemp -d); tra
 mkdir -p "$OUTDIR" "$STATE"
 PY=${PYTHON:-python3}
 # The device machines have no internet: install this checkout offline if it is not importable.
+# Where pip cannot map kernels/ to fastres.kernels (an old pip or setuptools falls back to
+# `setup.py develop`, which ignores package_dir), link the folder in and use the checkout as is.
 if ! $PY -c "import fastres.kernels" 2>/dev/null; then
-  $PY -m pip install -q --no-deps --no-build-isolation -e . || { echo "gpu_check: cannot install fastres"; exit 2; }
+  $PY -m pip install -q --no-deps --no-build-isolation -e . || echo "gpu_check: pip could not install fastres"
+  if ! $PY -c "import fastres.kernels" 2>/dev/null; then
+    [ -e fastres/kernels ] || ln -s ../kernels fastres/kernels
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    $PY -c "import fastres.kernels" || { echo "gpu_check: cannot import fastres.kernels"; exit 2; }
+    echo "gpu_check: fastres runs from the checkout (PYTHONPATH, fastres/kernels linked to kernels/)"
+  fi
 fi
 
 SLUG=$($PY tests/bench/bench_machine.py)          # e.g. h100-80gb-hbm3, cpu-amd-epyc-2c
