@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_gpu_check_smoke_writes_every_result_file(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--smoke", str(tmp_path)],
                           capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -42,7 +42,7 @@ def test_gpu_check_smoke_writes_every_result_file(tmp_path):
 def test_gpu_check_phase_and_budget(tmp_path):
     # --phase kernels with no time budget left: the required kernel benchmark runs, the optional
     # sweep, loader and suite are skipped (and say so); no recipe runs. A bad phase is refused.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPU_CHECK_BUDGET": "0"}
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "GPU_CHECK_BUDGET": "0"}
     script = str(REPO / "bench" / "gpu_check.sh")
     proc = subprocess.run(["bash", script, "--smoke", "--phase", "kernels", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
@@ -106,7 +106,7 @@ def test_recipe_json_keeps_finished_runs_of_a_cut_short_recipe(tmp_path):
 
 
 def test_gpu_check_deadline_stops_steps(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPU_CHECK_DEADLINE": "1"}
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "GPU_CHECK_DEADLINE": "1"}
     proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--smoke", "--phase", "fashion",
                            str(tmp_path)], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert proc.returncode == 1 and "deadline reached, not started" in proc.stdout, proc.stdout[-3000:]
