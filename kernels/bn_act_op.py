@@ -18,8 +18,8 @@ net using them with fullgraph=True, and an autograd formula where it is differen
 BatchNormAct2d calls fused_train / fused_eval: the ops while torch.compile traces, and the same
 implementations directly in eager mode (torch.library's dispatch layers cost host time).
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: torch < 2.5's custom_op reads the annotations
+# of the op functions as real types and rejects strings ("unsupported type Tensor").
 import functools
 import os
 
