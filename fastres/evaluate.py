@@ -6,18 +6,29 @@ each shifted pair 1/4. Logits are averaged, then the argmax is the prediction.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
-import torch.nn.functional as F
+
+from .augment import reflect_index
 
 
 def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Translate images (N, C, H, W) so content moves by (dy, dx) pixels, reflect-filling."""
-    p = max(abs(dy), abs(dx))
-    if p == 0:
+    """Translate images (N, C, H, W) so content moves by (dy, dx) pixels, reflect-filling (as
+    padding mode "reflect": the edge is not repeated). A gather, so it works for every dtype
+    and device (torch 2.4 has no fp16 channels-last reflection padding on the CPU)."""
+    if dy == 0 and dx == 0:
         return x
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (p, p, p, p), mode="reflect")
-    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
+    rows, cols = _shift_index(*x.shape[-2:], dy, dx, x.device)
+    return x[..., rows, cols]
+
+
+@functools.lru_cache(maxsize=16)
+def _shift_index(h: int, w: int, dy: int, dx: int, device: torch.device):
+    """Source rows (H, 1) and columns (W,) of a shifted view; built once, not per batch."""
+    rows = reflect_index(torch.arange(h, device=device) - dy, h)
+    cols = reflect_index(torch.arange(w, device=device) - dx, w)
+    return rows[:, None], cols
 
 
 def model_input(x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """TTA views, shifts and selective TTA against direct computations."""
+import pytest
 import torch
 
 from fastres.evaluate import predict_logits, shift, tta_views
@@ -22,6 +23,19 @@ def test_shift_moves_content_and_reflects_at_borders():
     assert torch.equal(up_left[0, 0, 3, :3], x[0, 0, 2, 1:])          # reflect: row 4 -> row 2
     assert torch.equal(shift(x, 1, 1)[0, 0, 1:, 1:], x[0, 0, :3, :3])
     assert torch.equal(shift(x, 0, 0), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_shift_matches_reflect_padding(dtype):
+    # The gather equals padding mode "reflect" then a crop, in both layouts a run uses.
+    x = torch.randn(3, 2, 7, 5).to(dtype)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        xm = x.contiguous(memory_format=memory_format)
+        for dy, dx in ((-1, -1), (1, 1), (2, -1), (0, 3)):
+            p = max(abs(dy), abs(dx))
+            padded = torch.nn.functional.pad(x.float(), (p, p, p, p), mode="reflect")
+            expected = padded[..., p - dy:p - dy + 7, p - dx:p - dx + 5].to(dtype)
+            assert torch.equal(shift(xm, dy, dx), expected)
 
 
 def test_tta_weights_and_level_two_average():
