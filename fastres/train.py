@@ -296,13 +296,15 @@ def train(cfg: Config, ds: ImageSet, nets: Nets | None = None, on_epoch=None) ->
     average = WeightAverage(model, cfg.ema_decay, cfg.lookahead) if cfg.ema_decay > 0 else None
     augment = augment_mod.from_config(cfg, n, gen)
     steps_per_epoch = n // cfg.batch_size
-    # airbench counts ceil(epochs x steps per epoch) steps (476 for 9.9 epochs of 48), and the
-    # whitening bias's steps the same way; the epsilon keeps a whole number of epochs from
-    # rounding up through float error.
-    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch - 1e-6))
+    # airbench counts ceil(epochs x steps per epoch) steps (476 for 9.9 epochs of 48), for the run
+    # and for the whitening bias; the epsilon keeps a whole number of epochs from rounding up
+    # through float error.
+    def steps_in(epochs: float) -> int:
+        return math.ceil(epochs * steps_per_epoch - 1e-6)
+    total_steps = max(1, steps_in(cfg.epochs))
     losses = torch.zeros(total_steps, device=device)        # per-step summed loss, read once per epoch
     correct = torch.zeros(total_steps, device=device)
-    whiten_bias_steps = math.ceil(cfg.whiten_bias_epochs * steps_per_epoch - 1e-6)
+    whiten_bias_steps = steps_in(cfg.whiten_bias_epochs)
     step, epoch, epochs_log = 0, 0, []
     while step < total_steps:
         # The whole epoch augmented and shuffled at once (bulk random draws); batches are slices.
