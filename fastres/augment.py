@@ -27,6 +27,9 @@ Choices (documented because they differ between papers):
   aspect h/w log-uniform in erase_ratio, fully inside the image. Boxes that do not fit are
   rejected as in the paper, but with all ERASE_TRIES candidates drawn in bulk; an image whose
   candidates all fail is not erased. Fill 0 (the normalised mean) or N(0, 1) ('normal').
+- Brightness/contrast jitter (the 2025 record): each normalised image becomes (x + b) * c with
+  b ~ U(-brightness, brightness) and c ~ U(1 - contrast, 1 + contrast), after crop and flip and
+  before cutout/erasing (so erased pixels stay exactly 0).
 - Randomness comes only from the explicit generator; draws happen on its device, so pass one on
   the data's device (torch.Generator(device="cuda")) to avoid host-device copies.
 """
@@ -205,13 +208,16 @@ class EpochAugmenter:
 
     def __init__(self, n: int, crop_pad: int = 0, flip: str = "none", cutout: int = 0, erase_p: float = 0.0,
                  erase_area=(0.02, 0.33), erase_ratio=(0.3, 3.3), generator: torch.Generator | None = None,
-                 erase_fill: str = "zero"):
+                 erase_fill: str = "zero", brightness: float = 0.0, contrast: float = 0.0):
         if flip not in FLIPS:
             raise ValueError(f"flip must be one of {FLIPS}, got {flip!r}")
         if erase_fill not in ("zero", "normal"):
             raise ValueError(f"erase_fill must be 'zero' or 'normal', got {erase_fill!r}")
         if crop_pad < 0 or cutout < 0 or not 0 <= erase_p <= 1:
             raise ValueError("crop_pad and cutout must be >= 0 and erase_p in [0, 1]")
+        if brightness < 0 or not 0 <= contrast < 1:
+            raise ValueError("brightness must be >= 0 and contrast in [0, 1)")
+        self.brightness, self.contrast = brightness, contrast
         self.n, self.crop_pad, self.flip, self.cutout = n, crop_pad, flip, cutout
         self.erase_p, self.erase_area, self.erase_ratio = erase_p, tuple(erase_area), tuple(erase_ratio)
         self.erase_fill = erase_fill
@@ -226,7 +232,7 @@ class EpochAugmenter:
             self.rng_calls += 1
         # rows of the per-epoch uniform draw, in this order
         self._rows = {"crop": 2 * (crop_pad > 0), "flip": int(flip == "random"), "cutout": 2 * (cutout > 0),
-                      "erase": (2 * ERASE_TRIES + 3) * (erase_p > 0)}
+                      "erase": (2 * ERASE_TRIES + 3) * (erase_p > 0), "jitter": 2 * (brightness > 0 or contrast > 0)}
 
     def _draw_uniforms(self) -> dict:
         total = sum(self._rows.values())
@@ -275,8 +281,14 @@ class EpochAugmenter:
             out = batch_crop_flip(src, offsets, self.crop_pad, flip, self._padded(x, flip is not None), order)
         elif order is not None:
             out = src[order]
-        if (self.cutout or self.erase_p) and out is x:
+        jitter = self._rows["jitter"] > 0
+        if (self.cutout or self.erase_p or jitter) and out is x:
             out = x.clone()                                  # never write into the caller's x
+        if jitter:
+            shift = ((2 * u["jitter"][0] - 1) * self.brightness).to(out.dtype).view(-1, 1, 1, 1)
+            scale = (1 + (2 * u["jitter"][1] - 1) * self.contrast).to(out.dtype).view(-1, 1, 1, 1)
+            self.last["jitter"] = (shift.flatten(), scale.flatten())
+            out.add_(shift).mul_(scale)
         if self.cutout:
             centres = torch.stack([_uniform_int(u["cutout"][0], h), _uniform_int(u["cutout"][1], w)], 1)
             self.last["cutout_centres"] = centres
@@ -294,9 +306,10 @@ class EpochAugmenter:
 
 
 def from_config(cfg, n: int, generator: torch.Generator | None = None) -> EpochAugmenter:
-    """EpochAugmenter from a fastres Config (fields crop_pad, flip, cutout, erase_*)."""
+    """EpochAugmenter from a fastres Config (fields crop_pad, flip, cutout, erase_*, brightness, contrast)."""
     return EpochAugmenter(n, crop_pad=cfg.crop_pad, flip=cfg.flip, cutout=cfg.cutout, erase_p=cfg.erase_p,
-                          erase_area=cfg.erase_area, erase_ratio=cfg.erase_ratio, generator=generator)
+                          erase_area=cfg.erase_area, erase_ratio=cfg.erase_ratio, generator=generator,
+                          brightness=cfg.brightness, contrast=cfg.contrast)
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator, drop_last: bool = True):

@@ -27,6 +27,7 @@ class Config:
     width: float = 1.0              # channel multiplier on the architecture's widths
     widths: str = ""                # the stages' base widths, comma-separated (airbench95: 128,384,384); empty = the arch's own
     act: str = "celu"               # identity | relu | celu | gelu | silu
+    whiten_act: str = ""            # airbench: the activation after the whitening conv (empty = --act)
     celu_alpha: float = 0.3         # CELU alpha (Myrtle: 0.075, later 0.3 with frozen BN scales)
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1        # PyTorch convention: running = (1-m)*running + m*batch
@@ -46,6 +47,8 @@ class Config:
     erase_p: float = 0.0            # random-erasing probability per image (0 = off)
     erase_area: tuple = (0.02, 0.33)   # erased fraction of the image area (min, max)
     erase_ratio: tuple = (0.3, 3.3)    # aspect ratio of the erased box (min, max)
+    brightness: float = 0.0         # add U(-b, b) to each normalised image (0 = off)
+    contrast: float = 0.0           # then multiply it by U(1 - c, 1 + c) (0 = off)
     # --- optimisation (train.py) ---------------------------------------------------------
     epochs: float = 10.0
     batch_size: int = 512
@@ -67,6 +70,8 @@ class Config:
     optimizer: str = "sgd"          # sgd | muon (Muon for conv filters, Nesterov SGD for the rest)
     muon_lr: float = 0.24           # Muon's peak LR (follows the same schedule)
     muon_momentum: float = 0.6
+    muon_norm_every: int = 1        # rescale the filters to norm sqrt(out channels) every N Muon steps
+    muon_ns: str = "airbench"       # Newton-Schulz coefficients: airbench | speedrun (the 2025 record's)
     # --- evaluation (evaluate.py) --------------------------------------------------------
     tta: int = 1                    # 0 none, 1 mirror, 2 mirror x {0, up-left 1px, down-right 1px}
     tta_fraction: float = 1.0       # selective TTA: full TTA only for this fraction of least confident images
@@ -102,17 +107,19 @@ class Config:
             raise FastresError(msg)
         if not 0 < self.target <= 1:
             bad(f"--target must be in (0, 1], got {self.target}")
-        for name in ("epochs", "lr", "batch_size", "runs", "eval_batch_size", "ema_every"):
+        for name in ("epochs", "lr", "batch_size", "runs", "eval_batch_size", "ema_every", "muon_norm_every"):
             if getattr(self, name) <= 0:
                 bad(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         for name, allowed in (("flip", ("none", "random", "alternating")),
                               ("schedule", ("piecewise", "onecycle", "constant")),
                               ("optimizer", ("sgd", "muon")),
+                              ("muon_ns", ("airbench", "speedrun")),
                               ("arch", ("resnet9", "airbench", "resnet18", "myrtle-ladder")),
                               ("bn_scale_init", ("one", "uniform")),
                               ("whiten_bias_group", ("weights", "biases")),
                               ("whiten_bias_schedule", ("global", "linear")),
                               ("act", ("identity", "relu", "celu", "gelu", "silu")),
+                              ("whiten_act", ("", "identity", "relu", "celu", "gelu", "silu")),
                               ("parallel", ("auto", "data", "runs", "none")),
                               ("dist_backend", ("auto", "nccl", "gloo")),
                               ("compile_mode", ("default", "reduce-overhead", "max-autotune",
@@ -135,6 +142,8 @@ class Config:
             bad("--tta-fraction must be in (0, 1], --ema-ramp-power >= 0 and --muon-lr positive")
         if (self.plot or self.save) and not self.output:
             bad("--plot and --save write into --output DIR: give one")
+        if not (0 <= self.brightness and 0 <= self.contrast < 1):
+            bad(f"--brightness must be >= 0 and --contrast in [0, 1), got {self.brightness} and {self.contrast}")
         if self.val_split < 0 or self.crop_pad < 0 or self.cutout < 0 or self.ghost_batch < 0:
             bad("--val-split, --crop-pad, --cutout and --ghost-batch must be >= 0")
         if train_size is not None:

@@ -255,14 +255,15 @@ class AirbenchNet(Classifier):
     2x2 unpadded conv, weights frozen, bias trainable (train.py freezes it after
     cfg.whiten_bias_epochs). 32x32: 31->15->7->3; 28x28: 27->13->6->3. airbench's final
     max-pool 3 is written as a global max pool: identical at 28 and 32 (the map is 3x3 there),
-    and still one value per channel at other sizes."""
+    and still one value per channel at other sizes. The activation after the whitening is
+    cfg.whiten_act, default cfg.act (the 2025 record keeps GELU there and uses SiLU elsewhere)."""
 
     def __init__(self, cfg: Config, in_channels: int, num_classes: int, norm_act: NormFactory):
         super().__init__()
         w = stage_widths(cfg, (64, 256, 256))
         self.whiten = PatchWhitening(in_channels, 2, padding=0, eps=5e-4, n_images=5_000,
                                      signed_pairs=True, bias=True)
-        self.whiten_act = Activation(cfg.act, cfg.celu_alpha)
+        self.whiten_act = Activation(cfg.whiten_act or cfg.act, cfg.celu_alpha)
         self.group1 = ConvGroup(self.whiten.out_channels, w[0], norm_act)
         self.group2 = ConvGroup(w[0], w[1], norm_act)
         self.group3 = ConvGroup(w[1], w[2], norm_act)

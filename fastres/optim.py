@@ -5,8 +5,9 @@ by the nearest semi-orthogonal matrix of its Nesterov momentum, computed with a 
 Newton-Schulz iterations. The speed trick used here: every filter's (out, in*k*k) matrix is
 zero-padded into one (L, R, C) tensor so a step costs `steps` batched matmuls, not `steps x L`
 small ones. Zero padding is exact: padded rows and columns stay zero through the iteration.
-After each step every filter is rescaled to norm sqrt(out channels); the BatchNorm after each
-conv makes the net invariant to that scale, and fixing it keeps the effective LR constant.
+Before the update every filter is rescaled to norm sqrt(out channels) (every `norm_every` steps:
+the 2025 record does it every 8th step to save the norms); the BatchNorm after each conv makes
+the net invariant to that scale, and fixing it keeps the effective LR constant.
 """
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ import math
 
 import torch
 
-NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)   # quintic iteration coefficients (anchors.md)
+# Quintic iteration coefficients (a, b, c): airbench94_muon's (anchors.md) and the retuned set of
+# the 2025 CIFAR-10 speedrun record (hiverge/cifar10-speedrun, cifar10_speedrun.py).
+NS_COEFFICIENTS = {"airbench": (3.4445, -4.7750, 2.0315), "speedrun": (3.4576, -4.7391, 2.0843)}
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 3, dtype: torch.dtype = torch.bfloat16, eps: float = 1e-7):
+def newton_schulz(g: torch.Tensor, steps: int = 3, dtype: torch.dtype = torch.bfloat16, eps: float = 1e-7,
+                  coefficients: tuple[float, float, float] = NS_COEFFICIENTS["airbench"]):
     """Approximately orthogonalise each matrix of g (L, R, C): U V^T of its SVD, with singular
     values pushed towards 1 (the quintic trades exactness for speed: they end up in ~[0.7, 1.2])."""
-    a, b, c = NS_COEFFICIENTS
+    a, b, c = coefficients
     transpose = g.shape[-2] > g.shape[-1]
     x = g.transpose(-2, -1) if transpose else g                      # (L, r, c) with r <= c
     x = (x / (x.flatten(1).norm(dim=1).view(-1, 1, 1) + eps)).to(dtype)
@@ -44,13 +48,20 @@ class Muon(torch.optim.Optimizer):
     """Muon with Nesterov momentum for parameters of 2+ dims (conv filters, matrices)."""
 
     def __init__(self, params, lr: float = 0.24, momentum: float = 0.6, nesterov: bool = True,
-                 ns_steps: int = 3, ns_dtype: torch.dtype = torch.bfloat16):
+                 ns_steps: int = 3, ns_dtype: torch.dtype = torch.bfloat16, norm_every: int = 1,
+                 ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS["airbench"]):
+        if norm_every < 1:
+            raise ValueError(f"norm_every must be >= 1, got {norm_every}")
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                                      ns_dtype=ns_dtype))
+                                      ns_dtype=ns_dtype, norm_every=norm_every,
+                                      ns_coefficients=tuple(ns_coefficients)))
+        self.steps = 0
 
     @torch.no_grad()
     def step(self):
+        self.steps += 1
         for group in self.param_groups:
+            renormalise = self.steps % group["norm_every"] == 0
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
@@ -60,9 +71,11 @@ class Muon(torch.optim.Optimizer):
                 buf.mul_(group["momentum"]).add_(p.grad)
                 g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
                 updates.append(g.reshape(len(g), -1).float())
-            ortho = newton_schulz(pad_stack(updates), group["ns_steps"], group["ns_dtype"])
+            ortho = newton_schulz(pad_stack(updates), group["ns_steps"], group["ns_dtype"],
+                                  coefficients=group["ns_coefficients"])
             for p, u, o in zip(params, updates, ortho):
                 rows, cols = u.shape
                 update = o[:rows, :cols] * math.sqrt(max(1.0, rows / cols))
-                p.mul_(math.sqrt(len(p)) / (p.norm() + 1e-12))
+                if renormalise:
+                    p.mul_(math.sqrt(len(p)) / (p.norm() + 1e-12))
                 p.add_(update.view_as(p).to(p.dtype), alpha=-group["lr"])

@@ -33,7 +33,7 @@ from .data import DeviceData, ImageSet, prepare
 from .errors import FastresError
 from .evaluate import accuracy, model_input, predict_logits
 from .model import build_model, to_training_dtype
-from .optim import Muon
+from .optim import NS_COEFFICIENTS, Muon
 
 
 class Timer:
@@ -125,7 +125,8 @@ def make_optimizers(model: torch.nn.Module, cfg: Config) -> list[torch.optim.Opt
                                   nesterov=cfg.nesterov)]
     if filters:
         muon = Muon(filters, lr=0.0, momentum=cfg.muon_momentum, nesterov=True,
-                    ns_dtype=torch.bfloat16 if filters[0].is_cuda else torch.float32)
+                    ns_dtype=torch.bfloat16 if filters[0].is_cuda else torch.float32,
+                    norm_every=cfg.muon_norm_every, ns_coefficients=NS_COEFFICIENTS[cfg.muon_ns])
         muon.param_groups[0]["base_lr"] = cfg.muon_lr
         optimizers.append(muon)
     return optimizers

@@ -236,7 +236,7 @@ def rng_counter(monkeypatch):
     return count
 
 
-FULL = dict(crop_pad=2, flip="random", cutout=4, erase_p=0.5)
+FULL = dict(crop_pad=2, flip="random", cutout=4, erase_p=0.5, brightness=0.1, contrast=0.1)
 
 
 @pytest.mark.parametrize("kwargs", [FULL, dict(FULL, flip="alternating", erase_fill="normal"), dict(flip="alternating")])
@@ -292,13 +292,46 @@ def test_deterministic_from_seed():
 
 def test_from_config_reads_fields():
     from fastres.config import Config
-    cfg = Config(crop_pad=3, flip="alternating", cutout=5, erase_p=0.25, erase_area=(0.1, 0.2), erase_ratio=(0.5, 2.0))
+    cfg = Config(crop_pad=3, flip="alternating", cutout=5, erase_p=0.25, erase_area=(0.1, 0.2), erase_ratio=(0.5, 2.0),
+                 brightness=0.1, contrast=0.2)
     aug = from_config(cfg, 10, gen())
     assert (aug.crop_pad, aug.flip, aug.cutout, aug.erase_p) == (3, "alternating", 5, 0.25)
+    assert (aug.brightness, aug.contrast) == (0.1, 0.2)
     assert aug.erase_area == (0.1, 0.2) and aug.erase_ratio == (0.5, 2.0)
 
 
+def test_jitter_is_per_image_shift_then_scale_after_crop_and_flip():
+    x = images(64)
+    jitter = EpochAugmenter(64, generator=gen(3), crop_pad=2, flip="random", brightness=0.2, contrast=0.1)
+    perm = torch.randperm(64, generator=gen(4))
+    for epoch in range(2):
+        out = jitter(x, epoch, order=perm)
+        offsets, flip = jitter.last["offsets"], jitter.last["flip"]
+        ref = torch.stack([reference_crop(x[j], int(oy), int(ox), 2) for j, (oy, ox) in zip(perm, offsets)])
+        ref = torch.where(flip.view(-1, 1, 1, 1), ref.flip(-1), ref)
+        shift, scale = jitter.last["jitter"]
+        assert shift.abs().max() <= 0.2 and (scale - 1).abs().max() <= 0.1
+        assert shift.std() > 0.05 and (scale - 1).std() > 0.02                 # one draw per image
+        expected = (ref + shift.view(-1, 1, 1, 1)) * scale.view(-1, 1, 1, 1)
+        assert torch.allclose(out, expected, atol=1e-6) and out.is_contiguous(memory_format=CL)
+    assert torch.equal(x, images(64))                                             # input untouched
+
+
+def test_jitter_alone_copies_and_cutout_stays_zero():
+    x = images(32)
+    out = EpochAugmenter(32, generator=gen(), brightness=0.5)(x, 0)
+    assert out.data_ptr() != x.data_ptr() and torch.equal(x, images(32))
+    assert not torch.equal(out, x) and torch.allclose(out - x, (out - x)[:, :1, :1, :1].expand_as(x), atol=1e-6)
+    aug = EpochAugmenter(32, generator=gen(), cutout=4, brightness=0.5, contrast=0.5)
+    out = aug(x, 0)
+    assert (out == 0).sum() >= 32 * 3 * 4                      # at least a clipped 2x2 square each
+
+
 def test_bad_arguments():
+    with pytest.raises(ValueError):
+        EpochAugmenter(4, contrast=1.0)
+    with pytest.raises(ValueError):
+        EpochAugmenter(4, brightness=-0.1)
     with pytest.raises(ValueError):
         EpochAugmenter(4, flip="sometimes")
     with pytest.raises(ValueError):

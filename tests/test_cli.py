@@ -64,6 +64,10 @@ def run_main(argv, capsys):
     (["--recipe", "fashion-cpu", "--epochs", "abc"], "invalid float value"),
     (["--recipe", "fashion-cpu", "--flip", "sideways"], "--flip must be one of"),
     (["--recipe", "fashion-cpu", "--plot"], "--plot and --save write into --output DIR"),
+    (["--recipe", "fashion-cpu", "--contrast", "1"], "--contrast in [0, 1)"),
+    (["--recipe", "fashion-cpu", "--muon-ns", "fast"], "--muon-ns must be one of airbench, speedrun"),
+    (["--recipe", "fashion-cpu", "--muon-norm-every", "0"], "--muon-norm-every must be positive"),
+    (["--recipe", "fashion-cpu", "--whiten-act", "tanh"], "--whiten-act must be one of"),
 ])
 def test_bad_input_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -177,6 +177,9 @@ def test_layouts():
     assert r9.head.pool == "max" and r9.head.scale == 0.125 and r9.head.linear.bias is None
     ab = build_model(cfg.replace(arch="airbench", logit_scale=1 / 9), 3, 10, 32)
     assert ab.head.pool == "max" and ab.head.scale == 1 / 9 and ab.head.linear.bias is None
+    assert ab.whiten_act.act == "gelu" and ab.group1[0][2].act == "gelu"
+    record = build_model(cfg.replace(arch="airbench", act="silu", whiten_act="gelu"), 3, 10, 32)
+    assert record.whiten_act.act == "gelu" and record.group1[0][2].act == "silu"   # the 2025 record
     r18 = build_model(cfg.replace(arch="resnet18"), 3, 10, 32)
     assert r18.whiten is None and r18.head.pool == "avg" and r18.head.scale == 1
     assert r18.head.linear.bias is not None and r18.stem[0].kernel_size == (7, 7)

@@ -1,9 +1,10 @@
 """Muon's batched Newton-Schulz against an SVD reference, and the optimiser's update rule."""
 import math
 
+import pytest
 import torch
 
-from fastres.optim import Muon, newton_schulz, pad_stack
+from fastres.optim import NS_COEFFICIENTS, Muon, newton_schulz, pad_stack
 
 
 def test_newton_schulz_approximates_orthogonal_factor():
@@ -40,3 +41,32 @@ def test_muon_step_renormalises_filters_and_moves_against_gradient():
     assert (delta * conv.weight.grad.reshape(8, -1)).sum() < 0        # descent direction
     s = torch.linalg.svdvals(delta / 0.1)
     assert s.min() > 0.5 and s.max() < 1.3                             # orthogonalised step
+
+
+def test_norm_every_renormalises_only_on_every_nth_step():
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(4, 8, 3, bias=False)
+    opt = Muon(conv.parameters(), lr=0.5, momentum=0.0, ns_dtype=torch.float32, norm_every=3)
+    for step in range(1, 7):
+        w = conv.weight.detach().clone()
+        conv.weight.grad = torch.randn_like(conv.weight)
+        update = newton_schulz(conv.weight.grad.reshape(1, 8, -1), dtype=torch.float32)[0].view_as(w)
+        opt.step()
+        start = w * math.sqrt(8) / w.norm() if step % 3 == 0 else w
+        assert torch.allclose(conv.weight.detach(), start - 0.5 * update, atol=1e-5), step
+
+
+def test_speedrun_coefficients_differ_and_still_orthogonalise():
+    torch.manual_seed(4)
+    g = torch.randn(2, 16, 40, dtype=torch.float64)
+    # tuned for the 3 iterations Muon runs (more drive the top singular values up again)
+    x = newton_schulz(g, steps=3, dtype=torch.float64, coefficients=NS_COEFFICIENTS["speedrun"])
+    assert not torch.allclose(x, newton_schulz(g, steps=3, dtype=torch.float64))
+    s = torch.linalg.svdvals(x)
+    assert s.min() > 0.6 and s.max() < 1.3
+    conv = torch.nn.Conv2d(2, 4, 3, bias=False)
+    conv.weight.grad = torch.randn_like(conv.weight)
+    opt = Muon(conv.parameters(), ns_coefficients=NS_COEFFICIENTS["speedrun"], ns_dtype=torch.float32)
+    assert opt.param_groups[0]["ns_coefficients"] == NS_COEFFICIENTS["speedrun"]
+    with pytest.raises(ValueError, match="norm_every"):
+        Muon(conv.parameters(), norm_every=0)

@@ -55,6 +55,33 @@ def test_whitening_bias_keeps_the_plain_lr():
     assert whiten_bias_factor(cfg, 30, 75, 0.5) == 0.5
 
 
+def test_speedrun_recipe_gives_the_record_torch_hyperparameters():
+    """cifar10-94-speedrun in fastres units must give cifar10_speedrun.py's PyTorch values: SGD LR
+    0.0573 for every bias, decay 1.0418e-6 x 1536 per step for every SGD group, Muon LR 0.205
+    every 8th step renormalised, 245 steps, 7 whitening-bias steps. The head's LR differs by
+    the init reparameterisation (head std 1/sqrt(768) with logits x sqrt(3)/16 instead of std 1
+    with logits / 256): 0.5415 / 768."""
+    from fastres.config import RECIPES
+    from fastres.optim import NS_COEFFICIENTS, Muon
+    from fastres.train import make_optimizers, new_model
+    cfg = RECIPES["cifar10-94-speedrun"].config.replace(width=0.125, device="cpu")
+    ds = pattern_set(n_train=64, n_test=16, size=32, channels=3)
+    sgd, muon = make_optimizers(new_model(cfg, ds), cfg)
+    head, biases, whiten = sgd.param_groups
+    assert head["base_lr"] == pytest.approx(0.5415 / 768) and biases["base_lr"] == pytest.approx(0.0573)
+    assert whiten["whiten_bias"] and whiten["base_lr"] == pytest.approx(0.0573)
+    for g in (head, biases, whiten):
+        assert g["base_lr"] * g["weight_decay"] == pytest.approx(1.0418e-6 * 1536)
+    assert (sgd.defaults["momentum"], sgd.defaults["nesterov"]) == (0.825, True)
+    assert isinstance(muon, Muon) and muon.param_groups[0]["base_lr"] == 0.205
+    assert muon.param_groups[0]["norm_every"] == 8 and muon.param_groups[0]["momentum"] == 0.655
+    assert muon.param_groups[0]["ns_coefficients"] == NS_COEFFICIENTS["speedrun"]
+    steps_per_epoch = 50_000 // cfg.batch_size
+    assert math.ceil(cfg.epochs * steps_per_epoch - 1e-6) == 245
+    assert math.ceil(cfg.whiten_bias_epochs * steps_per_epoch - 1e-6) == 7
+    assert [lr_factor(cfg, s, 245) for s in (0, 100, 245)] == pytest.approx([1, 1 - 100 / 245, 0])
+
+
 def test_weight_average_and_lookahead():
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
