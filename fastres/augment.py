@@ -20,9 +20,10 @@ Choices (documented because they differ between papers):
   (PyTorch 'reflect': the edge pixel is not repeated). Crop and flip are fused into one gather:
   the set is reflect-padded along W (and mirrored, when flipping) once and cached; each output
   row is then one contiguous (W*C)-element window of a cached row, chosen by index arithmetic.
-- Cutout (DeVries & Taylor): an s x s square whose centre is uniform over all pixels, so near a
-  border it is clipped (smaller area). Filled with 0, which is the per-channel mean of
-  normalised data.
+- Cutout: an s x s square filled with 0 (the per-channel mean of normalised data). By default
+  the square lies fully inside the image, its corner uniform over the positions where it fits,
+  as in Myrtle.ai's and airbench96's code; cutout_inside=False draws the centre uniformly over
+  all pixels and clips the square at the border, as DeVries & Taylor describe.
 - Random erasing (Zhong et al.): with probability p, a box of area fraction ~ U(erase_area) and
   aspect h/w log-uniform in erase_ratio, fully inside the image. Boxes that do not fit are
   rejected as in the paper, but with all ERASE_TRIES candidates drawn in bulk; an image whose
@@ -208,7 +209,8 @@ class EpochAugmenter:
 
     def __init__(self, n: int, crop_pad: int = 0, flip: str = "none", cutout: int = 0, erase_p: float = 0.0,
                  erase_area=(0.02, 0.33), erase_ratio=(0.3, 3.3), generator: torch.Generator | None = None,
-                 erase_fill: str = "zero", brightness: float = 0.0, contrast: float = 0.0):
+                 erase_fill: str = "zero", brightness: float = 0.0, contrast: float = 0.0,
+                 cutout_inside: bool = True):
         if flip not in FLIPS:
             raise ValueError(f"flip must be one of {FLIPS}, got {flip!r}")
         if erase_fill not in ("zero", "normal"):
@@ -217,7 +219,7 @@ class EpochAugmenter:
             raise ValueError("crop_pad and cutout must be >= 0 and erase_p in [0, 1]")
         if brightness < 0 or not 0 <= contrast < 1:
             raise ValueError("brightness must be >= 0 and contrast in [0, 1)")
-        self.brightness, self.contrast = brightness, contrast
+        self.brightness, self.contrast, self.cutout_inside = brightness, contrast, cutout_inside
         self.n, self.crop_pad, self.flip, self.cutout = n, crop_pad, flip, cutout
         self.erase_p, self.erase_area, self.erase_ratio = erase_p, tuple(erase_area), tuple(erase_ratio)
         self.erase_fill = erase_fill
@@ -290,7 +292,12 @@ class EpochAugmenter:
             self.last["jitter"] = (shift.flatten(), scale.flatten())
             out.add_(shift).mul_(scale)
         if self.cutout:
-            centres = torch.stack([_uniform_int(u["cutout"][0], h), _uniform_int(u["cutout"][1], w)], 1)
+            if self.cutout_inside and self.cutout > min(h, w):
+                raise ValueError(f"cutout {self.cutout} does not fit inside {h}x{w} images")
+            # inside: top-left uniform in [0, H - s], i.e. centre = top + s // 2; else any pixel
+            span = (h - self.cutout + 1, w - self.cutout + 1) if self.cutout_inside else (h, w)
+            lo = self.cutout // 2 if self.cutout_inside else 0
+            centres = torch.stack([_uniform_int(u["cutout"][0], span[0]), _uniform_int(u["cutout"][1], span[1])], 1) + lo
             self.last["cutout_centres"] = centres
             out.permute(0, 2, 3, 1).view(-1, c).index_fill_(0, cutout_pixels(centres, self.cutout, h, w), 0)
         if self.erase_p:
@@ -306,10 +313,10 @@ class EpochAugmenter:
 
 
 def from_config(cfg, n: int, generator: torch.Generator | None = None) -> EpochAugmenter:
-    """EpochAugmenter from a fastres Config (fields crop_pad, flip, cutout, erase_*, brightness, contrast)."""
+    """EpochAugmenter from a fastres Config (crop_pad, flip, cutout*, erase_*, brightness, contrast)."""
     return EpochAugmenter(n, crop_pad=cfg.crop_pad, flip=cfg.flip, cutout=cfg.cutout, erase_p=cfg.erase_p,
                           erase_area=cfg.erase_area, erase_ratio=cfg.erase_ratio, generator=generator,
-                          brightness=cfg.brightness, contrast=cfg.contrast)
+                          brightness=cfg.brightness, contrast=cfg.contrast, cutout_inside=cfg.cutout_inside)
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator, drop_last: bool = True):

@@ -44,6 +44,7 @@ class Config:
     crop_pad: int = 4               # random translate by up to this many px (reflect padding)
     flip: str = "random"            # none | random | alternating
     cutout: int = 0                 # side of the square cut out of each image (0 = off)
+    cutout_inside: bool = True      # the square lies inside the image (Myrtle.ai, airbench96); off: centre anywhere, clipped
     erase_p: float = 0.0            # random-erasing probability per image (0 = off)
     erase_area: tuple = (0.02, 0.33)   # erased fraction of the image area (min, max)
     erase_ratio: tuple = (0.3, 3.3)    # aspect ratio of the erased box (min, max)
@@ -101,8 +102,9 @@ class Config:
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 
-    def validate(self, train_size: int | None = None) -> None:
-        """Raise FastresError (one clear line) for values no run could use."""
+    def validate(self, train_size: int | None = None, image_size: int | None = None) -> None:
+        """Raise FastresError (one clear line) for values no run could use (train_size and
+        image_size, when given, are the dataset's training-image count and side in pixels)."""
         def bad(msg):
             raise FastresError(msg)
         if not 0 < self.target <= 1:
@@ -146,6 +148,12 @@ class Config:
             bad(f"--brightness must be >= 0 and --contrast in [0, 1), got {self.brightness} and {self.contrast}")
         if self.val_split < 0 or self.crop_pad < 0 or self.cutout < 0 or self.ghost_batch < 0:
             bad("--val-split, --crop-pad, --cutout and --ghost-batch must be >= 0")
+        if image_size is not None:
+            if self.cutout and self.cutout_inside and self.cutout > image_size:
+                bad(f"--cutout {self.cutout} does not fit inside {image_size}x{image_size} images "
+                    f"(use a smaller one, or --no-cutout-inside)")
+            if self.crop_pad >= image_size:
+                bad(f"--crop-pad {self.crop_pad} must be smaller than the {image_size}-px images (reflect padding)")
         if train_size is not None:
             if self.val_split >= train_size:
                 bad(f"--val-split {self.val_split} leaves no training images (training set has {train_size})")

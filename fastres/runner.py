@@ -58,7 +58,7 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
     with world.main_first():                                        # one download / cache build per node
         host = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)   # disk I/O: untimed
     host = subset(host, cfg.train_subset, cfg.test_subset)
-    cfg.validate(train_size=host.train_x.shape[0])
+    cfg.validate(train_size=host.train_x.shape[0], image_size=min(host.train_x.shape[1:3]))
     out = Path(cfg.output) if cfg.output else None
     log = JsonlLog(out / "runs.jsonl" if out and world.is_main else None)
     env = environment(device)

@@ -154,9 +154,23 @@ def test_cutout_area_inside_and_clipped():
     assert odd.sum() == 25 and odd[0, 6:11, 6:11].all()
 
 
-def test_augmenter_cutout_zeroes_the_drawn_square():
+def test_augmenter_cutout_inside_by_default():
+    # Myrtle.ai / airbench96: the whole square inside the image, every fitting position drawn.
+    x = images(400)
+    aug = EpochAugmenter(400, cutout=6, generator=gen(2))
+    zeros = (aug(x, 0) == 0).all(1)
+    centres = aug.last["cutout_centres"]
+    assert torch.equal(zeros, cutout_mask(centres, 6, 16, 16))
+    assert (zeros.flatten(1).sum(1) == 36).all()                          # never clipped
+    assert centres.min() == 3 and centres.max() == 13                     # tops 0 .. 16 - 6
+    assert len(centres[:, 0].unique()) == 11 and len(centres[:, 1].unique()) == 11
+    with pytest.raises(ValueError, match="does not fit"):
+        EpochAugmenter(4, cutout=17)(images(4), 0)
+
+
+def test_augmenter_cutout_clipped_zeroes_the_drawn_square():
     x = images(200)
-    aug = EpochAugmenter(200, cutout=8, generator=gen(1))
+    aug = EpochAugmenter(200, cutout=8, generator=gen(1), cutout_inside=False)
     out = aug(x, 0)
     zeros = (out == 0).all(1)                                    # (N, H, W) pixels cut out
     centres = aug.last["cutout_centres"]
@@ -296,7 +310,8 @@ def test_from_config_reads_fields():
                  brightness=0.1, contrast=0.2)
     aug = from_config(cfg, 10, gen())
     assert (aug.crop_pad, aug.flip, aug.cutout, aug.erase_p) == (3, "alternating", 5, 0.25)
-    assert (aug.brightness, aug.contrast) == (0.1, 0.2)
+    assert (aug.brightness, aug.contrast, aug.cutout_inside) == (0.1, 0.2, True)
+    assert not from_config(cfg.replace(cutout_inside=False), 10, gen()).cutout_inside
     assert aug.erase_area == (0.1, 0.2) and aug.erase_ratio == (0.5, 2.0)
 
 

@@ -65,6 +65,8 @@ def run_main(argv, capsys):
     (["--recipe", "fashion-cpu", "--flip", "sideways"], "--flip must be one of"),
     (["--recipe", "fashion-cpu", "--plot"], "--plot and --save write into --output DIR"),
     (["--recipe", "fashion-cpu", "--contrast", "1"], "--contrast in [0, 1)"),
+    (["--recipe", "fashion-cpu", "--cutout", "29"], "--cutout 29 does not fit inside 28x28 images"),
+    (["--recipe", "fashion-cpu", "--crop-pad", "28"], "--crop-pad 28 must be smaller than the 28-px images"),
     (["--recipe", "fashion-cpu", "--muon-ns", "fast"], "--muon-ns must be one of airbench, speedrun"),
     (["--recipe", "fashion-cpu", "--muon-norm-every", "0"], "--muon-norm-every must be positive"),
     (["--recipe", "fashion-cpu", "--whiten-act", "tanh"], "--whiten-act must be one of"),
