@@ -14,7 +14,7 @@ from .errors import FastresError
 
 
 # Number of stage widths each arch takes from --widths (model.py lists their default widths).
-STAGES = {"resnet9": 4, "airbench": 3, "resnet18": 4, "myrtle-ladder": 4}
+STAGES = {"resnet9": 4, "airbench": 3, "airbench96": 3, "resnet18": 4, "myrtle-ladder": 4}
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Config:
     dataset: str = "cifar10"        # cifar10 | fashion-mnist | PATH.npz
     target: float = 0.94            # test accuracy the recipe is declared to reach (mean of runs)
     # --- model (model.py) ----------------------------------------------------------------
-    arch: str = "resnet9"           # resnet9 (Myrtle.ai) | airbench | resnet18 (D2L layout) | myrtle-ladder
+    arch: str = "resnet9"           # resnet9 (Myrtle.ai) | airbench | airbench96 | resnet18 (D2L layout) | myrtle-ladder
     width: float = 1.0              # channel multiplier on the architecture's widths
     widths: str = ""                # the stages' base widths, comma-separated (airbench95: 128,384,384); empty = the arch's own
     act: str = "celu"               # identity | relu | celu | gelu | silu
@@ -116,7 +116,7 @@ class Config:
                               ("schedule", ("piecewise", "onecycle", "constant")),
                               ("optimizer", ("sgd", "muon")),
                               ("muon_ns", ("airbench", "speedrun")),
-                              ("arch", ("resnet9", "airbench", "resnet18", "myrtle-ladder")),
+                              ("arch", ("resnet9", "airbench", "airbench96", "resnet18", "myrtle-ladder")),
                               ("bn_scale_init", ("one", "uniform")),
                               ("whiten_bias_group", ("weights", "biases")),
                               ("whiten_bias_schedule", ("global", "linear")),

@@ -2,6 +2,7 @@
 
     resnet9   Myrtle.ai ResNet-9 ("bag of tricks"), optional fixed 3x3 PCA patch whitening
     airbench  airbench-style net: 2x2 +/- patch whitening, three dirac-initialised conv groups
+    airbench96  airbench96's wider net: 128/512/512, three convs per group with a residual add
     resnet18  ResNet-18 in the Dive into Deep Learning layout (the seed's baseline)
     myrtle-ladder  the seven steps of Myrtle.ai's backbone study, picked by cfg.ladder_step
 
@@ -14,6 +15,7 @@ normalised training images before training (it is cheap tensor work, so it sits 
 Measured at width 1, 3-channel 32x32 input, 10 classes (model_flops = forward FLOPs per image):
     resnet9   6,573,120 parameters (6,587,673 with whitening)   0.759 GFLOPs (28x28 1-ch: 0.548)
     airbench  1,972,792 parameters                              0.236 GFLOPs
+    airbench96 12,721,208 parameters                            1.230 GFLOPs
     resnet18 11,179,850 parameters (1-channel: 11,173,578)      0.074 GFLOPs (28x28 1-ch: 0.066)
 """
 from __future__ import annotations
@@ -250,23 +252,50 @@ class ConvGroup(nn.Sequential):
             dirac_init_(block[0])
 
 
+class ResidualConvGroup(nn.Module):
+    """airbench96 group: conv -> max-pool 2 -> norm-act, then two more conv-norms with a residual
+    connection over them and the activation after the add (airbench96's 06/2024 layout):
+    y = act(x + norm(conv(norm_act(conv(x))))) with x the first conv's output. Convs dirac-initialised."""
+
+    def __init__(self, c_in: int, c_out: int, norm_act: NormFactory, norm: NormFactory, act: nn.Module):
+        super().__init__()
+        self.conv1 = ConvNormAct(c_in, c_out, norm_act, pool=True)
+        self.conv2 = ConvNormAct(c_out, c_out, norm_act)
+        self.conv3 = ConvNormAct(c_out, c_out, norm)
+        self.act = act
+        for block in (self.conv1, self.conv2, self.conv3):
+            dirac_init_(block[0])
+
+    def forward(self, x):                                              # (N, C, H, W)
+        x = self.conv1(x)                                              # (N, C', H/2, W/2)
+        return self.act(x + self.conv3(self.conv2(x)))
+
+
 class AirbenchNet(Classifier):
     """airbench-style net. Whitening is part of the architecture (cfg.whiten is not consulted):
     2x2 unpadded conv, weights frozen, bias trainable (train.py freezes it after
     cfg.whiten_bias_epochs). 32x32: 31->15->7->3; 28x28: 27->13->6->3. airbench's final
     max-pool 3 is written as a global max pool: identical at 28 and 32 (the map is 3x3 there),
     and still one value per channel at other sizes. The activation after the whitening is
-    cfg.whiten_act, default cfg.act (the 2025 record keeps GELU there and uses SiLU elsewhere)."""
+    cfg.whiten_act, default cfg.act (the 2025 record keeps GELU there and uses SiLU elsewhere).
+    arch="airbench96" (airbench96.py): widths 128/512/512 and ResidualConvGroups (10 convs)."""
 
-    def __init__(self, cfg: Config, in_channels: int, num_classes: int, norm_act: NormFactory):
+    def __init__(self, cfg: Config, in_channels: int, num_classes: int, norm_act: NormFactory,
+                 norm: NormFactory):
         super().__init__()
-        w = stage_widths(cfg, (64, 256, 256))
+        deep = cfg.arch == "airbench96"
+        w = stage_widths(cfg, (128, 512, 512) if deep else (64, 256, 256))
         self.whiten = PatchWhitening(in_channels, 2, padding=0, eps=5e-4, n_images=5_000,
                                      signed_pairs=True, bias=True)
         self.whiten_act = Activation(cfg.whiten_act or cfg.act, cfg.celu_alpha)
-        self.group1 = ConvGroup(self.whiten.out_channels, w[0], norm_act)
-        self.group2 = ConvGroup(w[0], w[1], norm_act)
-        self.group3 = ConvGroup(w[1], w[2], norm_act)
+
+        def group(c_in: int, c_out: int) -> nn.Module:
+            if deep:
+                return ResidualConvGroup(c_in, c_out, norm_act, norm, Activation(cfg.act, cfg.celu_alpha))
+            return ConvGroup(c_in, c_out, norm_act)
+        self.group1 = group(self.whiten.out_channels, w[0])
+        self.group2 = group(w[0], w[1])
+        self.group3 = group(w[1], w[2])
         self.head = ClassifierHead(w[2], num_classes, "max", bias=False, scale=cfg.logit_scale)
 
     def forward(self, x):                                              # (N, C, H, W)
@@ -332,7 +361,7 @@ def build_model(cfg: Config, in_channels: int, num_classes: int, image_size: int
     """The model for cfg.arch; forward(x (N, in_channels, image_size, image_size)) -> logits (N, classes).
 
     norm_act: factory channels -> module used after every conv (default: BatchNormAct2d from cfg).
-    norm: the activation-free norm before ResNet-18's residual add (default: BatchNormAct2d with
+    norm: the activation-free norm before a residual add (ResNet-18, airbench96; default: BatchNormAct2d with
     act="identity", or plain nn.BatchNorm2d when a custom norm_act is given)."""
     if image_size < 16:     # the datasets are 28 or 32; every arch still has a 1x1 map at 16
         raise FastresError(f"images must be at least 16x16 for {cfg.arch}, got {image_size}x{image_size}")
@@ -342,8 +371,8 @@ def build_model(cfg: Config, in_channels: int, num_classes: int, image_size: int
     norm_act = norm_act or default_norm_act(cfg)
     if cfg.arch == "resnet9":
         model = ResNet9(cfg, in_channels, num_classes, norm_act)
-    elif cfg.arch == "airbench":
-        model = AirbenchNet(cfg, in_channels, num_classes, norm_act)
+    elif cfg.arch in ("airbench", "airbench96"):
+        model = AirbenchNet(cfg, in_channels, num_classes, norm_act, norm)
     elif cfg.arch == "resnet18":
         if cfg.whiten:
             raise FastresError("--whiten is for resnet9 (airbench always whitens); resnet18 has no whitening")
@@ -355,7 +384,7 @@ def build_model(cfg: Config, in_channels: int, num_classes: int, image_size: int
             raise FastresError(f"--ladder-step must be 1..7, got {cfg.ladder_step}")
         model = MyrtleLadder(cfg, in_channels, num_classes, norm_act)
     else:
-        raise FastresError(f"unknown arch {cfg.arch!r}; choose resnet9, airbench, resnet18 or myrtle-ladder")
+        raise FastresError(f"unknown arch {cfg.arch!r}; choose resnet9, airbench, airbench96, resnet18 or myrtle-ladder")
     if cfg.bn_scale_init == "uniform":
         # PyTorch <= 0.4 initialised BN scales U[0, 1]; Myrtle's ladder step 6 changed it to 1.
         for m in model.modules():

@@ -71,7 +71,7 @@ register_study(Study(
 # Frozen BN scales come with bias LR x64 / decay /64 (Myrtle), so removing the freeze resets
 # those too: unfrozen scales at 64x the LR would be a different experiment.
 TRICKS = [  # (row, is the trick on in cfg, changes that turn it off)
-    ("no-whiten", lambda c: c.whiten and c.arch != "airbench", {"whiten": False}),
+    ("no-whiten", lambda c: c.whiten and c.arch not in ("airbench", "airbench96"), {"whiten": False}),
     ("no-label-smoothing", lambda c: c.label_smoothing > 0, {"label_smoothing": 0.0}),
     ("no-ema-lookahead", lambda c: c.ema_decay > 0, {"ema_decay": 0.0, "lookahead": False}),
     ("no-frozen-bn-scale", lambda c: c.bn_freeze_scale,

@@ -104,6 +104,40 @@ def test_published_sizes():
     assert resnet18_params(1, 10) == 11_173_578         # ResNet-18 (bias-free convs): ~11.2M
 
 
+def test_airbench96_size_flops_and_residual_layout():
+    # airbench96.py: widths 128/512/512, three 3x3 convs per group (10 convs with the whitening).
+    def params(c, k, widths=(128, 512, 512)):
+        n = conv(c, 8 * c, 2) + 8 * c
+        for c_in, c_out in zip((8 * c,) + widths, widths):
+            n += conv(c_in, c_out, 3) + 2 * conv(c_out, c_out, 3) + 3 * bn(c_out)
+        return n + widths[-1] * k
+
+    model = build_model(Config(arch="airbench96", act="gelu"), 3, 10, 32)
+    assert count_parameters(model) == params(3, 10) == 12_721_208
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 10
+    # MACs by hand: the first conv of a group runs before its pool, the other two after it.
+    macs = 31 * 31 * 24 * 12
+    for c_in, c, side in ((24, 128, 31), (128, 512, 15), (512, 512, 7)):
+        macs += side * side * c * c_in * 9 + 2 * (side // 2) ** 2 * c * c * 9
+    macs += 512 * 10
+    assert model_flops(model, 3, 32) == 2 * macs          # 1.23 GFLOPs (airbench96.py: 7.46 PFLOPs / 40 epochs)
+    g = model.group2
+    assert [b[-1].act for b in (g.conv1, g.conv2, g.conv3)] == ["gelu", "gelu", "identity"]
+    assert g.act.act == "gelu"                                         # after the residual add
+    x = torch.randn(4, 128, 15, 15)
+    with torch.no_grad():
+        h = g.conv1(x)
+        assert torch.allclose(g(x), F.gelu(h + g.conv3(g.conv2(h))), atol=1e-6)
+    # dirac init: with identity BNs (eval, fresh statistics) every conv passes its first input
+    # channels through, so there h = act(pool(x)) and the group gives act(h + h)
+    small = build_model(Config(arch="airbench96", act="relu", width=1 / 8), 3, 10, 32).group2.eval()
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        y = small(x)
+    pooled = F.max_pool2d(x, 2)
+    assert torch.allclose(y[:, :16], 2 * F.relu(pooled), atol=1e-4)
+
+
 def test_explicit_stage_widths():
     # airbench95's net: widths 128/384/384 (--widths), still scaled by --width.
     cfg = Config(arch="airbench", widths="128, 384,384")

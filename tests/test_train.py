@@ -82,6 +82,25 @@ def test_speedrun_recipe_gives_the_record_torch_hyperparameters():
     assert [lr_factor(cfg, s, 245) for s in (0, 100, 245)] == pytest.approx([1, 1 - 100 / 245, 0])
 
 
+def test_cifar10_96_recipe_gives_airbench96_torch_hyperparameters():
+    """airbench96.py: PyTorch SGD LR 9 / k (k = 1024 (1 + 1 / (1 - 0.85))), x64 for BN biases,
+    decay 0.012 x 1024 / k per step for every group, 1488 steps, LR 0.2 -> 1 -> 0."""
+    from fastres.config import RECIPES
+    from fastres.train import new_model
+    cfg = RECIPES["cifar10-96"].config
+    k = 1024 * (1 + 1 / 0.15)
+    model = new_model(cfg.replace(width=1 / 16), pattern_set(n_train=64, n_test=16, size=32, channels=3))
+    weights, biases, whiten = param_groups(model, cfg)
+    assert weights["base_lr"] == pytest.approx(9 / k) and biases["base_lr"] == pytest.approx(64 * 9 / k)
+    assert whiten["base_lr"] == weights["base_lr"]
+    for g in (weights, biases, whiten):
+        assert g["base_lr"] * g["weight_decay"] == pytest.approx(0.012 * 1024 / k)
+    total = math.ceil(cfg.epochs * (50_000 // cfg.batch_size) - 1e-6)
+    assert total == 1488
+    assert [lr_factor(cfg, s, total) for s in (0, 1488)] == pytest.approx([0.2, 0])
+    assert lr_factor(cfg, 149, total) == pytest.approx(1 - 0.2 / 1339.2, abs=1e-3)
+
+
 def test_weight_average_and_lookahead():
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
