@@ -35,10 +35,11 @@ def newton_schulz(g: torch.Tensor, steps: int = 3, dtype: torch.dtype = torch.bf
     return x.transpose(-2, -1) if transpose else x
 
 
-def pad_stack(mats: list[torch.Tensor]) -> torch.Tensor:
-    """Zero-pad 2-D matrices to a common shape and stack them: (L, R, C)."""
+def pad_stack(mats: list[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Zero-pad 2-D matrices to a common shape and stack them: (L, R, C), in `dtype` (default
+    the first matrix's)."""
     rows, cols = max(m.shape[0] for m in mats), max(m.shape[1] for m in mats)
-    out = mats[0].new_zeros(len(mats), rows, cols)
+    out = mats[0].new_zeros(len(mats), rows, cols, dtype=dtype)
     for i, m in enumerate(mats):
         out[i, :m.shape[0], :m.shape[1]] = m
     return out
@@ -59,23 +60,30 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self):
+        # One foreach call per operation over all filters (not one call per filter): on a GPU the
+        # step is a few dozen launches whatever the number of layers.
         self.steps += 1
         for group in self.param_groups:
-            renormalise = self.steps % group["norm_every"] == 0
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            updates = []
+            grads = [p.grad for p in params]
             for p in params:
-                buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
-                buf.mul_(group["momentum"]).add_(p.grad)
-                g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                updates.append(g.reshape(len(g), -1).float())
-            ortho = newton_schulz(pad_stack(updates), group["ns_steps"], group["ns_dtype"],
-                                  coefficients=group["ns_coefficients"])
-            for p, u, o in zip(params, updates, ortho):
-                rows, cols = u.shape
-                update = o[:rows, :cols] * math.sqrt(max(1.0, rows / cols))
-                if renormalise:
-                    p.mul_(math.sqrt(len(p)) / (p.norm() + 1e-12))
-                p.add_(update.view_as(p).to(p.dtype), alpha=-group["lr"])
+                if "momentum" not in self.state[p]:
+                    self.state[p]["momentum"] = torch.zeros_like(p)
+            bufs = [self.state[p]["momentum"] for p in params]
+            torch._foreach_mul_(bufs, group["momentum"])
+            torch._foreach_add_(bufs, grads)
+            g = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if group["nesterov"] else bufs
+            mats = [u.reshape(len(u), -1) for u in g]
+            ortho = newton_schulz(pad_stack(mats, torch.float32), group["ns_steps"], group["ns_dtype"],
+                                  coefficients=group["ns_coefficients"]).to(params[0].dtype)
+            updates = []
+            for p, m, o in zip(params, mats, ortho):
+                rows, cols = m.shape
+                u = o[:rows, :cols].reshape(p.shape)
+                updates.append(u * math.sqrt(rows / cols) if rows > cols else u)
+            if self.steps % group["norm_every"] == 0:        # each filter to norm sqrt(out channels)
+                torch._foreach_div_(params, torch._foreach_add(torch._foreach_norm(params), 1e-12))
+                torch._foreach_mul_(params, [math.sqrt(len(p)) for p in params])
+            torch._foreach_add_(params, updates, alpha=-group["lr"])
