@@ -83,6 +83,13 @@ def lr_factor(cfg: Config, step: int, total_steps: int) -> float:
     return a + (b - a) * frac
 
 
+def steps_in(epochs: float, steps_per_epoch: int) -> int:
+    """Optimiser steps in `epochs` epochs, counted as airbench does: ceil(epochs x steps per
+    epoch) (476 for 9.9 epochs of 48), for the run and for the whitening bias. The epsilon keeps
+    a whole number of epochs from rounding up through float error."""
+    return math.ceil(epochs * steps_per_epoch - 1e-6)
+
+
 def whiten_bias_factor(cfg: Config, step: int, whiten_bias_steps: int, factor: float) -> float:
     """LR multiplier of the whitening bias: the run's `factor` (schedule "global"), or linear
     from 1 down to 0 at the step where the bias freezes ("linear", airbench94_muon)."""
@@ -297,15 +304,10 @@ def train(cfg: Config, ds: ImageSet, nets: Nets | None = None, on_epoch=None) ->
     average = WeightAverage(model, cfg.ema_decay, cfg.lookahead) if cfg.ema_decay > 0 else None
     augment = augment_mod.from_config(cfg, n, gen)
     steps_per_epoch = n // cfg.batch_size
-    # airbench counts ceil(epochs x steps per epoch) steps (476 for 9.9 epochs of 48), for the run
-    # and for the whitening bias; the epsilon keeps a whole number of epochs from rounding up
-    # through float error.
-    def steps_in(epochs: float) -> int:
-        return math.ceil(epochs * steps_per_epoch - 1e-6)
-    total_steps = max(1, steps_in(cfg.epochs))
+    total_steps = max(1, steps_in(cfg.epochs, steps_per_epoch))
     losses = torch.zeros(total_steps, device=device)        # per-step summed loss, read once per epoch
     correct = torch.zeros(total_steps, device=device)
-    whiten_bias_steps = steps_in(cfg.whiten_bias_epochs)
+    whiten_bias_steps = steps_in(cfg.whiten_bias_epochs, steps_per_epoch)
     step, epoch, epochs_log = 0, 0, []
     while step < total_steps:
         # The whole epoch augmented and shuffled at once (bulk random draws); batches are slices.

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from fastres.config import Config
 from fastres.errors import FastresError
-from fastres.train import WeightAverage, lr_factor, param_groups, train, whiten_bias_factor
+from fastres.train import WeightAverage, lr_factor, param_groups, steps_in, train, whiten_bias_factor
 from helpers import pattern_set
 
 TINY = Config(dataset="patterns", arch="resnet9", width=0.125, act="relu", epochs=4, batch_size=64,
@@ -77,8 +77,8 @@ def test_speedrun_recipe_gives_the_record_torch_hyperparameters():
     assert muon.param_groups[0]["norm_every"] == 8 and muon.param_groups[0]["momentum"] == 0.655
     assert muon.param_groups[0]["ns_coefficients"] == NS_COEFFICIENTS["speedrun"]
     steps_per_epoch = 50_000 // cfg.batch_size
-    assert math.ceil(cfg.epochs * steps_per_epoch - 1e-6) == 245
-    assert math.ceil(cfg.whiten_bias_epochs * steps_per_epoch - 1e-6) == 7
+    assert steps_in(cfg.epochs, steps_per_epoch) == 245
+    assert steps_in(cfg.whiten_bias_epochs, steps_per_epoch) == 7
     assert [lr_factor(cfg, s, 245) for s in (0, 100, 245)] == pytest.approx([1, 1 - 100 / 245, 0])
 
 
@@ -95,7 +95,7 @@ def test_cifar10_96_recipe_gives_airbench96_torch_hyperparameters():
     assert whiten["base_lr"] == weights["base_lr"]
     for g in (weights, biases, whiten):
         assert g["base_lr"] * g["weight_decay"] == pytest.approx(0.012 * 1024 / k)
-    total = math.ceil(cfg.epochs * (50_000 // cfg.batch_size) - 1e-6)
+    total = steps_in(cfg.epochs, 50_000 // cfg.batch_size)
     assert total == 1488
     assert [lr_factor(cfg, s, total) for s in (0, 1488)] == pytest.approx([0.2, 0])
     assert lr_factor(cfg, 149, total) == pytest.approx(1 - 0.2 / 1339.2, abs=1e-3)
