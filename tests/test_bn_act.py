@@ -312,7 +312,30 @@ def test_bench_smoke_writes_json(tmp_path):
     bench.main(["--smoke", "--ghost", "2", "--out", str(tmp_path / "bn.json")])
     result = json.loads((tmp_path / "bn.json").read_text())
     assert result["smoke"] and len(result["layers"]) == 2
+    assert [r["ghost"] for r in result["layers"]] == [2, 2]              # --ghost overrides the nets'
     assert set(result["layers"][0]["variants"]) == {"fused", "eager", "compiled"}
+    smoke = result["summary"]["per_recipe"]["smoke"]
+    fused = sum(r["count"] * r["variants"]["fused"]["both_ms"] for r in result["layers"])
+    assert smoke["step_ms"]["fused"] == pytest.approx(fused)
+    assert smoke["fused_vs_compiled"] == pytest.approx(smoke["step_ms"]["compiled"] / fused)
+
+
+def test_bench_layer_shapes_come_from_the_recipe_models():
+    # Hand counts from the architectures: airbench whitens 32 -> 31 (2x2, no padding), then each
+    # group pools before its BNs (31 -> 15 -> 7 -> 3); ResNet-9 on 28x28 Fashion-MNIST pools
+    # 28 -> 14 -> 7 -> 3 and repeats its BN in the residual blocks after layers 1 and 3.
+    bench = load_bench("kernels")
+    assert bench.recipe_layers("cifar10-94") == (
+        "cifar10-94", 1024, [(64, 15, "gelu", 0.3, 0, 2), (256, 7, "gelu", 0.3, 0, 2), (256, 3, "gelu", 0.3, 0, 2)])
+    name, batch, layers = bench.recipe_layers("fashion-94")
+    assert batch == 512 and [(c, h, act, g, k) for c, h, act, _, g, k in layers] == [
+        (64, 28, "celu", 32, 1), (128, 14, "celu", 32, 3), (256, 7, "celu", 32, 1), (512, 3, "celu", 32, 3)]
+    # airbench96: three convs per group, the third BN without activation (it precedes the add)
+    _, _, layers = bench.recipe_layers("cifar10-96")
+    assert [(c, h, act, k) for c, h, act, _, _, k in layers] == [
+        (128, 15, "gelu", 2), (128, 15, "identity", 1), (512, 7, "gelu", 2), (512, 7, "identity", 1),
+        (512, 3, "gelu", 2), (512, 3, "identity", 1)]
+    assert "fashion-cpu" not in bench.recipe_names("all") and "cifar10-94-speedrun" in bench.recipe_names("all")
 
 
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark")
