@@ -55,6 +55,35 @@ def test_whitening_bias_keeps_the_plain_lr():
     assert whiten_bias_factor(cfg, 30, 75, 0.5) == 0.5
 
 
+def test_cifar10_94_recipe_gives_airbench94_torch_hyperparameters():
+    """airbench94.py (hyp: lr 11.5 and decay 0.0153 per 1024 examples, momentum 0.85, bias
+    scaler 64): PyTorch SGD LR 11.5 / k with k = 1024 (1 + 1 / (1 - 0.85)) for the weights and the
+    whitening bias, x64 for BN biases, decay 0.0153 x 1024 / k per step for every group, 476
+    steps (48 per epoch, drop_last), the whitening bias frozen after 144, LR 0.2 -> 1 (step
+    int(0.23 x 476) = 109) -> 0.07, lookahead decay 0.95^5 (t / 476)^3, BN momentum 1 - 0.6."""
+    from fastres.config import RECIPES
+    from fastres.train import make_optimizers, new_model
+    cfg = RECIPES["cifar10-94"].config
+    k = 1024 * (1 + 1 / (1 - 0.85))
+    model = new_model(cfg.replace(width=0.125), pattern_set(n_train=64, n_test=16, size=32, channels=3))
+    (sgd,) = make_optimizers(model, cfg)
+    weights, biases, whiten = sgd.param_groups
+    assert weights["base_lr"] == pytest.approx(11.5 / k) and whiten["base_lr"] == pytest.approx(11.5 / k)
+    assert biases["base_lr"] == pytest.approx(64 * 11.5 / k)
+    for g in (weights, biases, whiten):
+        assert g["base_lr"] * g["weight_decay"] == pytest.approx(0.0153 * 1024 / k)
+    assert (sgd.defaults["momentum"], sgd.defaults["nesterov"]) == (0.85, True)
+    total = steps_in(cfg.epochs, 50_000 // cfg.batch_size)
+    assert total == 476 and steps_in(cfg.whiten_bias_epochs, 50_000 // cfg.batch_size) == 144
+    # airbench's peak is at step int(0.23 x 476) = 109, ours at 109.48: within 0.5% around it
+    assert [lr_factor(cfg, s, total) for s in (0, 476)] == pytest.approx([0.2, 0.07])
+    assert lr_factor(cfg, 109, total) == pytest.approx(1.0, abs=5e-3)
+    assert cfg.ema_decay * (475 / 476) ** cfg.ema_ramp_power == pytest.approx(0.95 ** 5 * (475 / 476) ** 3)
+    assert (cfg.ema_every, cfg.lookahead, cfg.bn_momentum, cfg.bn_eps) == (5, True, pytest.approx(0.4), 1e-12)
+    assert (cfg.label_smoothing, cfg.logit_scale, cfg.tta, cfg.crop_pad, cfg.flip) == (
+        0.2, pytest.approx(1 / 9), 2, 2, "alternating")
+
+
 def test_speedrun_recipe_gives_the_record_torch_hyperparameters():
     """cifar10-94-speedrun in fastres units must give cifar10_speedrun.py's PyTorch values: SGD LR
     0.0573 for every bias, decay 1.0418e-6 x 1536 per step for every SGD group, Muon LR 0.205
