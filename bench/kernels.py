@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import torch
@@ -52,6 +53,7 @@ from fastres.config import RECIPES, dataset_key, get_recipe  # noqa: E402
 from fastres.kernels import bn_act_op  # noqa: E402
 from fastres.kernels.bn_act_layer import BatchNormAct2d, activation, bn_act_reference  # noqa: E402
 from fastres.model import build_model  # noqa: E402
+from fastres.report import atomic_write  # noqa: E402
 
 DEFAULT_RECIPES = ("cifar10-94", "fashion-94")        # the two that bench/gpu_check.sh verifies
 GEOMETRY = {"cifar10": (3, 32), "fashion-mnist": (1, 28)}     # input channels, image size
@@ -311,27 +313,33 @@ def main(argv=None) -> dict:
     print(header)
     layers, per_recipe = [], {}
     graphs = device == "cuda" and not args.no_graphs
-    for net, batch, shapes in nets:
-        totals, graph_totals = {}, {}
-        for c, h, act, alpha, ghost, count in shapes:
-            row = bench_layer(timer, device, dtype, batch, c, h, act, alpha, ghost,
-                              not args.trainable_scale, backend, copy_gbs, graphs=graphs)
-            row.update(net=net, count=count)
-            layers.append(row)
-            cells = []
-            for name, v in row["variants"].items():
-                totals[name] = totals.get(name, 0.0) + count * v["both_ms"]
-                if "both_ms_graph" in v:
-                    graph_totals[name] = graph_totals.get(name, 0.0) + count * v["both_ms_graph"]
-                cells.append(f"{v['fwd_ms']:7.3f}/{v['bwd_ms']:7.3f} {v['fwd_gbs']:5.0f}/{v['bwd_gbs']:5.0f}"
-                             f" ({v['fwd_pct_copy']:3.0f}/{v['bwd_pct_copy']:3.0f}%)")
-            print(f"{net:>14} {c:4d}@{h:<2d} {act[:4]:>4} x{count} {row['mbytes']:6.1f} | " + " | ".join(cells))
-        per_recipe[net] = step_summary(net, batch, totals, graph_totals if graphs else {})
+    complete = True
+    try:
+        for net, batch, shapes in nets:
+            totals, graph_totals = {}, {}
+            for c, h, act, alpha, ghost, count in shapes:
+                row = bench_layer(timer, device, dtype, batch, c, h, act, alpha, ghost,
+                                  not args.trainable_scale, backend, copy_gbs, graphs=graphs)
+                row.update(net=net, count=count)
+                layers.append(row)
+                cells = []
+                for name, v in row["variants"].items():
+                    totals[name] = totals.get(name, 0.0) + count * v["both_ms"]
+                    if "both_ms_graph" in v:
+                        graph_totals[name] = graph_totals.get(name, 0.0) + count * v["both_ms_graph"]
+                    cells.append(f"{v['fwd_ms']:7.3f}/{v['bwd_ms']:7.3f} {v['fwd_gbs']:5.0f}/{v['bwd_gbs']:5.0f}"
+                                 f" ({v['fwd_pct_copy']:3.0f}/{v['bwd_pct_copy']:3.0f}%)")
+                print(f"{net:>14} {c:4d}@{h:<2d} {act[:4]:>4} x{count} {row['mbytes']:6.1f} | " + " | ".join(cells))
+            per_recipe[net] = step_summary(net, batch, totals, graph_totals if graphs else {})
+    except KeyboardInterrupt:       # gpu_check.sh's deadline sends SIGINT: keep what finished
+        complete = False
+        print(f"interrupted: writing the {len(layers)} layers measured so far "
+              f"(step totals only for the recipes finished: {', '.join(per_recipe) or 'none'})")
     big = [r for r in layers if r["mbytes"] >= 32]
     at_80 = [f"{r['net']} {r['shape'][1]}@{r['shape'][2]}" for r in big
              if min(r["variants"]["fused"]["fwd_pct_copy"], r["variants"]["fused"]["bwd_pct_copy"]) >= 80]
     summary = {"per_recipe": per_recipe,
-               "goal_1_3x_met": all(r["goal_1_3x_met"] for r in per_recipe.values()),
+               "goal_1_3x_met": bool(per_recipe) and all(r["goal_1_3x_met"] for r in per_recipe.values()),
                "layers_ge_32MB": len(big), "layers_ge_32MB_at_80pct_copy": at_80}
     if per_recipe and all("goal_1_3x_met_graph" in r for r in per_recipe.values()):
         summary["goal_1_3x_met_graph"] = all(r["goal_1_3x_met_graph"] for r in per_recipe.values())
@@ -340,18 +348,17 @@ def main(argv=None) -> dict:
               "torch": torch.__version__, "triton": triton.__version__, "dtype": str(dtype),
               "ghost_override": args.ghost, "tuning": dict(bn_act_op.GPU_TUNING),
               "freeze_scale": not args.trainable_scale, "smoke": args.smoke, "copy_gbs": copy_gbs,
-              "layers": layers, "summary": summary}
+              "complete": complete, "layers": layers, "summary": summary}
     return write(result, args.out)
 
 
 def write(result: dict, out: str | None) -> dict:
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(result, f, indent=1)
+        atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
         print(f"wrote {out}")
     return result
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main().get("complete", True) else 1)

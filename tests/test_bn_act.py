@@ -311,13 +311,33 @@ def test_bench_smoke_writes_json(tmp_path):
     bench = load_bench("kernels")
     bench.main(["--smoke", "--ghost", "2", "--out", str(tmp_path / "bn.json")])
     result = json.loads((tmp_path / "bn.json").read_text())
-    assert result["smoke"] and len(result["layers"]) == 2
+    assert result["smoke"] and result["complete"] and len(result["layers"]) == 2
     assert [r["ghost"] for r in result["layers"]] == [2, 2]              # --ghost overrides the nets'
     assert set(result["layers"][0]["variants"]) == {"fused", "eager", "compiled"}
     smoke = result["summary"]["per_recipe"]["smoke"]
     fused = sum(r["count"] * r["variants"]["fused"]["both_ms"] for r in result["layers"])
     assert smoke["step_ms"]["fused"] == pytest.approx(fused)
     assert smoke["fused_vs_compiled"] == pytest.approx(smoke["step_ms"]["compiled"] / fused)
+
+
+@pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark")
+def test_bench_interrupted_keeps_the_finished_layers(tmp_path, monkeypatch):
+    # gpu_check.sh's deadline interrupts with SIGINT: the layers measured so far are written,
+    # marked incomplete, with no step total for the unfinished net.
+    import json
+    bench = load_bench("kernels")
+    real, calls = bench.bench_layer, []
+
+    def bench_layer(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(bench, "bench_layer", bench_layer)
+    result = bench.main(["--smoke", "--out", str(tmp_path / "bn.json")])
+    assert json.loads((tmp_path / "bn.json").read_text()) == result
+    assert not result["complete"] and len(result["layers"]) == 1
+    assert result["summary"]["per_recipe"] == {} and not result["summary"]["goal_1_3x_met"]
 
 
 def test_bench_layer_shapes_come_from_the_recipe_models():
