@@ -22,6 +22,9 @@ def test_piecewise_and_onecycle_schedules():
     assert lr_factor(cos, 10, 100) == pytest.approx(0.5) and lr_factor(cos, 5, 100) == pytest.approx(
         (1 - math.cos(math.pi / 4)) / 2)
     assert lr_factor(cfg.replace(schedule="constant"), 77, 100) == 1.0
+    # the warm-up lasts int(warmup_frac x steps) steps, with no float truncation (0.3 x 10 = 2.99...)
+    assert lr_factor(cfg.replace(warmup_frac=0.3, start_lr_frac=0.4), 3, 10) == 1.0
+    assert lr_factor(cfg.replace(warmup_frac=0.25), 2, 10) == 1.0          # int(2.5) = 2
 
 
 def test_param_groups_split_biases_and_scale_lr():
@@ -75,9 +78,10 @@ def test_cifar10_94_recipe_gives_airbench94_torch_hyperparameters():
     assert (sgd.defaults["momentum"], sgd.defaults["nesterov"]) == (0.85, True)
     total = steps_in(cfg.epochs, 50_000 // cfg.batch_size)
     assert total == 476 and steps_in(cfg.whiten_bias_epochs, 50_000 // cfg.batch_size) == 144
-    # airbench's peak is at step int(0.23 x 476) = 109, ours at 109.48: within 0.5% around it
-    assert [lr_factor(cfg, s, total) for s in (0, 476)] == pytest.approx([0.2, 0.07])
-    assert lr_factor(cfg, 109, total) == pytest.approx(1.0, abs=5e-3)
+    # airbench: warmup_steps = int(0.23 x 476) = 109, frac = step / 109 up to it, then
+    # (step - 109) / (476 - 109) down to 0.07
+    assert [lr_factor(cfg, s, total) for s in (0, 6, 109, 300, 476)] == pytest.approx(
+        [0.2, 0.2 + 0.8 * 6 / 109, 1.0, 1 - 0.93 * 191 / 367, 0.07])
     assert cfg.ema_decay * (475 / 476) ** cfg.ema_ramp_power == pytest.approx(0.95 ** 5 * (475 / 476) ** 3)
     assert (cfg.ema_every, cfg.lookahead, cfg.bn_momentum, cfg.bn_eps) == (5, True, pytest.approx(0.4), 1e-12)
     assert (cfg.label_smoothing, cfg.logit_scale, cfg.tta, cfg.crop_pad, cfg.flip) == (
@@ -127,7 +131,8 @@ def test_cifar10_96_recipe_gives_airbench96_torch_hyperparameters():
     total = steps_in(cfg.epochs, 50_000 // cfg.batch_size)
     assert total == 1488
     assert [lr_factor(cfg, s, total) for s in (0, 1488)] == pytest.approx([0.2, 0])
-    assert lr_factor(cfg, 149, total) == pytest.approx(1 - 0.2 / 1339.2, abs=1e-3)
+    assert lr_factor(cfg, 148, total) == 1.0                  # airbench96: int(0.1 x 1488) warm-up steps
+    assert lr_factor(cfg, 149, total) == pytest.approx(1 - 1 / 1340)
 
 
 def test_weight_average_and_lookahead():
