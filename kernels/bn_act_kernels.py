@@ -2,7 +2,8 @@
 
 Not run directly: bn_act_op.py launches these; tests/test_bn_act.py checks them
 (`OMP_NUM_THREADS=1 pytest tests/test_bn_act.py`, CPU via TRITON_INTERPRET=1) and
-bench/kernels.py times them (`python bench/kernels.py --out bench/results/bn_act.json`).
+bench/kernels.py times them (`python bench/kernels.py --out bench/results/bn_act.json`), and
+bench/compile_check.py compiles every launch for real GPUs with Triton's compiler, without one.
 
 Data layout: a channels-last activation [N, C, H, W] is the row-major matrix [M = N*H*W, C],
 so a tile [BLOCK_M, BLOCK_C] reads BLOCK_M contiguous row segments (coalesced), unlike the

@@ -40,9 +40,11 @@ def _sm_count(index: int) -> int:
 
 # GPU launch knobs (bench/kernels.py --tile/--warps/... and the environment variable
 # FASTRES_BN_TUNING='tile=4096,warps=8' override them; bench/kernels.py --sweep times a grid).
-# From ptxas register counts for sm_90 (no GPU was at hand when this was written): 16 fp32
-# elements per thread keeps the heaviest kernel (GELU dx) at ~145 registers, so 3-4 programs of
-# 4 warps fit on an SM; 32 per thread needed ~250 registers and left one program of 8 warps.
+# Register counts from bench/compile_check.py (sm_90 cubins of every launch, triton 3.6, no GPU
+# needed): at 16 fp32 elements per thread (tile 2048, 4 warps) the recipes' heaviest kernel, the
+# GELU backward reduction, needs 127 registers, so 4 programs of 4 warps fit on an SM (149 for
+# the tests' unaligned shapes: 3); at 32 per thread (tile 4096) it needs 204 (2 programs). No
+# launch spills at any knob of bench/kernels.py's SWEEP_GRID.
 GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128}
 
 
@@ -116,12 +118,16 @@ def _check(x: Tensor, weight: Tensor, act: str) -> None:
     torch._check(act in K.ACT_CODES, lambda: f"unknown activation {act!r}")
 
 
+def _target(x: Tensor) -> tuple[bool, int]:
+    """(whether x's kernels run on a GPU, its SM count): the device facts the launch geometry
+    needs (bench/compile_check.py substitutes a GPU's to find the launches without one)."""
+    return (True, _sm_count(x.device.index or 0)) if x.is_cuda else (False, 1)
+
+
 def _launch(x: Tensor, G: int, per: int):
     n, c, h, w = x.shape
     M, R = n * h * w, per * h * w
-    gpu = x.is_cuda
-    sms = _sm_count(x.device.index or 0) if gpu else 1
-    geo = _geometry(M, c, R, G, gpu, sms, tuple(sorted(GPU_TUNING.items())))
+    geo = _geometry(M, c, R, G, *_target(x), tuple(sorted(GPU_TUNING.items())))
     return M, R, geo
 
 

@@ -1,0 +1,315 @@
+"""Compile every Triton kernel launch of the fused BN-activation op for real GPUs, without one.
+
+    python bench/compile_check.py                                  # the GPU recipes' launches, sm_90
+    python bench/compile_check.py --tests --sweep --arch 80,90 --out bench/results/X-compile-check.json
+
+The CPU tests run the kernels in Triton's interpreter, which accepts code that the GPU compiler
+rejects (a loop-carried value that changes type, a plain-int global read inside a kernel, ...).
+This script finds the launches the GPU path makes and compiles each distinct one with Triton's
+own compiler, down to a cubin, for the given CUDA architectures; no GPU or driver is needed.
+
+Finding the launches: bn_act_op's implementations (training forward, backward with batch or
+running statistics, eval forward) run on meta tensors of every BN layer shape, with the
+kernels replaced by recorders and the launch geometry set to a GPU's (an H100's 132 SMs; SMS
+below). The layer shapes are the recipes' own (bench/kernels.py's recipe_layers: channels,
+size, activation, ghost groups, batch), activations fp16 and BN parameters fp32 as training
+uses them, with frozen and trained scales. --tests adds the shapes, dtypes and activations that
+tests/test_bn_act.py launches on a GPU; --sweep adds bench/kernels.py's SWEEP_GRID launch knobs.
+
+Each launch is compiled with the argument specialisation Triton's launcher gives it (pointers
+and ints divisible by 16 marked so, ints equal to 1 made constants). Reported per compiled
+kernel: shared memory, checked against the architecture's limit (a launch over it fails on
+the GPU), and registers and spilled bytes from the cuobjdump bundled with Triton (when present),
+with the programs of this size that fit on one SM by registers.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)  # the GPU compiler: kernels must be JITFunctions
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from fastres.kernels import bn_act_kernels as K  # noqa: E402
+from fastres.kernels import bn_act_op  # noqa: E402
+from fastres.report import atomic_write, environment  # noqa: E402
+
+SMS = 132                     # H100 SXM; only the slab count (a runtime int) depends on it
+# Largest shared memory per block (opt-in), bytes: A100 163 KB, H100/H200 227 KB.
+SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+REGISTERS_PER_SM = 65536
+# tests/test_bn_act.py on a GPU: (shape, ghost) of its CPU-size checks (which run on CUDA when
+# present) and of its real-size ones; every activation, fp16 and fp32.
+TEST_CASES = [((2, 40, 5, 25), 0), ((1, 16, 6, 6), 0), ((3, 24, 1, 1), 0), ((8, 96, 8, 8), 0),
+              ((1, 16, 1, 1), 0), ((6, 40, 3, 5), 1), ((6, 40, 3, 5), 2), ((6, 40, 3, 5), 4),
+              ((512, 64, 32, 32), 32), ((512, 128, 16, 16), 0), ((1000, 256, 7, 7), 32),
+              ((512, 512, 4, 4), 0)]
+DTYPES = {torch.float16: "fp16", torch.float32: "fp32", torch.bfloat16: "bf16"}
+
+
+def load_bench_kernels():
+    """bench/kernels.py as a module (not the repository's kernels/ package of the same name)."""
+    path = Path(__file__).resolve().parent / "kernels.py"
+    spec = importlib.util.spec_from_file_location("bench_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """One distinct compilation: kernel, argument types, constants, alignment marks, warps."""
+    fn: object            # the @triton.jit kernel
+    signature: tuple      # ((name, type), ...); type "constexpr" for constants
+    constants: tuple      # ((name, value), ...)
+    aligned: tuple        # names of the arguments marked divisible by 16
+    num_warps: int
+
+
+def specialise(fn, args, kwargs) -> Launch:
+    """The Launch Triton's launcher would compile for kernel[grid](*args, **kwargs)."""
+    options = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
+    values = dict(zip(fn.arg_names, args), **kwargs)
+    signature, constants, aligned = [], [], []
+    for param in fn.params:
+        name, value = param.name, values[param.name]
+        if param.is_constexpr or (type(value) is int and value == 1):
+            kind = "constexpr"
+            constants.append((name, value))
+        elif isinstance(value, torch.Tensor):
+            kind = "*" + DTYPES[value.dtype]
+            if value.storage_offset() * value.element_size() % 16 == 0:
+                aligned.append(name)
+        elif isinstance(value, bool):
+            kind = "u1"
+        elif isinstance(value, int):
+            kind = "i32" if -2**31 <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                aligned.append(name)
+        elif isinstance(value, float):
+            kind = "fp32"
+        else:
+            raise TypeError(f"{fn.__name__}: argument {name} of type {type(value).__name__}")
+        signature.append((name, kind))
+    return Launch(fn, tuple(signature), tuple(constants), tuple(aligned),
+                  options.get("num_warps", 4))
+
+
+class Recorder:
+    """Stands in for a @triton.jit kernel: kernel[grid](*args, **kwargs) records the launch."""
+
+    def __init__(self, fn, launches: dict):
+        self.fn, self.launches = fn, launches
+
+    def __getitem__(self, grid):
+        def record(*args, **kwargs):
+            launch = specialise(self.fn, args, dict(kwargs))
+            self.launches.setdefault(launch, 0)
+            self.launches[launch] += 1
+        return record
+
+
+def run_layer(n, c, h, w, act, alpha, ghost, dtype, freeze, eps=1e-5):
+    """Every implementation the GPU path calls for one BN layer, on meta tensors."""
+    x = torch.empty(n, c, h, w, device="meta", dtype=dtype).contiguous(memory_format=torch.channels_last)
+    weight, bias = (torch.empty(c, device="meta") for _ in range(2))
+    y, mean, rstd, var = bn_act_op._train_impl(x, weight, bias, eps, act, alpha, ghost)
+    bn_act_op._backward_impl(y, x, weight, bias, mean, rstd, eps, act, alpha, ghost, True, not freeze)
+    bn_act_op._eval_impl(x, weight, bias, var[0], var[0], eps, act, alpha)
+    bn_act_op._backward_impl(y, x, weight, bias, var[0], var[0], eps, act, alpha, 0, False, not freeze)
+
+
+def find_launches(plan) -> dict:
+    """{Launch: how many times it is launched} over plan's (tuning, cases) pairs."""
+    launches: dict = {}
+    fake_k = type("RecordedKernels", (), {"ACT_CODES": K.ACT_CODES})()
+    for name, value in vars(K).items():
+        if isinstance(value, triton.runtime.JITFunction):
+            setattr(fake_k, name, Recorder(value, launches))
+    saved = bn_act_op.K, bn_act_op._target, dict(bn_act_op.GPU_TUNING)
+    bn_act_op.K, bn_act_op._target = fake_k, lambda x: (True, SMS)
+    try:
+        for tuning, cases in plan:
+            bn_act_op.GPU_TUNING.update(saved[2], **tuning)
+            for case in cases:
+                run_layer(*case)
+    finally:
+        bn_act_op.K, bn_act_op._target = saved[:2]
+        bn_act_op.GPU_TUNING.clear()
+        bn_act_op.GPU_TUNING.update(saved[2])
+    return launches
+
+
+def recipe_cases(bench, names) -> list:
+    cases = []
+    for name in names:
+        _, batch, layers = bench.recipe_layers(name)
+        for c, h, act, alpha, ghost, _count in layers:
+            cases += [(batch, c, h, h, act, alpha, ghost, torch.float16, freeze) for freeze in (True, False)]
+    return cases
+
+
+def test_cases() -> list:
+    return [(*shape, act, 0.3, ghost, dtype, freeze) for shape, ghost in TEST_CASES
+            for act in K.ACT_CODES for dtype in (torch.float16, torch.float32) for freeze in (True, False)]
+
+
+def cuobjdump() -> str | None:
+    bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    return str(bundled) if bundled.exists() else shutil.which("cuobjdump")
+
+
+def resource_usage(cubin: bytes, tool: str) -> dict:
+    """Registers, stack and local (spilled) bytes of the cubin's one function."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "kernel.cubin"
+        path.write_bytes(cubin)
+        out = subprocess.run([tool, "--dump-resource-usage", str(path)], capture_output=True,
+                             text=True, check=True).stdout
+    for line in out.splitlines():
+        if "REG:" in line:
+            fields = dict(item.split(":", 1) for item in line.split() if ":" in item)
+            return {"registers": int(fields["REG"]), "stack_bytes": int(fields["STACK"]),
+                    "local_bytes": int(fields["LOCAL"])}
+    raise RuntimeError(f"cuobjdump printed no REG: line:\n{out}")
+
+
+def compile_launch(launch: Launch, arch: int, tool: str | None) -> dict:
+    """Compile one launch for sm_<arch> to a cubin; raises what Triton's compiler raises."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    index = {name: i for i, name in enumerate(launch.fn.arg_names)}
+    attrs = {(index[name],): [["tt.divisibility", 16]] for name in launch.aligned}
+    source = ASTSource(launch.fn, dict(launch.signature), dict(launch.constants), attrs)
+    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                            options={"num_warps": launch.num_warps})
+    shared = kernel.metadata.shared
+    row = {"shared_bytes": shared, "shared_ok": shared <= SHARED_LIMIT.get(arch, 48 * 1024)}
+    if tool:
+        row.update(resource_usage(kernel.asm["cubin"], tool))
+        per_warp = -(-row["registers"] * 32 // 256) * 256        # allocated in units of 256
+        row["programs_per_sm_by_registers"] = REGISTERS_PER_SM // (per_warp * launch.num_warps)
+    return row
+
+
+@triton.jit
+def _probe_kernel(x_ptr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(x_ptr + offs, tl.load(x_ptr + offs) + 1.0)
+
+
+def check_api() -> str | None:
+    """Why this triton cannot run the check (None: it can): a trivial kernel must compile
+    through compile_launch. Written for triton 3.6 (also runs under 3.8); triton 3.0's
+    ASTSource takes its arguments in another form."""
+    if "nvidia" not in triton.backends.backends:
+        return f"triton {triton.__version__} has no nvidia backend"
+    probe = Launch(_probe_kernel, (("x_ptr", "*fp32"), ("BLOCK", "constexpr")), (("BLOCK", 16),),
+                   ("x_ptr",), 4)
+    try:
+        compile_launch(probe, 90, None)
+    except Exception as e:
+        return f"triton {triton.__version__}: its compiler API differs ({type(e).__name__}: {e})"[:500]
+    return None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipes", default="all", help="comma-separated GPU recipes, or all (default)")
+    p.add_argument("--tests", action="store_true", help="add tests/test_bn_act.py's GPU launches")
+    p.add_argument("--sweep", action="store_true", help="add bench/kernels.py's SWEEP_GRID launch knobs")
+    p.add_argument("--arch", default="90", help="comma-separated compute capabilities, e.g. 80,90 (default 90)")
+    p.add_argument("--out", help="write the results as JSON to this file")
+    p.add_argument("--rows", action="store_true",
+                   help="write every compiled variant to --out (default: the summary and failures)")
+    args = p.parse_args(argv)
+    try:
+        archs = [int(a) for a in args.arch.split(",")]
+    except ValueError:
+        p.error(f"--arch: expected comma-separated integers such as 80,90, got {args.arch!r}")
+    reason = check_api()
+    if reason:
+        print(f"compile_check: skipped: {reason}")
+        return 3
+    bench = load_bench_kernels()
+    names = bench.recipe_names(args.recipes)
+    for name in names:
+        if name not in bench.recipe_names("all"):
+            p.error(f"--recipes: {name!r} is not a GPU recipe; choose from {', '.join(bench.recipe_names('all'))}")
+    # The sweep's knobs apply to the recipes' layers (bench/kernels.py --sweep times those, and
+    # training takes a grid point through FASTRES_BN_TUNING); the tests run the default knobs.
+    recipes = recipe_cases(bench, names)
+    plan = [({}, recipes + (test_cases() if args.tests else []))]
+    plan += [(knobs, recipes) for knobs in (bench.SWEEP_GRID if args.sweep else [])]
+    launches = find_launches(plan)
+    tool = cuobjdump()
+    print(f"{sum(len(cases) for _, cases in plan)} layer cases: {sum(launches.values())} launches, "
+          f"{len(launches)} distinct; compiling for sm_{', sm_'.join(map(str, archs))} "
+          f"(triton {triton.__version__}{'' if tool else ', no cuobjdump: no register counts'})")
+    rows, failures, start = [], 0, time.perf_counter()
+    for launch in sorted(launches, key=lambda la: (la.fn.__name__, repr(la))):
+        for arch in archs:
+            row = {"kernel": launch.fn.__name__, "arch": arch, "num_warps": launch.num_warps,
+                   "constants": dict(launch.constants), "signature": dict(launch.signature),
+                   "aligned": list(launch.aligned), "launches": launches[launch]}
+            t0 = time.perf_counter()
+            try:
+                row.update(compile_launch(launch, arch, tool))
+                row["ok"] = row["shared_ok"]
+            except Exception as e:
+                row.update(ok=False, error=f"{type(e).__name__}: {e}"[:2000])
+            row["compile_s"] = round(time.perf_counter() - t0, 3)
+            if row["compile_s"] > 10:
+                print(f"  slow: {row['compile_s']:.0f} s for sm_{arch} {launch.fn.__name__} "
+                      f"{dict(launch.constants)} warps={launch.num_warps}")
+            if not row["ok"]:
+                failures += 1
+                print(f"FAILED sm_{arch} {launch.fn.__name__} {dict(launch.constants)} "
+                      f"warps={launch.num_warps}: {row.get('error') or 'shared memory over the limit'}")
+            rows.append(row)
+    by_kernel: dict = {}
+    for row in rows:
+        if "registers" in row:
+            k = by_kernel.setdefault((row["kernel"], row["arch"]), [])
+            k.append(row)
+    summary = {}
+    for (kernel, arch), krows in sorted(by_kernel.items()):
+        worst = max(krows, key=lambda r: r["registers"])
+        summary[f"{kernel}@sm_{arch}"] = {
+            "compiled": len(krows), "max_registers": worst["registers"],
+            "max_registers_at": {**worst["constants"], "num_warps": worst["num_warps"]},
+            "max_spilled_bytes": max(r["local_bytes"] for r in krows),
+            "max_shared_bytes": max(r["shared_bytes"] for r in krows),
+            "min_programs_per_sm_by_registers": min(r["programs_per_sm_by_registers"] for r in krows)}
+        print(f"  {kernel} sm_{arch}: {len(krows)} variants, registers <= {worst['registers']} "
+              f"({worst['constants']}), spills <= {summary[f'{kernel}@sm_{arch}']['max_spilled_bytes']} B, "
+              f"shared <= {summary[f'{kernel}@sm_{arch}']['max_shared_bytes']} B")
+    seconds = time.perf_counter() - start
+    print(f"compile_check: {len(rows) - failures}/{len(rows)} compiled in {seconds:.0f} s"
+          + (f"; {failures} FAILED" if failures else ""))
+    if args.out:
+        result = {"benchmark": "compile_check", **environment("none (compiled only)"),
+                  "triton": triton.__version__, "archs": archs, "recipes": names, "tests": args.tests,
+                  "sweep": args.sweep, "sms": SMS, "gpu_tuning": dict(bn_act_op.GPU_TUNING),
+                  "compiled": len(rows), "failed": failures, "seconds": seconds,
+                  "summary": summary,
+                  "kernels": rows if args.rows else [r for r in rows if not r["ok"]]}
+        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""bench/compile_check.py: the fused op's kernels compile for a GPU with Triton's own compiler.
+
+The other kernel tests run in Triton's interpreter, which accepts code that the GPU compiler
+rejects; this check closes that gap without a GPU. It runs in subprocesses: the script must
+import the kernels without TRITON_INTERPRET, which tests/conftest.py sets for this process.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import load_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "compile_check.py"
+KERNELS = {"bn_stats_kernel", "bn_finalize_kernel", "bn_apply_kernel", "bn_bwd_reduce_kernel",
+           "bn_bwd_finalize_kernel", "bn_bwd_dx_kernel"}
+
+
+def python(args, tmp_path, interpret=False):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(OMP_NUM_THREADS="1", TRITON_CACHE_DIR=str(tmp_path / "triton-cache"),
+               **({"TRITON_INTERPRET": "1"} if interpret else {}))
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=900)
+
+
+def skip_if_unsupported(proc):
+    if proc.returncode == 3 and "skipped" in proc.stdout:     # triton without this compiler API
+        pytest.skip(proc.stdout.strip())
+
+
+def test_every_recipe_launch_compiles_for_sm90(tmp_path):
+    out = tmp_path / "compile.json"
+    proc = python([str(SCRIPT), "--rows", "--out", str(out)], tmp_path)
+    skip_if_unsupported(proc)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    rows = result["kernels"]
+    assert result["failed"] == 0 and result["compiled"] == len(rows) and result["archs"] == [90]
+    assert {r["kernel"] for r in rows} == KERNELS
+    assert all(r["ok"] and r["shared_ok"] and r["signature"] for r in rows)
+    # Every activation the GPU recipes use was compiled, in training (batch statistics) and
+    # eval (running statistics) form: read off the recipes' own models.
+    bench = load_bench("kernels")
+    codes = {"identity": 0, "relu": 1, "celu": 2, "gelu": 3, "silu": 4}
+    used = {codes[act] for name in bench.recipe_names("all")
+            for _c, _h, act, *_ in bench.recipe_layers(name)[2]}
+    assert {0, 2, 3, 4} <= used            # airbench96's identity BNs, CELU, GELU, SiLU
+    for from_var in (False, True):
+        assert {r["constants"]["ACT"] for r in rows if r["kernel"] == "bn_apply_kernel"
+                and r["constants"]["FROM_VAR"] is from_var} == used
+    if "registers" in rows[0]:             # cuobjdump is bundled with triton's wheels
+        assert all(r["local_bytes"] == 0 for r in rows), "a kernel spills registers at the default knobs"
+        assert all(r["programs_per_sm_by_registers"] >= 1 for r in rows)
+
+
+# A plain-int global read inside a kernel: the interpreter runs it, the GPU compiler refuses it
+# (the reason bn_act_kernels.py makes its activation codes tl.constexpr objects).
+BROKEN = '''
+import triton
+import triton.language as tl
+
+SCALE = 2
+
+
+@triton.jit
+def scale_kernel(x_ptr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(x_ptr + offs, tl.load(x_ptr + offs) * SCALE)
+'''
+
+PROBE = '''
+import json, os, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import torch
+if os.environ.get("TRITON_INTERPRET") == "1":
+    import broken_kernel
+    x = torch.ones(16)
+    broken_kernel.scale_kernel[(1,)](x, BLOCK=16)
+    print(json.dumps({"interpreter": x.tolist()}))
+    sys.exit(0)
+import compile_check as cc
+import broken_kernel
+from fastres.kernels import bn_act_kernels as K
+if cc.check_api():
+    print("skipped: " + cc.check_api())
+    sys.exit(3)
+out = {}
+launch = cc.Launch(broken_kernel.scale_kernel, (("x_ptr", "*fp32"), ("BLOCK", "constexpr")),
+                   (("BLOCK", 16),), ("x_ptr",), 4)
+try:
+    cc.compile_launch(launch, 90, None)
+    out["broken"] = "compiled"
+except Exception as e:
+    out["broken"] = type(e).__name__ + ": " + str(e)
+x = torch.empty(4, 64, 3, 3, device="meta", dtype=torch.float16)
+rows = x.permute(0, 2, 3, 1).reshape(-1, 64)
+spec = cc.specialise(K.bn_stats_kernel, (rows, rows[1:], x.reshape(-1)[3:], 1, 64, 2**33, 17, 48),
+                     {"BLOCK_M": 16, "BLOCK_C": 64, "num_warps": 8})
+out["spec"] = [dict(spec.signature), dict(spec.constants), list(spec.aligned), spec.num_warps]
+print(json.dumps(out))
+'''
+
+
+def test_compiler_catches_what_the_interpreter_lets_through(tmp_path):
+    (tmp_path / "broken_kernel.py").write_text(BROKEN)
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    args = [str(probe), str(tmp_path), str(ROOT / "bench")]
+    interpreted = python(args, tmp_path, interpret=True)
+    assert interpreted.returncode == 0, interpreted.stderr
+    assert json.loads(interpreted.stdout)["interpreter"] == [2.0] * 16
+    proc = python(args, tmp_path)
+    skip_if_unsupported(proc)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert "SCALE" in out["broken"] and "global" in out["broken"], out["broken"]
+    # The launcher's specialisation: pointers 16-byte aligned marked (x at offset 0, rows[1:]
+    # 128 bytes in; not the one 6 bytes in), ints divisible by 16 marked, an int equal to 1
+    # made a constant, a value past int32 passed as i64.
+    signature, constants, aligned, warps = out["spec"]
+    assert signature == {"x_ptr": "*fp16", "pmean_ptr": "*fp16", "pm2_ptr": "*fp16", "M": "constexpr",
+                         "C": "i32", "R": "i64", "S": "i32", "SLAB": "i32", "BLOCK_M": "constexpr",
+                         "BLOCK_C": "constexpr"}
+    assert constants == {"M": 1, "BLOCK_M": 16, "BLOCK_C": 64}
+    assert aligned == ["x_ptr", "pmean_ptr", "C", "R", "SLAB"] and warps == 8
