@@ -211,6 +211,18 @@ def _probe_kernel(x_ptr, BLOCK: tl.constexpr):
     tl.store(x_ptr + offs, tl.load(x_ptr + offs) + 1.0)
 
 
+def by_tile(rows) -> dict:
+    """Most registers per thread for each tile shape: {"BLOCK_MxBLOCK_C, W warps": registers}
+    (with --sweep, the knobs' cost: the tile is bench/kernels.py's `tile` knob)."""
+    out: dict = {}
+    for r in rows:
+        c = r["constants"]
+        blocks = [c[k] for k in ("BLOCK_M", "BLOCK_P", "BLOCK_C") if k in c]
+        key = f"{'x'.join(map(str, blocks))}, {r['num_warps']} warps"
+        out[key] = max(out.get(key, 0), r["registers"])
+    return dict(sorted(out.items()))
+
+
 def check_api() -> str | None:
     """Why this triton cannot run the check (None: it can): a trivial kernel must compile
     through compile_launch. Written for triton 3.6 (also runs under 3.8); triton 3.0's
@@ -293,7 +305,8 @@ def main(argv=None) -> int:
             "max_registers_at": {**worst["constants"], "num_warps": worst["num_warps"]},
             "max_spilled_bytes": max(r["local_bytes"] for r in krows),
             "max_shared_bytes": max(r["shared_bytes"] for r in krows),
-            "min_programs_per_sm_by_registers": min(r["programs_per_sm_by_registers"] for r in krows)}
+            "min_programs_per_sm_by_registers": min(r["programs_per_sm_by_registers"] for r in krows),
+            "max_registers_by_tile": by_tile(krows)}
         print(f"  {kernel} sm_{arch}: {len(krows)} variants, registers <= {worst['registers']} "
               f"({worst['constants']}), spills <= {summary[f'{kernel}@sm_{arch}']['max_spilled_bytes']} B, "
               f"shared <= {summary[f'{kernel}@sm_{arch}']['max_shared_bytes']} B")
