@@ -42,9 +42,10 @@ def _sm_count(index: int) -> int:
 # FASTRES_BN_TUNING='tile=4096,warps=8' override them; bench/kernels.py --sweep times a grid).
 # Register counts from bench/compile_check.py (sm_90 cubins of every launch, triton 3.6, no GPU
 # needed): at 16 fp32 elements per thread (tile 2048, 4 warps) the recipes' heaviest kernel, the
-# GELU backward reduction, needs 127 registers, so 4 programs of 4 warps fit on an SM (149 for
-# the tests' unaligned shapes: 3); at 32 per thread (tile 4096) it needs 204 (2 programs). No
-# launch spills at any knob of bench/kernels.py's SWEEP_GRID.
+# GELU backward reduction, needs 127 registers, so 4 programs of 4 warps fit on an SM (the
+# tests' unaligned shapes take the dx kernel to 149: 3); at 32 per thread (tile 4096) the
+# reduction needs 186-204 (2 programs). No launch spills at any knob of SWEEP_GRID
+# (bench/results/2026-11-27-cpu-amd-epyc-2c-5dc9272-compile-check.json).
 GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128}
 
 
