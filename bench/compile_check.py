@@ -161,7 +161,7 @@ def recipe_cases(bench, names) -> list:
     return cases
 
 
-def test_cases() -> list:
+def gpu_test_cases() -> list:
     return [(*shape, act, 0.3, ghost, dtype, freeze) for shape, ghost in TEST_CASES
             for act in K.ACT_CODES for dtype in (torch.float16, torch.float32) for freeze in (True, False)]
 
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     # The sweep's knobs apply to the recipes' layers (bench/kernels.py --sweep times those, and
     # training takes a grid point through FASTRES_BN_TUNING); the tests run the default knobs.
     recipes = recipe_cases(bench, names)
-    plan = [({}, recipes + (test_cases() if args.tests else []))]
+    plan = [({}, recipes + (gpu_test_cases() if args.tests else []))]
     plan += [(knobs, recipes) for knobs in (bench.SWEEP_GRID if args.sweep else [])]
     launches = find_launches(plan)
     tool = cuobjdump()
