@@ -116,8 +116,7 @@ class Recorder:
     def __getitem__(self, grid):
         def record(*args, **kwargs):
             launch = specialise(self.fn, args, dict(kwargs))
-            self.launches.setdefault(launch, 0)
-            self.launches[launch] += 1
+            self.launches[launch] = self.launches.get(launch, 0) + 1
         return record
 
 
@@ -225,7 +224,7 @@ def by_tile(rows) -> dict:
 
 def check_api() -> str | None:
     """Why this triton cannot run the check (None: it can): a trivial kernel must compile
-    through compile_launch. Written for triton 3.6 (also runs under 3.8); triton 3.0's
+    through compile_launch. Written for triton 3.6 (also runs under 3.8 and 3.9); triton 3.0's
     ASTSource takes its arguments in another form."""
     if "nvidia" not in triton.backends.backends:
         return f"triton {triton.__version__} has no nvidia backend"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fastres.kernels.bn_act_kernels import ACT_CODES
 from helpers import load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +47,7 @@ def test_every_recipe_launch_compiles_for_sm90(tmp_path):
     # Every activation the GPU recipes use was compiled, in training (batch statistics) and
     # eval (running statistics) form: read off the recipes' own models.
     bench = load_bench("kernels")
-    codes = {"identity": 0, "relu": 1, "celu": 2, "gelu": 3, "silu": 4}
-    used = {codes[act] for name in bench.recipe_names("all")
+    used = {ACT_CODES[act] for name in bench.recipe_names("all")
             for _c, _h, act, *_ in bench.recipe_layers(name)[2]}
     assert {0, 2, 3, 4} <= used            # airbench96's identity BNs, CELU, GELU, SiLU
     for from_var in (False, True):
