@@ -342,14 +342,19 @@ def test_bench_interrupted_keeps_the_finished_layers(tmp_path, monkeypatch):
 
 def test_bench_layer_shapes_come_from_the_recipe_models():
     # Hand counts from the architectures: airbench whitens 32 -> 31 (2x2, no padding), then each
-    # group pools before its BNs (31 -> 15 -> 7 -> 3); ResNet-9 on 28x28 Fashion-MNIST pools
-    # 28 -> 14 -> 7 -> 3 and repeats its BN in the residual blocks after layers 1 and 3.
+    # group pools before its BNs (31 -> 15 -> 7 -> 3); ResNet-9 (half width in fashion-94) on
+    # 28x28 Fashion-MNIST pools 28 -> 14 -> 7 -> 3 and repeats its BN in the residual blocks
+    # after layers 1 and 3.
     bench = load_bench("kernels")
     assert bench.recipe_layers("cifar10-94") == (
         "cifar10-94", 1024, [(64, 15, "gelu", 0.3, 0, 2), (256, 7, "gelu", 0.3, 0, 2), (256, 3, "gelu", 0.3, 0, 2)])
     name, batch, layers = bench.recipe_layers("fashion-94")
     assert batch == 512 and [(c, h, act, g, k) for c, h, act, _, g, k in layers] == [
-        (64, 28, "celu", 32, 1), (128, 14, "celu", 32, 3), (256, 7, "celu", 32, 1), (512, 3, "celu", 32, 3)]
+        (32, 28, "celu", 32, 1), (64, 14, "celu", 32, 3), (128, 7, "celu", 32, 1), (256, 3, "celu", 32, 3)]
+    # the default set has layers of >= 32 MB in fp16 (the bandwidth goal's size): the speedrun's
+    big = [(net, c, h) for net, batch, layers in map(bench.recipe_layers, bench.DEFAULT_RECIPES)
+           for c, h, *_ in layers if batch * c * h * h * 2 >= 32 * 2**20]
+    assert big == [("cifar10-94-speedrun", 64, 15), ("cifar10-94-speedrun", 256, 7)]
     # airbench96: three convs per group, the third BN without activation (it precedes the add)
     _, _, layers = bench.recipe_layers("cifar10-96")
     assert [(c, h, act, k) for c, h, act, _, _, k in layers] == [
