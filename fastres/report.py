@@ -74,18 +74,36 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
 
 
+def _welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """mean(a) - mean(b), its squared standard error, and the Welch-Satterthwaite degrees of freedom."""
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    va, vb = sa * sa / len(a), sb * sb / len(b)
+    if va + vb == 0:
+        return ma - mb, 0.0, math.inf
+    return ma - mb, va + vb, (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
+
+
 def welch_interval(a: list[float], b: list[float], level: float = 0.95):
     """(mean(a) - mean(b), low, high): Welch's t-interval, or None with fewer than 2 values a side."""
     if len(a) < 2 or len(b) < 2:
         return None
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    va, vb = sa * sa / len(a), sb * sb / len(b)
-    d = ma - mb
-    if va + vb == 0:
+    d, var, df = _welch(a, b)
+    if var == 0:
         return d, d, d
-    df = (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
-    half = t_ppf(1 - (1 - level) / 2, df) * math.sqrt(va + vb)
+    half = t_ppf(1 - (1 - level) / 2, df) * math.sqrt(var)
     return d, d - half, d + half
+
+
+def welch_test(a: list[float], b: list[float]) -> dict | None:
+    """Welch's unequal-variance t-test of mean(a) = mean(b): the difference, t, degrees of freedom
+    and two-sided p-value; None with fewer than 2 values a side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    d, var, df = _welch(a, b)
+    if var == 0:
+        return {"diff": d, "t": math.copysign(math.inf, d) if d else 0.0, "df": df, "p_two_sided": float(d == 0)}
+    t = d / math.sqrt(var)
+    return {"diff": d, "t": t, "df": df, "p_two_sided": min(1.0, 2 * t_sf(abs(t), df))}
 
 
 def summarize(accuracies: list[float], times: list[float], target: float) -> dict:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from fastres.report import JsonlLog, Table, atomic_write, format_summary, summarize, t_ppf, t_sf
+from fastres.report import JsonlLog, Table, atomic_write, format_summary, summarize, t_ppf, t_sf, welch_test
 
 
 @pytest.mark.parametrize("t", [-3.0, -0.5, 0.0, 0.7, 2.5, 10.0])
@@ -36,6 +36,19 @@ def test_summarize_statistics_and_p_value():
     assert summarize([0.93, 0.931, 0.932], [1] * 3, 0.94)["p_mean_above_target"] > 0.99
     assert summarize([0.95], [1.0], 0.94)["p_mean_above_target"] is None
     assert "1/1 reached" in format_summary(summarize([0.95], [1.0], 0.94))
+
+
+def test_welch_test_known_values():
+    # Reference values from scipy 1.17.1, stats.ttest_ind(a, b, equal_var=False).
+    w = welch_test([1, 2, 3], [3, 4, 5])            # equal variances: df = 4, t = -2 / sqrt(2/3)
+    assert w["t"] == pytest.approx(-2.449489742783178) and w["df"] == pytest.approx(4.0)
+    assert w["p_two_sided"] == pytest.approx(0.07048399691021992, rel=1e-6)
+    w = welch_test([1, 2, 3], [2, 4, 6, 8])         # t = -3 / sqrt(1/3 + 5/3), df = 216/53 by hand
+    assert w["diff"] == -3 and w["t"] == pytest.approx(-3 / math.sqrt(2)) and w["df"] == pytest.approx(216 / 53)
+    assert w["p_two_sided"] == pytest.approx(0.09991286431180087, rel=1e-6)
+    assert welch_test([2, 1, 3], [1, 2, 3])["p_two_sided"] == pytest.approx(1.0)   # same values: no evidence
+    assert welch_test([1.0], [1, 2]) is None
+    assert welch_test([2, 2], [1, 1])["p_two_sided"] == 0.0 and welch_test([1, 1], [1, 1])["p_two_sided"] == 1.0
 
 
 def test_table_is_fixed_width():
