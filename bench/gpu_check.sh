@@ -10,7 +10,7 @@
 # Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel, kernel benchmark with
 # the best knobs, host cost per BN layer, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU;
 # fashion = fashion-94 (10 runs) and its MFU. Optional runs (cifar10-94 with PyTorch's BN and
-# cifar10-myrtle in the cifar phase; cifar10-94-speedrun, fashion-94 at full width, cifar10-94-muon
+# cifar10-myrtle in the cifar phase; cifar10-94-speedrun, fashion-94-resnet9, cifar10-94-muon
 # and cifar10-94 with CUDA graphs in the fashion phase; 5 runs each) start only if they should end within the call's time budget
 # GPU_CHECK_BUDGET (seconds from the script's start, default 540). GPU_CHECK_DEADLINE (seconds,
 # default none) interrupts whatever runs at that point, keeping the recipe runs that finished,
@@ -247,10 +247,10 @@ fashion_phase() {
   check_fused
   recipe fashion-94 fashion-94 $FASHION_RUNS
   mfu fashion-94
-  # With time to spare: the 2025 record's recipe, fashion-94 at full width (4x the FLOPs of the
-  # recipe's half width), the Muon variant, and CUDA graphs over the compiled train step.
+  # With time to spare: the 2025 record's recipe, the ResNet-9 that was fashion-94 until
+  # 2026-11-28 (3.2x the FLOPs per image), the Muon variant, and CUDA graphs over the compiled train step.
   cifar_present && [ $SMOKE = 0 ] && optional 150 recipe cifar10-94-speedrun cifar10-94-speedrun $EXTRA_RUNS
-  [ $SMOKE = 0 ] && optional 120 recipe fashion-94-wide fashion-94 $EXTRA_RUNS --width 1
+  [ $SMOKE = 0 ] && optional 120 recipe fashion-94-resnet9 fashion-94-resnet9 $EXTRA_RUNS
   if cifar_present && [ $SMOKE = 0 ]; then
     optional 150 recipe cifar10-94-muon cifar10-94-muon $EXTRA_RUNS
     optional 180 recipe cifar10-94-cudagraphs cifar10-94 $EXTRA_RUNS --compile-mode reduce-overhead

@@ -342,13 +342,15 @@ def test_bench_interrupted_keeps_the_finished_layers(tmp_path, monkeypatch):
 
 def test_bench_layer_shapes_come_from_the_recipe_models():
     # Hand counts from the architectures: airbench whitens 32 -> 31 (2x2, no padding), then each
-    # group pools before its BNs (31 -> 15 -> 7 -> 3); ResNet-9 (half width in fashion-94) on
-    # 28x28 Fashion-MNIST pools 28 -> 14 -> 7 -> 3 and repeats its BN in the residual blocks
-    # after layers 1 and 3.
+    # group pools before its BNs (31 -> 15 -> 7 -> 3; at 28x28, fashion-94 at half width:
+    # 27 -> 13 -> 6 -> 3); ResNet-9 (half width in fashion-94-resnet9) on 28x28 Fashion-MNIST
+    # pools 28 -> 14 -> 7 -> 3 and repeats its BN in the residual blocks after layers 1 and 3.
     bench = load_bench("kernels")
     assert bench.recipe_layers("cifar10-94") == (
         "cifar10-94", 1024, [(64, 15, "gelu", 0.3, 0, 2), (256, 7, "gelu", 0.3, 0, 2), (256, 3, "gelu", 0.3, 0, 2)])
-    name, batch, layers = bench.recipe_layers("fashion-94")
+    assert bench.recipe_layers("fashion-94") == (
+        "fashion-94", 1024, [(32, 13, "gelu", 0.3, 0, 2), (128, 6, "gelu", 0.3, 0, 2), (128, 3, "gelu", 0.3, 0, 2)])
+    name, batch, layers = bench.recipe_layers("fashion-94-resnet9")
     assert batch == 512 and [(c, h, act, g, k) for c, h, act, _, g, k in layers] == [
         (32, 28, "celu", 32, 1), (64, 14, "celu", 32, 3), (128, 7, "celu", 32, 1), (256, 3, "celu", 32, 3)]
     # the default set has layers of >= 32 MB in fp16 (the bandwidth goal's size): the speedrun's
