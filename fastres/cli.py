@@ -90,8 +90,9 @@ def add_train_arguments(parser: argparse.ArgumentParser):
 
 def run_train(args: argparse.Namespace, printer=print) -> int:
     if args.list_recipes:
+        width = max(map(len, RECIPES))
         for name, r in RECIPES.items():
-            printer(f"{name:16s} dataset={r.config.dataset:14s} target={r.config.target:<5} "
+            printer(f"{name:{width}s} dataset={r.config.dataset:14s} target={r.config.target:<5} "
                     f"arch={r.config.arch:9s} epochs={r.config.epochs:<5} batch={r.config.batch_size:<5} "
                     f"{r.claim or '(not yet measured)'}")
         return 0

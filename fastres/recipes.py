@@ -3,6 +3,8 @@
 Each recipe states the claim it was measured to meet (device, date, runs) once measured;
 until then its claim is empty and README reports nothing for it.
 """
+from dataclasses import asdict
+
 from .config import register
 
 # airbench94 lineage (anchors.md; airbench94's published hyperparameters), in fastres units.
@@ -18,7 +20,7 @@ from .config import register
 # airbench94.py starts the average in epoch 3 and also resets at every epoch end (differences
 # of this kind were audited against airbench94.py and are all below run-to-run noise).
 # Not yet verified on a GPU: its claim stays empty until bench/gpu_check.sh has measured it.
-register("cifar10-94", dataset="cifar10", target=0.94, arch="airbench", act="gelu", bn_eps=1e-12,
+CIFAR10_94 = register("cifar10-94", dataset="cifar10", target=0.94, arch="airbench", act="gelu", bn_eps=1e-12,
          bn_momentum=0.4, bn_freeze_scale=True, logit_scale=1 / 9, whiten=True, whiten_bias_epochs=3,
          crop_pad=2, flip="alternating", epochs=9.9, batch_size=1024, lr=1.5, momentum=0.85,
          weight_decay=0.0153 / (1 + 1 / 0.15) / 1.5, bias_lr_scale=64, bias_decay_scale=1 / 64, label_smoothing=0.2,
@@ -119,13 +121,7 @@ register("cifar10-myrtle", dataset="cifar10", target=0.94, arch="resnet9", act="
 # Results; bench/results/2026-11-28-cpu-amd-epyc-2c-fashion-airbench-half-protocol.md): 4 runs
 # at 9.9 epochs average 94.45 +- 0.16% (fashion-94-resnet9: 94.41 +- 0.09% with 3.9x the FLOPs);
 # 8 epochs (94.19%) fell short of the rule set for adopting it.
-register("fashion-94", dataset="fashion-mnist", target=0.94, arch="airbench", width=0.5, act="gelu",
-         bn_eps=1e-12, bn_momentum=0.4, bn_freeze_scale=True, logit_scale=1 / 9, whiten=True, whiten_bias_epochs=3,
-         crop_pad=2, flip="alternating", epochs=9.9, batch_size=1024, lr=1.5, momentum=0.85,
-         weight_decay=0.0153 / (1 + 1 / 0.15) / 1.5, bias_lr_scale=64, bias_decay_scale=1 / 64, label_smoothing=0.2,
-         schedule="piecewise", warmup_frac=0.23, start_lr_frac=0.2, final_lr_frac=0.07,
-         ema_decay=0.95 ** 5, ema_every=5, lookahead=True, ema_ramp_power=3, tta=2, eval_batch_size=2000,
-         compile=True)
+register("fashion-94", **{**asdict(CIFAR10_94.config), "dataset": "fashion-mnist", "width": 0.5})
 
 # The Myrtle ResNet-9 lineage on Fashion-MNIST (fashion-94 until 2026-11-28) at 28x28, one
 # channel, at half width (32/64/128/256 channels: 137 MFLOPs forward per image, a quarter of the
