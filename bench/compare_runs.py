@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     result["files"] = {"a": [str(f) for f in args.a], "b": [str(f) for f in args.vs]}
     print(report(result))
     if args.json:
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
+        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
     return 0
 
 
