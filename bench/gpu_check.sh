@@ -8,8 +8,8 @@
 #   bash bench/gpu_check.sh --smoke OUTDIR      # CPU plumbing check with tiny recipes (tests use it)
 #
 # Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel, kernel benchmark with
-# the best knobs, host cost per BN layer, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU;
-# fashion = fashion-94 (10 runs) and its MFU. Optional runs (cifar10-94 with PyTorch's BN and
+# the best knobs, host cost per BN layer, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU,
+# and, if its mean misses 94%, the same 25 seeds at 10.9 epochs instead of 9.9; fashion = fashion-94 (10 runs) and its MFU. Optional runs (cifar10-94 with PyTorch's BN and
 # cifar10-myrtle in the cifar phase; cifar10-94-speedrun, fashion-94-resnet9, cifar10-94-muon
 # and cifar10-94 with CUDA graphs in the fashion phase; 5 runs each) start only if they should end within the call's time budget
 # GPU_CHECK_BUDGET (seconds from the script's start, default 540). GPU_CHECK_DEADLINE (seconds,
@@ -114,12 +114,12 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 if [ $SMOKE = 1 ]; then
   RECIPE_FLAGS=(--device cpu --epochs 1 --train-subset 512 --test-subset 256 --width 0.125 --no-compile
                 --batch-size 128 --eval-every 0)
-  FASHION_RUNS=2; CIFAR_RUNS=2; EXTRA_RUNS=2; KERNEL_FLAGS=(--smoke); LOADER_FLAGS=(--n 1024 --epochs 1)
+  FASHION_RUNS=2; CIFAR_RUNS=2; EXTRA_RUNS=2; MORE_EPOCHS=(--epochs 1.5); KERNEL_FLAGS=(--smoke); LOADER_FLAGS=(--n 1024 --epochs 1)
   HOST_FLAGS=(--iters 20 --no-compile)
   BENCH_FLAGS=(--benchmark-disable)
 else
   RECIPE_FLAGS=(--eval-every 0)
-  FASHION_RUNS=10; CIFAR_RUNS=25; EXTRA_RUNS=5; KERNEL_FLAGS=(); LOADER_FLAGS=(); HOST_FLAGS=()
+  FASHION_RUNS=10; CIFAR_RUNS=25; EXTRA_RUNS=5; MORE_EPOCHS=(--epochs 10.9); KERNEL_FLAGS=(); LOADER_FLAGS=(); HOST_FLAGS=()
   # Compare with this GPU's committed baseline when there is one. Without one, the suite's JSON
   # (same format as --benchmark-save) becomes the first baseline: see bench/README.md.
   if ls bench/baselines/"$SLUG"/*/0*.json >/dev/null 2>&1; then
@@ -229,6 +229,12 @@ mfu() {
   fi
 }
 
+# below_target LABEL: true when $PREFIX-LABEL.json exists and its mean accuracy is under its target.
+below_target() {
+  [ -f "$PREFIX-$1.json" ] && $PY -c 'import json, sys; s = json.load(open(sys.argv[1]))["summary"]
+sys.exit(0 if s["acc_mean"] < s["target"] else 1)' "$PREFIX-$1.json"
+}
+
 cifar_present() {
   { [ -n "${FASTRES_DATA:-}" ] && [ -d "$FASTRES_DATA/cifar-10-batches-bin" ]; } || [ -d data_cache/cifar-10-batches-bin ]
 }
@@ -238,6 +244,9 @@ cifar_phase() {
   check_fused
   recipe cifar10-94 cifar10-94 $CIFAR_RUNS
   mfu cifar10-94
+  # Set before any GPU run (bench/results/2026-11-28-cpu-amd-epyc-2c-cifar10-94-epochs-protocol.md):
+  # when the mean misses the target, the same seeds again with one more epoch; both files are kept.
+  below_target cifar10-94 && optional 150 recipe cifar10-94-more-epochs cifar10-94 $CIFAR_RUNS "${MORE_EPOCHS[@]}"
   # What the fused kernel is worth end to end: the same recipe with PyTorch's BN.
   [ ${#FUSED_FLAGS[@]} = 0 ] && optional 150 recipe cifar10-94-torch-bn cifar10-94 $EXTRA_RUNS --no-fused-bn
   optional 150 recipe cifar10-myrtle cifar10-myrtle $EXTRA_RUNS

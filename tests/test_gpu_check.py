@@ -28,6 +28,13 @@ def test_gpu_check_smoke_writes_every_result_file(tmp_path):
     mfu = json.loads(next(tmp_path.glob("*-mfu.json")).read_text())
     assert mfu["total_flops"] > 0 and 0 < mfu["mfu"]
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+    if (REPO / "data_cache" / "cifar-10-batches-bin").is_dir() or os.environ.get("FASTRES_DATA"):
+        # The smoke recipes miss 94% by far, so the pre-set fallback runs: the same seeds, more epochs.
+        base = json.loads(next(tmp_path.glob("*-cifar10-94.json")).read_text())
+        more = json.loads(next(tmp_path.glob("*-cifar10-94-more-epochs.json")).read_text())
+        assert base["summary"]["acc_mean"] < 0.94 and more["extra_flags"] == "--epochs 1.5"
+        assert more["start"]["config"]["epochs"] == 1.5 and base["start"]["config"]["epochs"] == 1
+        assert [r["seed"] for r in more["runs"]] == [r["seed"] for r in base["runs"]] == [0, 1]
     # MFU from an existing recipe result (what gpu_check.sh does on a GPU): no new training.
     recipe_file = next(tmp_path.glob("*-fashion-94.json"))
     out = tmp_path / "mfu-from-json.json"
