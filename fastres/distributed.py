@@ -113,16 +113,26 @@ def resolve_mode(parallel: str, jobs: int) -> str:
     return parallel
 
 
+def resolve_device(name: str) -> torch.device:
+    """--device auto | cpu | cuda | cuda:N as a torch.device, or one clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FastresError(f"--device {name} requested but CUDA is not available (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise FastresError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
+
+
 def rank_device(name: str, local_rank: int) -> torch.device:
-    """cuda:LOCAL_RANK for --device auto/cuda when CUDA is there; an explicit device is kept."""
+    """cuda:LOCAL_RANK for --device auto/cuda when CUDA is there; otherwise as resolve_device."""
     if name in ("auto", "cuda") and torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
             raise FastresError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible "
                                f"(use --nproc_per_node <= the number of GPUs)")
         return torch.device("cuda", local_rank)
-    if name == "cuda" or (name.startswith("cuda") and not torch.cuda.is_available()):
-        raise FastresError(f"--device {name} requested but CUDA is not available (use --device cpu)")
-    return torch.device("cpu" if name == "auto" else name)
+    return resolve_device(name)
 
 
 def resolve_backend(name: str, device: torch.device) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from .distributed import resolve_device
 from .config import Config
 from .data import load_dataset, upload
 from .errors import FastresError
@@ -22,17 +23,6 @@ from .train import RunResult, build_nets, train, unwrap, warm_up
 
 EPOCH_COLUMNS = [("run", "d"), ("epoch", "d"), ("train_loss", ".4f"), ("train_acc", ".4f"),
                  ("eval_acc", ".4f"), ("tta_acc", ".4f"), ("time_s", ".2f")]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FastresError(f"--device {name} requested but CUDA is not available (use --device cpu)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise FastresError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
 
 
 def configure_torch(cfg: Config, device: torch.device):

@@ -138,10 +138,21 @@ def test_parallel_flags_are_validated():
         Config(dist_backend="mpi").validate()
 
 
+def test_rank_device_refuses_what_it_cannot_give(monkeypatch):
+    from fastres.distributed import rank_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert rank_device("auto", 3) == torch.device("cpu") and rank_device("cpu", 1) == torch.device("cpu")
+    for name, message in (("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available"),
+                          ("tpu0", "unknown --device")):
+        with pytest.raises(FastresError, match=message):
+            rank_device(name, 0)
+
+
 @pytest.mark.parametrize("flags, world, message", [
     (["--batch-size", "2", "--parallel", "data"], "4", "world size 4 is larger than --batch-size 2"),
     (["--batch-size", "6", "--parallel", "data"], "4", "--batch-size 6 (global) must be a multiple of the world size 4"),
     (["--dist-backend", "nccl"], "2", "--dist-backend nccl needs CUDA GPUs"),
+    (["--device", "tpu0"], "2", "unknown --device 'tpu0'"),
 ])
 def test_errors_under_torchrun_are_one_line_before_any_rendezvous(flags, world, message, data, monkeypatch, capsys):
     for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", world)):
