@@ -37,7 +37,8 @@
 #   Commit first and add FASTRES_COMMIT=<git rev-parse --short HEAD here> to calls 1-3: the copy
 #   of the checkout on the device machine may lack .git. Size each call so the three fit the
 #   session's device time (15 min with the first start), e.g. GPU_CHECK_BUDGET / GPU_CHECK_DEADLINE
-#   180 / 280 s (call 1, timeout_s 310), 240 / 330 s (call 2, timeout_s 360), and for call 3
+#   150 / 250 s (call 1, timeout_s 280), 300 / 330 s (call 2, room for the 10.9-epoch fallback
+#   after cifar10-94's 25 runs; timeout_s 360), and for call 3
 #   timeout_s = the device tool's budget_left_s - 60 with the deadline 30 s under it; and use
 #   PYTHONUNBUFFERED=1 ... 2>&1 | tee "$OUT/log" so a call cut short still returns its log.
 #   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/).
