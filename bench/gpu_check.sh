@@ -157,8 +157,16 @@ loader_bench() {
 
 suite_bench() {
   step "benchmark suite"
-  capped $PY -m pytest -q tests/bench "${BENCH_FLAGS[@]}" --benchmark-json="$PREFIX-bench-suite.json" \
+  if [ $SMOKE = 1 ]; then      # timings disabled: nothing to save (pytest-benchmark would leave an empty file)
+    capped $PY -m pytest -q tests/bench "${BENCH_FLAGS[@]}" -p no:cacheprovider || fail "benchmark suite"
+    return
+  fi
+  # Written aside and moved in whole (also after a failed comparison: its timings are the news);
+  # pytest-benchmark writes it at the session's end, so a suite killed before then leaves none.
+  rm -f "$STATE/bench-suite.json"
+  capped $PY -m pytest -q tests/bench "${BENCH_FLAGS[@]}" --benchmark-json="$STATE/bench-suite.json" \
     -p no:cacheprovider || fail "benchmark suite"
+  [ -s "$STATE/bench-suite.json" ] && mv "$STATE/bench-suite.json" "$PREFIX-bench-suite.json"
 }
 
 sweep_knobs() {
