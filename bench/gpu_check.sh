@@ -41,7 +41,8 @@
 #   after cifar10-94's 25 runs; timeout_s 360), and for call 3
 #   timeout_s = the device tool's budget_left_s - 60 with the deadline 30 s under it; and use
 #   PYTHONUNBUFFERED=1 ... 2>&1 | tee "$OUT/log" so a call cut short still returns its log.
-#   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/).
+#   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/);
+#   python bench/results_table.py bench/results/<those files> prints README's rows for them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=0

@@ -29,6 +29,7 @@ def test_gpu_check_smoke_writes_every_result_file(tmp_path):
     assert mfu["total_flops"] > 0 and 0 < mfu["mfu"]
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
     assert all(p.stat().st_size > 0 for p in tmp_path.iterdir()), names        # no empty file either
+    assert load_bench("results_table").main([str(p) for p in sorted(tmp_path.glob("*.json"))]) == 0
     if (REPO / "data_cache" / "cifar-10-batches-bin").is_dir() or os.environ.get("FASTRES_DATA"):
         # The smoke recipes miss 94% by far, so the pre-set fallback runs: the same seeds, more epochs.
         base = json.loads(next(tmp_path.glob("*-cifar10-94.json")).read_text())

@@ -1,0 +1,110 @@
+"""README rows from gpu_check's result files: one Markdown row per recipe, MFU or kernel file.
+
+    python bench/results_table.py bench/results/2026-12-01-h100-80gb-hbm3-abc1234-*.json
+
+Columns as in README's Results table: what | device | date | commit | runs | result | file.
+Every number is read from the file, the date and commit from its name
+(<date>-<device>-<commit>-<what>.json, as gpu_check.sh writes it), so what README says of a GPU
+run is what the run wrote. Files of other kinds (env, sweep, loader, ...) are named on stderr
+and skipped. A file that cannot be read: one line on stderr, exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(.+?)-([0-9a-f]{7}|unknown)-(.+)\.json$")
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def recipe_row(d: dict) -> tuple[str, str, str, str]:
+    """(what, device, runs, result) of a recipe file (bench/recipe_json.py)."""
+    s, env = d["summary"], d["start"]["env"]
+    what = f"`{d['recipe']}`" + (f" `{d['extra_flags']}`" if d["extra_flags"] else "")
+    if d.get("fused_bn_fallback"):
+        what += " (PyTorch's BN: the fused kernel failed its check)"
+    device = f"{env.get('gpu') or env['device']}, torch {env['torch']}"
+    runs = str(s["runs"]) + ("" if d["complete"] else f" of {d['runs_asked']} (cut short)")
+    target = s["target"]
+    p = s["p_mean_above_target"]
+    result = (f"test accuracy {pct(s['acc_mean'])} ± {pct(s['acc_std'])}% (min {pct(s['acc_min'])}%, "
+              f"max {pct(s['acc_max'])}%, {s['reached']}/{s['runs']} >= {target:.0%}"
+              + (f", one-sided t-test p = {p:.2g} against a mean <= {target:.0%}" if p is not None else "")
+              + f"), time-to-accuracy {s['time_mean']:.3f} ± {s['time_std']:.3f} s (min {s['time_min']:.3f} s)")
+    return what, device, runs, result
+
+
+def mfu_row(d: dict) -> tuple[str, str, str, str]:
+    env = d["env"]
+    result = (f"MFU {100 * d['mfu']:.1f}%: {d['total_flops'] / 1e12:.1f} TFLOP per run (training and TTA "
+              f"evaluation) in {d['time_s_mean']:.3f} s = {d['achieved_flops_per_s'] / 1e12:.1f} TFLOP/s, "
+              f"against a dense matmul rate (fp16 on a GPU) of {d['matmul_flops_per_s'] / 1e12:.1f} TFLOP/s measured in the same run")
+    return f"MFU of `{d['recipe']}`", f"{env.get('gpu') or env['device']}, torch {env['torch']}", str(d["runs"]), result
+
+
+def kernels_row(d: dict) -> tuple[str, str, str, str]:
+    s = d["summary"]
+    parts = []
+    for net, r in s["per_recipe"].items():
+        ms = r["step_ms"]
+        part = (f"{net} (batch {r['batch']}): BN fwd+bwd per training step fused {ms['fused']:.3f} ms, "
+                f"eager {ms['eager']:.3f} ms, compiled {ms['compiled']:.3f} ms = {r['fused_vs_compiled']:.2f}x "
+                f"compiled (goal 1.3x {'met' if r['goal_1_3x_met'] else 'missed'})")
+        if "fused_vs_compiled_graph" in r:
+            part += f"; as CUDA graphs {r['fused_vs_compiled_graph']:.2f}x"
+        parts.append(part)
+    parts.append(f"copy bandwidth {d['copy_gbs']:.0f} GB/s; layers >= 32 MB at >= 80% of it (forward and "
+                 f"backward): {len(s['layers_ge_32MB_at_80pct_copy'])} of {s['layers_ge_32MB']}")
+    what = "fused BN+act kernel (`bench/kernels.py`" + (", cut short)" if not d["complete"] else ")")
+    return what, f"{d['device']}, torch {d['torch']}, triton {d['triton']}", "—", "; ".join(parts)
+
+
+def row(path: Path) -> str | None:
+    m = NAME.match(path.name)
+    if not m:
+        raise ValueError("name is not <date>-<device>-<commit>-<what>.json")
+    d = json.loads(path.read_text())
+    kind = d.get("benchmark") if isinstance(d, dict) else None
+    if kind == "recipe":
+        cells = recipe_row(d)
+    elif kind == "mfu":
+        cells = mfu_row(d)
+    elif isinstance(d, dict) and "layers" in d and "summary" in d:      # bench/kernels.py's result
+        cells = kernels_row(d)
+    else:
+        return None
+    what, device, runs, result = cells
+    date, _, commit, _ = m.groups()
+    return f"| {what} | {device} | {date} | {commit} | {runs} | {result} | `{path.as_posix()}` |"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("files", nargs="+", type=Path)
+    args = p.parse_args(argv)
+    rows = []
+    for path in args.files:
+        try:
+            line = row(path)
+        except KeyError as e:
+            print(f"results_table: {path}: missing field {e}", file=sys.stderr)
+            return 2
+        except (OSError, ValueError, TypeError) as e:
+            print(f"results_table: {path}: {e}", file=sys.stderr)
+            return 2
+        if line is None:
+            print(f"results_table: {path}: no row format for this kind of file, skipped", file=sys.stderr)
+        else:
+            rows.append(line)
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""bench/results_table.py: README rows carry exactly the numbers of gpu_check's result files."""
+import json
+
+from fastres.report import summarize
+from helpers import load_bench
+
+results_table = load_bench("results_table")
+recipe_json = load_bench("recipe_json")
+
+GPU_ENV = {"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "commit": "abc1234" + "0" * 33}
+
+
+def recipe_file(tmp_path, name, accs, times, runs_asked=None, flags="", fallback=False):
+    records = [{"type": "start", "config": {"runs": runs_asked or len(accs), "target": 0.94}, "env": GPU_ENV}]
+    records += [{"type": "run", "seed": i, "accuracy": a, "time_s": t} for i, (a, t) in enumerate(zip(accs, times))]
+    if runs_asked is None:                  # finished: the run log ends with its summary
+        records.append({"type": "summary", **summarize(accs, times, 0.94)})
+    result = recipe_json.build(records, "cifar10-94", flags, fallback)
+    path = tmp_path / name
+    path.write_text(json.dumps(result))
+    return path
+
+
+def test_recipe_mfu_and_kernel_rows(tmp_path, capsys):
+    full = recipe_file(tmp_path, "2026-12-01-h100-80gb-hbm3-abc1234-cifar10-94.json",
+                       [0.9400, 0.9410, 0.9420], [2.5, 2.6, 2.7])
+    short = recipe_file(tmp_path, "2026-12-01-h100-80gb-hbm3-abc1234-cifar10-94-more-epochs.json",
+                        [0.9390], [2.75], runs_asked=25, flags="--epochs 10.9", fallback=True)
+    mfu = tmp_path / "2026-12-01-h100-80gb-hbm3-abc1234-cifar10-94-mfu.json"
+    mfu.write_text(json.dumps({"benchmark": "mfu", "recipe": "cifar10-94", "env": GPU_ENV, "runs": 3,
+                               "total_flops": 3.6e14, "time_s_mean": 2.6, "achieved_flops_per_s": 3.6e14 / 2.6,
+                               "matmul_flops_per_s": 7.0e14, "mfu": 3.6e14 / 2.6 / 7.0e14}))
+    kernels = tmp_path / "2026-12-01-h100-80gb-hbm3-abc1234-kernels.json"
+    kernels.write_text(json.dumps({
+        "device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "triton": "3.6.0", "copy_gbs": 2900.4, "complete": True,
+        "layers": [], "summary": {"per_recipe": {"cifar10-94": {
+            "batch": 1024, "step_ms": {"fused": 1.0, "eager": 3.0, "compiled": 1.5}, "fused_vs_compiled": 1.5,
+            "goal_1_3x_met": True, "fused_vs_compiled_graph": 1.25}},
+            "layers_ge_32MB": 4, "layers_ge_32MB_at_80pct_copy": ["a", "b", "c"]}}))
+    env = tmp_path / "2026-12-01-h100-80gb-hbm3-abc1234-cifar-env.json"
+    env.write_text(json.dumps(GPU_ENV))
+    assert results_table.main([str(p) for p in (full, short, mfu, kernels, env)]) == 0
+    out, err = capsys.readouterr()
+    rows = out.strip().splitlines()
+    assert len(rows) == 4 and "cifar-env.json: no row format" in err
+    # p: t = 0.1 / (0.1 / sqrt 3) = 1.732 with 2 degrees of freedom, one-sided 0.1127
+    assert rows[0] == (
+        "| `cifar10-94` | NVIDIA H100 80GB HBM3, torch 2.11.0 | 2026-12-01 | abc1234 | 3 | test accuracy "
+        "94.10 ± 0.10% (min 94.00%, max 94.20%, 3/3 >= 94%, one-sided t-test p = 0.11 against a mean <= 94%), "
+        f"time-to-accuracy 2.600 ± 0.100 s (min 2.500 s) | `{full.as_posix()}` |")
+    assert rows[1].startswith("| `cifar10-94` `--epochs 10.9` (PyTorch's BN: the fused kernel failed its check) |")
+    assert "| 1 of 25 (cut short) | test accuracy 93.90 ± 0.00% (min 93.90%, max 93.90%, 0/1 >= 94%)," in rows[1]
+    assert "| 3 | MFU 19.8%: 360.0 TFLOP per run" in rows[2] and "138.5 TFLOP/s" in rows[2] and "700.0 TFLOP/s" in rows[2]
+    assert rows[3].startswith("| fused BN+act kernel (`bench/kernels.py`) | NVIDIA H100 80GB HBM3, torch 2.11.0, "
+                              "triton 3.6.0 | 2026-12-01 | abc1234 | — | cifar10-94 (batch 1024): BN fwd+bwd per "
+                              "training step fused 1.000 ms, eager 3.000 ms, compiled 1.500 ms = 1.50x compiled "
+                              "(goal 1.3x met); as CUDA graphs 1.25x; copy bandwidth 2900 GB/s; layers >= 32 MB "
+                              "at >= 80% of it (forward and backward): 3 of 4 |")
+
+
+def test_bad_files_are_one_line(tmp_path, capsys):
+    odd = tmp_path / "results.json"
+    odd.write_text("{}")
+    broken = tmp_path / "2026-12-01-h100-abc1234-cifar10-94.json"
+    broken.write_text('{"benchmark": "recipe"}')
+    for path, message in ((odd, "name is not <date>-<device>-<commit>-<what>.json"),
+                          (broken, "missing field 'summary'"), (tmp_path / "2026-12-01-x-abc1234-y.json", "No such file")):
+        assert results_table.main([str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
