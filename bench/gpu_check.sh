@@ -44,7 +44,7 @@
 #   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/);
 #   python bench/results_table.py bench/results/<those files> prints README's rows for them.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 SMOKE=0
 PHASE=all
 while [ $# -gt 0 ]; do
@@ -301,5 +301,5 @@ case $PHASE in
 esac
 
 step "done: phase $PHASE, status $STATUS"
-ls -l "$OUTDIR" | grep -- "$(basename "$PREFIX")"
+ls -l "$PREFIX"-*
 exit $STATUS
