@@ -117,7 +117,7 @@ def test_recipe_json_keeps_finished_runs_of_a_cut_short_recipe(tmp_path):
 @pytest.mark.slow
 def test_gpu_check_defers_the_more_epochs_fallback_to_the_next_phase(tmp_path):
     # The cifar phase with no budget left: cifar10-94 (required) misses 94%, its fallback cannot
-    # fit, so it is left in the state folder; the next phase on the machine runs it first.
+    # fit, so it is left in the state folder; the next phase on the machine runs it after fashion-94.
     if not (REPO / "data_cache" / "cifar-10-batches-bin").is_dir() and not os.environ.get("FASTRES_DATA"):
         pytest.skip("needs CIFAR-10 (data_cache/ or FASTRES_DATA)")
     state, out = tmp_path / "state", tmp_path / "out"
