@@ -23,13 +23,17 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def device(env: dict) -> str:
+    """The device cell of a training file: the GPU's name (or the torch device) and torch's version."""
+    return f"{env.get('gpu') or env['device']}, torch {env['torch']}"
+
+
 def recipe_row(d: dict) -> tuple[str, str, str, str]:
     """(what, device, runs, result) of a recipe file (bench/recipe_json.py)."""
     s, env = d["summary"], d["start"]["env"]
     what = f"`{d['recipe']}`" + (f" `{d['extra_flags']}`" if d["extra_flags"] else "")
     if d.get("fused_bn_fallback"):
         what += " (PyTorch's BN: the fused kernel failed its check)"
-    device = f"{env.get('gpu') or env['device']}, torch {env['torch']}"
     runs = str(s["runs"]) + ("" if d["complete"] else f" of {d['runs_asked']} (cut short)")
     target = s["target"]
     p = s["p_mean_above_target"]
@@ -37,7 +41,7 @@ def recipe_row(d: dict) -> tuple[str, str, str, str]:
               f"max {pct(s['acc_max'])}%, {s['reached']}/{s['runs']} >= {target:.0%}"
               + (f", one-sided t-test p = {p:.2g} against a mean <= {target:.0%}" if p is not None else "")
               + f"), time-to-accuracy {s['time_mean']:.3f} ± {s['time_std']:.3f} s (min {s['time_min']:.3f} s)")
-    return what, device, runs, result
+    return what, device(env), runs, result
 
 
 def mfu_row(d: dict) -> tuple[str, str, str, str]:
@@ -45,7 +49,7 @@ def mfu_row(d: dict) -> tuple[str, str, str, str]:
     result = (f"MFU {100 * d['mfu']:.1f}%: {d['total_flops'] / 1e12:.1f} TFLOP per run (training and TTA "
               f"evaluation) in {d['time_s_mean']:.3f} s = {d['achieved_flops_per_s'] / 1e12:.1f} TFLOP/s, "
               f"against a dense matmul rate (fp16 on a GPU) of {d['matmul_flops_per_s'] / 1e12:.1f} TFLOP/s measured in the same run")
-    return f"MFU of `{d['recipe']}`", f"{env.get('gpu') or env['device']}, torch {env['torch']}", str(d["runs"]), result
+    return f"MFU of `{d['recipe']}`", device(env), str(d["runs"]), result
 
 
 def kernels_row(d: dict) -> tuple[str, str, str, str]:
@@ -79,9 +83,9 @@ def row(path: Path) -> str | None:
         cells = kernels_row(d)
     else:
         return None
-    what, device, runs, result = cells
+    what, where, runs, result = cells
     date, _, commit, _ = m.groups()
-    return f"| {what} | {device} | {date} | {commit} | {runs} | {result} | `{path.as_posix()}` |"
+    return f"| {what} | {where} | {date} | {commit} | {runs} | {result} | `{path.as_posix()}` |"
 
 
 def main(argv=None) -> int:
