@@ -370,14 +370,22 @@ def test_epoch_batches_cover_each_index_once(n, bs):
     assert not torch.equal(second, torch.cat(batches)) or n < 3   # reshuffled each epoch
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.gpu
-def test_cuda_fp16_matches_cpu_reference():
-    x = images(64).half().cuda().contiguous(memory_format=CL)
-    g = torch.Generator(device="cuda").manual_seed(0)
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_fp16_full_augmentation_matches_the_reference(device):
+    # Every part at once, in fp16 on the training device: the crop/flip gather, then the
+    # brightness/contrast jitter (an fp16 add then multiply, rounded per op on CPU and GPU
+    # alike), then cutout and erasing (zeros; the images are positive, so 0 marks them).
+    x = images(64).half().to(device).contiguous(memory_format=CL)
+    g = torch.Generator(device=device).manual_seed(0)
     aug = EpochAugmenter(64, generator=g, **dict(FULL, flip="alternating"))
     out = aug(x, 1)
-    assert out.is_cuda and out.dtype == torch.float16 and out.is_contiguous(memory_format=CL)
+    assert out.device.type == device and out.dtype == torch.float16
+    assert out.is_contiguous(memory_format=CL)
     ref = batch_crop_flip(x.cpu(), aug.last["offsets"].cpu(), 2, aug.last["flip"].cpu())
-    keep = (out.cpu() != 0)
+    shift, scale = (t.cpu().view(-1, 1, 1, 1) for t in aug.last["jitter"])
+    ref = ref.add_(shift).mul_(scale)
+    keep = out.cpu() != 0
+    assert (~keep).any() and keep.float().mean() > 0.5       # cutout/erasing ran, most survive
     assert torch.equal(out.cpu()[keep], ref[keep])

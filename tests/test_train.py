@@ -319,6 +319,7 @@ def test_no_host_sync_from_the_first_step_to_the_end_of_the_timer(changes, monke
     def strict_step(x, y):
         torch.cuda.set_sync_debug_mode("error")
         return step(x, y)
+    strict_step._orig_mod = train_mod.unwrap(step)   # what train() checks, as on a compiled step
 
     def stop_then_allow(timer, stop=train_mod.Timer.stop):
         torch.cuda.set_sync_debug_mode("default")
