@@ -19,6 +19,13 @@ all). --ghost overrides every layer's ghost-batch size.
 --sweep times the fused op's forward + backward summed over all layers (one training step's
 BN work per recipe, summed) for each launch configuration in SWEEP_GRID and reports the
 fastest; its knobs can be given to training as FASTRES_BN_TUNING="tile=...,warps=...,programs_per_sm=...".
+On a GPU the sweep times CUDA-graph replays: the knobs change the GPU's work, not the host's,
+and launched from the host these layers are host-bound (the first H100 run, 2026-11-28, timed
+host launches and picked knobs from noise).
+
+On a GPU each layer's row also breaks the fused op down by Triton kernel ("kernels_us": the
+GPU microseconds of each launch of its forward + backward, each replayed alone in a CUDA graph),
+so a slow layer shows which kernel (statistics, finalize, apply; reduce, finalize, dx) is slow.
 
 For each layer, times forward, backward and both (fwd+bwd; backward = both - forward) for
   fused:    the Triton kernels as eager BatchNormAct2d calls them (bn_act_op.fused_train: the
@@ -171,6 +178,52 @@ def graphed(fn) -> "torch.cuda.CUDAGraph":
     return graph
 
 
+def record_launches(fn) -> list[tuple]:
+    """Run fn once, recording every Triton launch of the fused op's kernels as
+    (name, kernel, grid, args, kwargs); the recorded tensors stay alive for replays."""
+    calls = []
+    kernels = {n: getattr(bn_act_op.K, n) for n in dir(bn_act_op.K) if n.endswith("_kernel")}
+
+    class Recorder:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                calls.append((self.name, self.kernel, grid, args, kwargs))
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+    try:
+        for name, kernel in kernels.items():
+            setattr(bn_act_op.K, name, Recorder(name, kernel))
+        fn()
+    finally:
+        for name, kernel in kernels.items():
+            setattr(bn_act_op.K, name, kernel)
+    return calls
+
+
+def kernel_breakdown(timer, fn, reps: int = 10) -> list[dict]:
+    """Microseconds per launch of each Triton kernel that fn launches (in launch order). On a GPU
+    each launch is replayed `reps` times in one CUDA graph: the GPU's time for that kernel alone.
+    On a CPU (the interpreter) a plain timing, which checks the plumbing only. Every kernel of
+    the op overwrites its outputs from its inputs, so replaying one alone is safe."""
+    rows, reps = [], reps if timer.cuda else 1
+    for name, kernel, grid, args, kwargs in record_launches(fn):
+        def launch(kernel=kernel, grid=grid, args=args, kwargs=kwargs):
+            for _ in range(reps):
+                kernel[grid](*args, **kwargs)
+        if timer.cuda:
+            graph = graphed(launch)
+            ms = timer(graph.replay)
+            del graph
+        else:
+            ms = timer(launch)
+        rows.append({"kernel": name.removesuffix("_kernel").removeprefix("bn_"), "grid": list(grid),
+                     "us": ms * 1e3 / reps})
+    return rows
+
+
 def layer_tensors(device, dtype, n, c, h, freeze):
     """One BN layer's input x (channels-last), upstream gradient dy, scale w (frozen or not),
     bias b, and the tensors a backward differentiates: x, b and w unless frozen."""
@@ -208,11 +261,15 @@ def bench_layer(timer, device, dtype, n, c, h, act, alpha, ghost, freeze, compil
             except Exception as e:      # a variant that cannot be captured says why in the JSON
                 torch.cuda.synchronize()
                 entry["graph_error"] = f"{type(e).__name__}: {e}"[:300]
+        if name == "fused" and (graphs or device == "cpu"):
+            entry["kernels_us"] = kernel_breakdown(
+                timer, lambda: torch.autograd.grad(fn(x, w, b, rm, rv), inputs, dy))
     return row
 
 
 def fused_step_ms(timer, device, dtype, nets, freeze: bool) -> float:
-    """Milliseconds of the fused op's forward + backward summed over every BN layer of `nets`."""
+    """Milliseconds of the fused op's forward + backward summed over every BN layer of `nets`:
+    on a GPU the replay of each layer's CUDA graph (the GPU's time, which the knobs change)."""
     total = 0.0
     for _, batch, layers in nets:
         for c, h, act, alpha, ghost, count in layers:
@@ -221,7 +278,12 @@ def fused_step_ms(timer, device, dtype, nets, freeze: bool) -> float:
             def both():
                 y, *_ = bn_act_op.fused_train(x, w, b, EPS, act, alpha, ghost)
                 return torch.autograd.grad(y, inputs, dy)
-            total += count * timer(both)
+            if timer.cuda:
+                graph = graphed(both)
+                total += count * timer(graph.replay)
+                del graph
+            else:
+                total += count * timer(both)
     return total
 
 
@@ -336,6 +398,10 @@ def main(argv=None) -> dict:
                     cells.append(f"{v['fwd_ms']:7.3f}/{v['bwd_ms']:7.3f} {v['fwd_gbs']:5.0f}/{v['bwd_gbs']:5.0f}"
                                  f" ({v['fwd_pct_copy']:3.0f}/{v['bwd_pct_copy']:3.0f}%)")
                 print(f"{net:>14} {c:4d}@{h:<2d} {act[:4]:>4} x{count} {row['mbytes']:6.1f} | " + " | ".join(cells))
+                parts = row["variants"]["fused"].get("kernels_us")
+                if parts:
+                    print(f"{'fused kernels, us each':>30}: " + ", ".join(f"{k['kernel']} {k['us']:.1f}" for k in parts)
+                          + f" (sum {sum(k['us'] for k in parts):.1f})")
             per_recipe[net] = step_summary(net, batch, totals, graph_totals if all_graphed else {})
     except KeyboardInterrupt:       # gpu_check.sh's deadline sends SIGINT: keep what finished
         complete = False

@@ -309,6 +309,7 @@ def test_compiled_net_matches_eager(fused_only):
 def test_bench_smoke_writes_json(tmp_path):
     import json
     bench = load_bench("kernels")
+    kernels = {n: getattr(bn_act_op.K, n) for n in dir(bn_act_op.K) if n.endswith("_kernel")}
     bench.main(["--smoke", "--ghost", "2", "--out", str(tmp_path / "bn.json")])
     result = json.loads((tmp_path / "bn.json").read_text())
     assert result["smoke"] and result["complete"] and len(result["layers"]) == 2
@@ -318,6 +319,13 @@ def test_bench_smoke_writes_json(tmp_path):
     fused = sum(r["count"] * r["variants"]["fused"]["both_ms"] for r in result["layers"])
     assert smoke["step_ms"]["fused"] == pytest.approx(fused)
     assert smoke["fused_vs_compiled"] == pytest.approx(smoke["step_ms"]["compiled"] / fused)
+    # the fused op's forward + backward, kernel by kernel, in launch order (ghost groups: the
+    # grid's first axis holds the groups' slabs)
+    for layer in result["layers"]:
+        parts = layer["variants"]["fused"]["kernels_us"]
+        assert [k["kernel"] for k in parts] == ["stats", "finalize", "apply", "bwd_reduce", "bwd_finalize", "bwd_dx"]
+        assert all(k["us"] > 0 for k in parts) and parts[1]["grid"][0] == 2      # 4 images / 2 per group
+    assert {n: getattr(bn_act_op.K, n) for n in kernels} == kernels            # the recorder is gone
 
 
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark")
