@@ -11,6 +11,11 @@ On a CPU the Triton kernels are replaced by no-ops (the interpreter would time P
 the kernels): the fused figures are then the host cost without Triton's launcher, while the
 reference figures include its (tiny) CPU compute.
 
+On a GPU two more measurements split the fused op's cost: the same chains with the Triton
+kernels replaced by no-ops ("fused, kernels stubbed": the Python and dispatch around them), and
+the host time of one Triton launch (the forward's apply kernel, launched alone with its recorded
+arguments) against one PyTorch elementwise launch on the same tensor.
+
 Compare a training step's host time (layers x this cost + the rest) with its GPU time: when the
 host is slower, the step is host-bound and CUDA graphs (--compile-mode reduce-overhead) or fewer
 host-side calls per layer pay off, not faster kernels.
@@ -43,6 +48,38 @@ def stub_kernels():
     for name in dir(bn_act_kernels):
         if name.endswith("_kernel"):
             setattr(bn_act_kernels, name, _NoLaunch())
+
+
+def launch_us(x: torch.Tensor, iters: int) -> dict:
+    """Host microseconds per launch (GPU): one of the op's Triton kernels, launched alone with the
+    arguments the forward gave it, and PyTorch's in-place add on the same tensor, for scale."""
+    from fastres.kernels import bn_act_op
+    real, recorded = bn_act_kernels.bn_apply_kernel, []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: recorded.append((grid, args, kwargs)) or real[grid](*args, **kwargs)
+    c = x.shape[1]
+    w, b = torch.ones(c, device=x.device), torch.zeros(c, device=x.device)
+    bn_act_kernels.bn_apply_kernel = Recorder()
+    try:
+        bn_act_op._train_impl(x.detach(), w, b, 1e-5, "gelu", 1.0, 0)
+    finally:
+        bn_act_kernels.bn_apply_kernel = real
+    grid, args, kwargs = recorded[0]
+    y = x.detach().clone()
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)     # CPU: the tests' plumbing check
+    out = {}
+    for name, fn in (("triton_apply_kernel", lambda: real[grid](*args, **kwargs)), ("torch_add_", lambda: y.add_(0))):
+        for _ in range(max(3, iters // 10)):
+            fn()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        sync()
+        out[name] = (time.perf_counter() - t0) / iters * 1e6
+    return out
 
 
 def chain(layers: int, backend: str, device: str) -> torch.nn.Sequential:
@@ -82,17 +119,26 @@ def main(argv=None) -> dict:
         stub_kernels()
     x = torch.randn(8, 256, 3, 3, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
     dy = torch.randn_like(x)
-    rows = []
-    for backend in ("triton", "reference"):
+    rows, launches = [], launch_us(x, args.iters) if device == "cuda" else None
+    variants = [("fused", "triton"), ("reference", "reference")]
+    if device == "cuda":
+        variants.append(("fused, kernels stubbed", "triton"))
+    for variant, backend in variants:
+        if variant == "fused, kernels stubbed":
+            stub_kernels()
         for compiled in ((False,) if args.no_compile else (False, True)):
             one, six = (host_us(chain(k, backend, device), x, dy, compiled, args.iters) for k in (1, 6))
-            row = {"variant": "fused" if backend == "triton" else "reference", "compiled": compiled,
+            row = {"variant": variant, "compiled": compiled,
                    "us_1_layer": one, "us_6_layers": six, "us_per_layer": (six - one) / 5}
             rows.append(row)
-            print(f"{row['variant']:>9} {'compiled' if compiled else 'eager':>8}: {row['us_per_layer']:6.1f} us "
+            print(f"{row['variant']:>22} {'compiled' if compiled else 'eager':>8}: {row['us_per_layer']:6.1f} us "
                   f"per layer (fwd+bwd; 1 layer {one:.0f} us, 6 layers {six:.0f} us)")
     result = {"benchmark": "host_overhead", "env": environment(torch.device(device)), "iters": args.iters,
               "kernels_stubbed": device == "cpu", "input": list(x.shape), "rows": rows}
+    if launches:
+        result["launch_us"] = launches
+        print("host us per launch: " + ", ".join(f"{k} {v:.1f}" for k, v in launches.items()) +
+              " (the fused op launches 6 Triton kernels per layer, forward + backward)")
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
         print(f"wrote {args.out}")

@@ -96,27 +96,47 @@ def _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR: tl.constexpr):
 # ---------------------------------------------------------------- forward
 @triton.jit
 def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, M, C, R, S, SLAB,
-                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Per-slab mean and centred M2 per channel. Each tile is centred on its own mean before
-    squaring and merged with Chan's formula, so |mean| >> std does not cancel digits."""
+                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TWO_D: tl.constexpr):
+    """Per-slab mean and centred M2 per channel, robust when |mean| >> std.
+
+    TWO_D=False: each tile is centred on its own mean before squaring and merged with Chan's
+    formula (two cross-thread reductions per tile). TWO_D=True: sums of d = x - pivot and d^2
+    accumulate element-wise in [BLOCK_M, BLOCK_C] registers and are reduced once at the end
+    (no reduction, so no barrier, inside the loop), the pivot being the slab's first row: one
+    sample of the data, within a few std of the mean, so s2 - s1^2/n cancels only a few bits."""
     g, row_start, row_end = _slab(M, R, S, SLAB)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    # Loop-carried values are all [BLOCK_C] fp32 vectors (the count too) so that their type
-    # never changes across iterations, under any triton version.
-    n = tl.zeros([BLOCK_C], tl.float32)
-    mean = tl.zeros([BLOCK_C], tl.float32)
-    m2 = tl.zeros([BLOCK_C], tl.float32)
-    for start in range(row_start, row_end, BLOCK_M):
-        x, mask, _ = _tile(x_ptr, start, row_end, cols, C, BLOCK_M)
-        nb = tl.minimum(row_end - start, BLOCK_M).to(tl.float32)
-        mean_b = tl.sum(x, axis=0) / nb
-        d = tl.where(mask, x - mean_b[None, :], 0.0)
-        m2_b = tl.sum(d * d, axis=0)
-        delta = mean_b - mean
-        n_ab = n + nb
-        mean = mean + delta * (nb / n_ab)
-        m2 = m2 + m2_b + delta * delta * (n * nb / n_ab)
-        n = n_ab
+    if TWO_D:
+        cmask = (cols < C) & (row_start < row_end)      # an empty slab (short last group): zeros
+        pivot = tl.load(x_ptr + row_start.to(tl.int64) * C + cols, mask=cmask, other=0.0).to(tl.float32)
+        acc1 = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
+        acc2 = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
+        for start in range(row_start, row_end, BLOCK_M):
+            x, mask, _ = _tile(x_ptr, start, row_end, cols, C, BLOCK_M)
+            d = tl.where(mask, x - pivot[None, :], 0.0)
+            acc1 += d
+            acc2 += d * d
+        n = tl.maximum(row_end - row_start, 1).to(tl.float32)
+        s1 = tl.sum(acc1, axis=0)
+        mean = pivot + s1 / n
+        m2 = tl.maximum(tl.sum(acc2, axis=0) - s1 * (s1 / n), 0.0)
+    else:
+        # Loop-carried values are all [BLOCK_C] fp32 vectors (the count too) so that their type
+        # never changes across iterations, under any triton version.
+        n = tl.zeros([BLOCK_C], tl.float32)
+        mean = tl.zeros([BLOCK_C], tl.float32)
+        m2 = tl.zeros([BLOCK_C], tl.float32)
+        for start in range(row_start, row_end, BLOCK_M):
+            x, mask, _ = _tile(x_ptr, start, row_end, cols, C, BLOCK_M)
+            nb = tl.minimum(row_end - start, BLOCK_M).to(tl.float32)
+            mean_b = tl.sum(x, axis=0) / nb
+            d = tl.where(mask, x - mean_b[None, :], 0.0)
+            m2_b = tl.sum(d * d, axis=0)
+            delta = mean_b - mean
+            n_ab = n + nb
+            mean = mean + delta * (nb / n_ab)
+            m2 = m2 + m2_b + delta * delta * (n * nb / n_ab)
+            n = n_ab
     out = tl.program_id(0) * C + cols
     tl.store(pmean_ptr + out, mean, mask=cols < C)
     tl.store(pm2_ptr + out, m2, mask=cols < C)
@@ -195,21 +215,34 @@ def _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b, alpha,
 @triton.jit
 def bn_bwd_reduce_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, psum_g_ptr, psum_gx_ptr,
                          M, C, R, S, SLAB, eps, alpha, ACT: tl.constexpr, FROM_VAR: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Per-slab partial sums of g and g * x_hat per channel."""
+                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TWO_D: tl.constexpr):
+    """Per-slab partial sums of g and g * x_hat per channel: reduced tile by tile, or with
+    TWO_D accumulated element-wise in [BLOCK_M, BLOCK_C] registers and reduced once."""
     g, row_start, row_end = _slab(M, R, S, SLAB)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mean, rstd = _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR)
     w = tl.load(w_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
-    sum_g = tl.zeros([BLOCK_C], tl.float32)
-    sum_gx = tl.zeros([BLOCK_C], tl.float32)
-    for start in range(row_start, row_end, BLOCK_M):
-        xhat, gz, mask, _ = _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b,
-                                       alpha, ACT, BLOCK_M)
-        gz = tl.where(mask, gz, 0.0)
-        sum_g += tl.sum(gz, axis=0)
-        sum_gx += tl.sum(gz * xhat, axis=0)
+    if TWO_D:
+        acc_g = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
+        acc_gx = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
+        for start in range(row_start, row_end, BLOCK_M):
+            xhat, gz, mask, _ = _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b,
+                                           alpha, ACT, BLOCK_M)
+            gz = tl.where(mask, gz, 0.0)
+            acc_g += gz
+            acc_gx += gz * xhat
+        sum_g = tl.sum(acc_g, axis=0)
+        sum_gx = tl.sum(acc_gx, axis=0)
+    else:
+        sum_g = tl.zeros([BLOCK_C], tl.float32)
+        sum_gx = tl.zeros([BLOCK_C], tl.float32)
+        for start in range(row_start, row_end, BLOCK_M):
+            xhat, gz, mask, _ = _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b,
+                                           alpha, ACT, BLOCK_M)
+            gz = tl.where(mask, gz, 0.0)
+            sum_g += tl.sum(gz, axis=0)
+            sum_gx += tl.sum(gz * xhat, axis=0)
     out = tl.program_id(0) * C + cols
     tl.store(psum_g_ptr + out, sum_g, mask=cols < C)
     tl.store(psum_gx_ptr + out, sum_gx, mask=cols < C)

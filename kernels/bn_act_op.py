@@ -46,22 +46,30 @@ def _sm_count(index: int) -> int:
 # tests' unaligned shapes take the dx kernel to 149: 3); at 32 per thread (tile 4096) the
 # reduction needs 186-204 (2 programs). No launch spills at any knob of SWEEP_GRID
 # (bench/results/2026-11-27-cpu-amd-epyc-2c-5dc9272-compile-check.json).
-GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128}
+# acc2d (0 or 1): the reductions (forward statistics, backward sums) accumulate element-wise in
+# 2-D tiles and reduce once per program instead of once per tile (bn_stats_kernel's TWO_D); it
+# also applies in the interpreter, so the CPU tests cover both. Off until a GPU run measures it.
+GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0}
 
 
 def parse_tuning(text: str) -> dict:
     """'tile=4096,warps=8' -> {'tile': 4096, 'warps': 8}: knobs of GPU_TUNING, as the environment
     variable FASTRES_BN_TUNING gives them (bench/gpu_check.sh sets it from a tuning sweep).
-    tile, warps and block_p must be powers of two (Triton block shapes), programs_per_sm >= 1."""
+    tile, warps and block_p must be powers of two (Triton block shapes), programs_per_sm >= 1,
+    acc2d 0 or 1."""
     tuning = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
         key = key.strip().replace("-", "_")
-        if key not in GPU_TUNING or not value.strip().isdigit() or int(value) < 1:
-            raise ValueError(f"FASTRES_BN_TUNING: expected knob=positive integer with knobs "
+        if key not in GPU_TUNING or not value.strip().isdigit():
+            raise ValueError(f"FASTRES_BN_TUNING: expected knob=integer with knobs "
                              f"{', '.join(GPU_TUNING)}, got {item!r}")
         n = int(value)
-        if key != "programs_per_sm" and n & (n - 1):
+        if key == "acc2d" and n not in (0, 1):
+            raise ValueError(f"FASTRES_BN_TUNING: acc2d must be 0 or 1, got {n}")
+        if key != "acc2d" and n < 1:
+            raise ValueError(f"FASTRES_BN_TUNING: {key} must be >= 1, got {n}")
+        if key in ("tile", "warps", "block_p") and n & (n - 1):
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be a power of two, got {n}")
         tuning[key] = n
     return tuning
@@ -91,7 +99,8 @@ def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tu
     slab = triton.cdiv(triton.cdiv(R, slabs), block_m) * block_m
     slabs = triton.cdiv(R, slab)
     return dict(BLOCK_M=block_m, BLOCK_C=block_c, S=slabs, SLAB=slab, c_blocks=c_blocks,
-                BLOCK_P=block_p, BLOCK_CF=min(32, block_c), num_warps=warps)
+                BLOCK_P=block_p, BLOCK_CF=min(32, block_c), num_warps=warps,
+                TWO_D=bool(knobs.get("acc2d", 0)))
 
 
 def _groups(x: Tensor, ghost_batch: int) -> tuple[int, int]:
@@ -144,7 +153,8 @@ def _train_impl(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, a
     partial = torch.empty(2, G * S, C, dtype=torch.float32, device=x.device)
     grid = (G * S, geo["c_blocks"])
     blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
-    K.bn_stats_kernel[grid](xr, partial[0], partial[1], M, C, R, S, geo["SLAB"], **blocks)
+    K.bn_stats_kernel[grid](xr, partial[0], partial[1], M, C, R, S, geo["SLAB"], TWO_D=geo["TWO_D"],
+                            **blocks)
     K.bn_finalize_kernel[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
         partial[0], partial[1], mean, rstd, var, M, C, R, S, geo["SLAB"], eps,
         BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
@@ -210,7 +220,7 @@ def _backward_impl(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Te
     blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
     K.bn_bwd_reduce_kernel[grid](xr, dyr, mean, rstd, weight, bias, partial[0], partial[1], M, C, R,
                                  S, geo["SLAB"], eps, alpha, ACT=act_code,
-                                 FROM_VAR=not batch_stats, **blocks)
+                                 FROM_VAR=not batch_stats, TWO_D=geo["TWO_D"], **blocks)
     K.bn_bwd_finalize_kernel[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
         partial[0], partial[1], sum_g, sum_gx, dw if weight_grad else db, db, C, S,
         WRITE_TOTALS=G == 1, WRITE_DW=weight_grad, BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])

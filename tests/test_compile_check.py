@@ -100,7 +100,7 @@ except Exception as e:
 x = torch.empty(4, 64, 3, 3, device="meta", dtype=torch.float16)
 rows = x.permute(0, 2, 3, 1).reshape(-1, 64)
 spec = cc.specialise(K.bn_stats_kernel, (rows, rows[1:], x.reshape(-1)[3:], 1, 64, 2**33, 17, 48),
-                     {"BLOCK_M": 16, "BLOCK_C": 64, "num_warps": 8})
+                     {"BLOCK_M": 16, "BLOCK_C": 64, "TWO_D": False, "num_warps": 8})
 out["spec"] = [dict(spec.signature), dict(spec.constants), list(spec.aligned), spec.num_warps]
 print(json.dumps(out))
 '''
@@ -125,6 +125,6 @@ def test_compiler_catches_what_the_interpreter_lets_through(tmp_path):
     signature, constants, aligned, warps = out["spec"]
     assert signature == {"x_ptr": "*fp16", "pmean_ptr": "*fp16", "pm2_ptr": "*fp16", "M": "constexpr",
                          "C": "i32", "R": "i64", "S": "i32", "SLAB": "i32", "BLOCK_M": "constexpr",
-                         "BLOCK_C": "constexpr"}
-    assert constants == {"M": 1, "BLOCK_M": 16, "BLOCK_C": 64}
+                         "BLOCK_C": "constexpr", "TWO_D": "constexpr"}
+    assert constants == {"M": 1, "BLOCK_M": 16, "BLOCK_C": 64, "TWO_D": False}
     assert aligned == ["x_ptr", "pmean_ptr", "C", "R", "SLAB"] and warps == 8
