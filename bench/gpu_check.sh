@@ -4,15 +4,19 @@
 #
 #   bash bench/gpu_check.sh [OUTDIR]            # everything (default OUTDIR bench/results), < 9 min on an H100
 #   FASTRES_DATA=/root/cifar bash bench/gpu_check.sh "$OUT"   # CIFAR-10 there: also cifar10-94 (25 runs)
-#   bash bench/gpu_check.sh --phase kernels|cifar|fashion OUTDIR   # one part (see below)
+#   bash bench/gpu_check.sh --phase kernels|cifar|fashion|compare OUTDIR   # one part (see below)
 #   bash bench/gpu_check.sh --smoke OUTDIR      # CPU plumbing check with tiny recipes (tests use it)
 #
-# Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel, kernel benchmark with
-# the best knobs, host cost per BN layer, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU,
-# and, if its mean misses 94%, the same 25 seeds at 10.9 epochs instead of 9.9 (in the next phase
-# on this machine if this call's budget cannot hold it); fashion = fashion-94 (10 runs) and its MFU. Optional runs (cifar10-94 with PyTorch's BN and
-# cifar10-myrtle in the cifar phase; cifar10-94-speedrun, fashion-94-resnet9, cifar10-94-muon
-# and cifar10-94 with CUDA graphs in the fashion phase; 5 runs each) start only if they should end within the call's time budget
+# Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel (timed as CUDA graphs),
+# kernel benchmark with the best knobs (and each layer's time per Triton kernel), host cost per BN
+# layer, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU, and, if its
+# mean misses 94%, the same 25 seeds at 10.9 epochs instead of 9.9 (in the next phase on this
+# machine if this call's budget cannot hold it); fashion = fashion-94 (10 runs) and its MFU;
+# compare = cifar10-94 over 5 seeds with the fused BN op or PyTorch's, each without and with CUDA
+# graphs (--compile-mode reduce-overhead): what the fused op and graphs are worth end to end.
+# Optional runs (cifar10-myrtle in the cifar phase; cifar10-94-speedrun, fashion-94-resnet9 and
+# cifar10-94-muon in the fashion phase; 5 runs each; every run of the compare phase) start only
+# if they should end within the call's time budget
 # GPU_CHECK_BUDGET (seconds from the script's start, default 540). GPU_CHECK_DEADLINE (seconds,
 # default none) interrupts whatever runs at that point, keeping the recipe runs that finished,
 # so a call ends before the device's limit kills it with nothing written. The sweep's best knobs are
@@ -22,7 +26,7 @@
 # --no-fused-bn and say so. Every file is named <date>-<device>-<commit>-<what>.json.
 #
 # On the lent device machines (no internet, at most 64 MiB carried per call, a machine stays
-# warm ~30 s) CIFAR-10 travels in two packs, so the work is split over three calls made back to
+# warm ~30 s) CIFAR-10 travels in two packs, so the work is split over calls made back to
 # back, from ignored copies made here:
 #   mkdir -p data_cache/carry && cp ../shared/data/{unpack_cifar10.py,cifar10-part*.tar} data_cache/carry/
 #   cp /usr/share/datasets/fashion-mnist/*.gz data_cache/
@@ -31,16 +35,17 @@
 #        && bash bench/gpu_check.sh --phase kernels "$OUT"
 #   2. carry [data_cache/carry/unpack_cifar10.py, data_cache/carry/cifar10-part2.tar]:
 #        python3 data_cache/carry/unpack_cifar10.py /root/cifar data_cache/carry/cifar10-part2.tar
-#        && FASTRES_DATA=/root/cifar bash bench/gpu_check.sh --phase cifar "$OUT"
+#        && FASTRES_DATA=/root/cifar bash bench/gpu_check.sh --phase cifar "$OUT"   (or compare)
 #   3. carry the four data_cache/*-ubyte.gz files (Fashion-MNIST, found in ./data_cache):
-#        FASTRES_DATA=/root/cifar bash bench/gpu_check.sh --phase fashion "$OUT"
-#   Commit first and add FASTRES_COMMIT=<git rev-parse --short HEAD here> to calls 1-3: the copy
-#   of the checkout on the device machine may lack .git. Size each call so the three fit the
-#   session's device time (15 min with the first start), e.g. GPU_CHECK_BUDGET / GPU_CHECK_DEADLINE
-#   150 / 250 s (call 1, timeout_s 280), 300 / 330 s (call 2, room for the 10.9-epoch fallback
-#   after cifar10-94's 25 runs; timeout_s 360), and for call 3
-#   timeout_s = the device tool's budget_left_s - 60 with the deadline 30 s under it; and use
-#   PYTHONUNBUFFERED=1 ... 2>&1 | tee "$OUT/log" so a call cut short still returns its log.
+#        FASTRES_DATA=/root/cifar bash bench/gpu_check.sh --phase fashion "$OUT"   (or compare)
+#   Commit first and add FASTRES_COMMIT=<git rev-parse --short HEAD here> to every call: the copy
+#   of the checkout on the device machine may lack .git. Size each call so they fit the session's
+#   device time (15 min with the first start, which took ~32 s on 2026-11-28). That session's
+#   calls: 1. budget / deadline 150 / 250 s, timeout_s 280 (took 186 s: the kernels phase
+#   without host, loader and suite); 2. 300 / 330 s, timeout_s 360 (took 189 s: cifar10-94's 25
+#   runs in 157 s with its warm-up); 3. timeout_s = budget_left_s - 60 with the deadline 30 s
+#   under it (took 299 s). Use PYTHONUNBUFFERED=1 ... 2>&1 | tee "$OUT/log" so a call cut short
+#   still returns its log.
 #   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/);
 #   python bench/results_table.py bench/results/<those files> prints README's rows for them.
 set -uo pipefail
@@ -56,8 +61,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case $PHASE in
-  all|kernels|cifar|fashion) ;;
-  *) echo "gpu_check: --phase must be all, kernels, cifar or fashion, got '$PHASE'"; exit 2 ;;
+  all|kernels|cifar|fashion|compare) ;;
+  *) echo "gpu_check: --phase must be all, kernels, cifar, fashion or compare, got '$PHASE'"; exit 2 ;;
 esac
 OUTDIR=${1:-bench/results}
 BUDGET=${GPU_CHECK_BUDGET:-540}
@@ -273,9 +278,25 @@ cifar_phase() {
   local took=$((SECONDS - start))
   mfu cifar10-94
   below_target cifar10-94 && more_epochs $took
-  # What the fused kernel is worth end to end: the same recipe with PyTorch's BN.
-  [ ${#FUSED_FLAGS[@]} = 0 ] && optional 150 recipe cifar10-94-torch-bn cifar10-94 $EXTRA_RUNS --no-fused-bn
   optional 150 recipe cifar10-myrtle cifar10-myrtle $EXTRA_RUNS
+}
+
+# What the fused kernel and CUDA graphs are worth end to end: cifar10-94 over the same seeds with
+# the fused BN op or PyTorch's, each launched op by op or as CUDA graphs (torch.compile's
+# reduce-overhead mode). The first H100 run (2026-11-28) found the fused op's host cost per layer
+# 4-7x PyTorch's: these four say whether a training step is host-bound and which BN to use.
+# Times from that run: ~25 s of warm-up with compile and 4.4 s a run, plus the process's start.
+compare_phase() {
+  if ! cifar_present; then echo "CIFAR-10 not found (set FASTRES_DATA): the comparison skipped"; return; fi
+  check_fused
+  if [ ${#FUSED_FLAGS[@]} = 0 ]; then
+    optional 70 recipe cifar10-94-cmp-fused cifar10-94 $EXTRA_RUNS
+    optional 70 recipe cifar10-94-cmp-torch-bn cifar10-94 $EXTRA_RUNS --no-fused-bn
+    optional 110 recipe cifar10-94-cmp-fused-cudagraphs cifar10-94 $EXTRA_RUNS --compile-mode reduce-overhead
+  else                             # the fused op failed its check: only PyTorch's BN to compare
+    optional 70 recipe cifar10-94-cmp-torch-bn cifar10-94 $EXTRA_RUNS
+  fi
+  optional 110 recipe cifar10-94-cmp-torch-bn-cudagraphs cifar10-94 $EXTRA_RUNS --no-fused-bn --compile-mode reduce-overhead
 }
 
 fashion_phase() {
@@ -284,20 +305,19 @@ fashion_phase() {
   mfu fashion-94
   [ -f "$STATE/more-epochs" ] && cifar_present && more_epochs "$(cat "$STATE/more-epochs")"
   # With time to spare: the 2025 record's recipe, the ResNet-9 that was fashion-94 until
-  # 2026-11-28 (3.2x the FLOPs per image), the Muon variant, and CUDA graphs over the compiled train step.
-  cifar_present && [ $SMOKE = 0 ] && optional 150 recipe cifar10-94-speedrun cifar10-94-speedrun $EXTRA_RUNS
-  [ $SMOKE = 0 ] && optional 120 recipe fashion-94-resnet9 fashion-94-resnet9 $EXTRA_RUNS
-  if cifar_present && [ $SMOKE = 0 ]; then
-    optional 150 recipe cifar10-94-muon cifar10-94-muon $EXTRA_RUNS
-    optional 180 recipe cifar10-94-cudagraphs cifar10-94 $EXTRA_RUNS --compile-mode reduce-overhead
-  fi
+  # 2026-11-28 (3.2x the FLOPs per image) and the Muon variant. Estimates from the first H100
+  # run: 47 s for the speedrun's 5 runs, 133 s for fashion-94-resnet9's (17 s a run).
+  cifar_present && [ $SMOKE = 0 ] && optional 70 recipe cifar10-94-speedrun cifar10-94-speedrun $EXTRA_RUNS
+  [ $SMOKE = 0 ] && optional 150 recipe fashion-94-resnet9 fashion-94-resnet9 $EXTRA_RUNS
+  cifar_present && [ $SMOKE = 0 ] && optional 80 recipe cifar10-94-muon cifar10-94-muon $EXTRA_RUNS
 }
 
 case $PHASE in
   kernels) kernels_phase ;;
   cifar) cifar_phase ;;
   fashion) fashion_phase ;;
-  all) kernels_phase; fashion_phase; cifar_phase ;;
+  compare) compare_phase ;;
+  all) kernels_phase; fashion_phase; cifar_phase; compare_phase ;;
 esac
 
 step "done: phase $PHASE, status $STATUS"

@@ -433,11 +433,19 @@ def test_gpu_real_sizes(shape, ghost, act):
 
 @gpu
 @pytest.mark.gpu
-@pytest.mark.parametrize("tuning", [dict(tile=1024, warps=8, programs_per_sm=2), dict(tile=4096, programs_per_sm=8)])
+@pytest.mark.parametrize("tuning", [dict(tile=1024, warps=8, programs_per_sm=2), dict(tile=4096, programs_per_sm=8),
+                                    dict(acc2d=1), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1)])
 def test_gpu_other_launch_knobs(tuning, monkeypatch):
     # bench/kernels.py --sweep may hand any grid point to training via FASTRES_BN_TUNING.
     monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, **tuning})
     check_against_reference((1000, 256, 7, 7), torch.float16, "gelu", ghost=0, freeze=True)
+    check_against_reference((512, 64, 32, 32), torch.float16, "celu", ghost=32)
+    x = make_input((512, 128, 16, 16), torch.float16, mean=300.0, std=1.0)
+    bn, _ = make_pair(128, "identity")
+    bn.momentum = 1.0
+    bn(x)
+    var64 = x.double().permute(1, 0, 2, 3).reshape(128, -1).var(1)
+    torch.testing.assert_close(bn.running_var.double(), var64, rtol=1e-4, atol=0)
 
 
 @gpu

@@ -37,6 +37,15 @@ def test_gpu_check_smoke_writes_every_result_file(tmp_path):
         assert base["summary"]["acc_mean"] < 0.94 and more["extra_flags"] == "--epochs 1.5"
         assert more["start"]["config"]["epochs"] == 1.5 and base["start"]["config"]["epochs"] == 1
         assert [r["seed"] for r in more["runs"]] == [r["seed"] for r in base["runs"]] == [0, 1]
+        # The compare phase: the same seeds with either BN, launched op by op or as CUDA graphs.
+        for label, flags, fused, mode in (
+                ("fused", "", True, "default"), ("torch-bn", "--no-fused-bn", False, "default"),
+                ("fused-cudagraphs", "--compile-mode reduce-overhead", True, "reduce-overhead"),
+                ("torch-bn-cudagraphs", "--no-fused-bn --compile-mode reduce-overhead", False, "reduce-overhead")):
+            cmp = json.loads(next(tmp_path.glob(f"*-cifar10-94-cmp-{label}.json")).read_text())
+            config = cmp["start"]["config"]
+            assert cmp["extra_flags"] == flags and [r["seed"] for r in cmp["runs"]] == [0, 1], label
+            assert (config["fused_bn"], config["compile_mode"]) == (fused, mode), label
     # MFU from an existing recipe result (what gpu_check.sh does on a GPU): no new training.
     recipe_file = next(tmp_path.glob("*-fashion-94.json"))
     out = tmp_path / "mfu-from-json.json"
