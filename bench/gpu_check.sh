@@ -13,7 +13,8 @@
 # mean misses 94%, the same 25 seeds at 10.9 epochs instead of 9.9 (in the next phase on this
 # machine if this call's budget cannot hold it); fashion = fashion-94 (10 runs) and its MFU;
 # compare = cifar10-94 over 5 seeds with the fused BN op or PyTorch's, each without and with CUDA
-# graphs (--compile-mode reduce-overhead): what the fused op and graphs are worth end to end.
+# graphs (--compile-mode reduce-overhead), and the fused op as triton_op (FASTRES_BN_OP): what the
+# fused op, its registration and graphs are worth end to end.
 # Optional runs (cifar10-myrtle in the cifar phase; cifar10-94-speedrun, fashion-94-resnet9 and
 # cifar10-94-muon in the fashion phase; 5 runs each; every run of the compare phase) start only
 # if they should end within the call's time budget
@@ -223,13 +224,15 @@ PYEOF
 
 # recipe FILE_NAME RECIPE RUNS [FLAGS...]: train RUNS seeds; keep start + runs + summary as one JSON.
 recipe() {
-  local label=$1 name=$2 runs=$3 dir ok=1
+  local label=$1 name=$2 runs=$3 dir ok=1 flags
   shift 3
+  flags="$*"                       # as the result file records them, with the BN op's switch if set
+  [ -n "${FASTRES_BN_OP:-}" ] && flags="FASTRES_BN_OP=$FASTRES_BN_OP${flags:+ $flags}"
   dir=$(mktemp -d)
-  step "recipe $name x $runs $* ${FUSED_FLAGS[*]}"
+  step "recipe $name x $runs $flags ${FUSED_FLAGS[*]}"
   capped $PY -m fastres --recipe "$name" --runs "$runs" --output "$dir" "${RECIPE_FLAGS[@]}" "${FUSED_FLAGS[@]}" "$@" || ok=0
   # Finished runs are kept even when the recipe was cut short (the JSON then says complete: false).
-  $PY bench/recipe_json.py "$dir/runs.jsonl" "$PREFIX-$label.json" --recipe "$name" --flags="$*" \
+  $PY bench/recipe_json.py "$dir/runs.jsonl" "$PREFIX-$label.json" --recipe "$name" --flags="$flags" \
     ${FUSED_FLAGS[@]:+--fallback} || ok=0
   [ $ok = 1 ] || fail "recipe $name $*"
   rm -rf "$dir"
@@ -283,8 +286,9 @@ cifar_phase() {
 
 # What the fused kernel and CUDA graphs are worth end to end: cifar10-94 over the same seeds with
 # the fused BN op or PyTorch's, each launched op by op or as CUDA graphs (torch.compile's
-# reduce-overhead mode). The first H100 run (2026-11-28) found the fused op's host cost per layer
-# 4-7x PyTorch's: these four say whether a training step is host-bound and which BN to use.
+# reduce-overhead mode), and the fused op registered as triton_op so Inductor launches its kernels
+# (FASTRES_BN_OP=triton_op). The first H100 run (2026-11-28) found the fused op's host cost per
+# layer 3-7x PyTorch's: these say whether a training step is host-bound and which BN to use.
 # Times from that run: ~25 s of warm-up with compile and 4.4 s a run, plus the process's start.
 compare_phase() {
   if ! cifar_present; then echo "CIFAR-10 not found (set FASTRES_DATA): the comparison skipped"; return; fi
@@ -292,6 +296,7 @@ compare_phase() {
   if [ ${#FUSED_FLAGS[@]} = 0 ]; then
     optional 70 recipe cifar10-94-cmp-fused cifar10-94 $EXTRA_RUNS
     optional 70 recipe cifar10-94-cmp-torch-bn cifar10-94 $EXTRA_RUNS --no-fused-bn
+    FASTRES_BN_OP=triton_op optional 80 recipe cifar10-94-cmp-fused-triton-op cifar10-94 $EXTRA_RUNS
     optional 110 recipe cifar10-94-cmp-fused-cudagraphs cifar10-94 $EXTRA_RUNS --compile-mode reduce-overhead
   else                             # the fused op failed its check: only PyTorch's BN to compare
     optional 70 recipe cifar10-94-cmp-torch-bn cifar10-94 $EXTRA_RUNS

@@ -11,7 +11,8 @@ On a CPU the Triton kernels are replaced by no-ops (the interpreter would time P
 the kernels): the fused figures are then the host cost without Triton's launcher, while the
 reference figures include its (tiny) CPU compute.
 
-On a GPU two more measurements split the fused op's cost: the same chains with the Triton
+On a GPU the compiled chain also runs with FASTRES_BN_OP=triton_op ("fused, triton_op": Inductor
+launches the kernels itself), and two more measurements split the fused op's cost: the same chains with the Triton
 kernels replaced by no-ops ("fused, kernels stubbed": the Python and dispatch around them), and
 the host time of one Triton launch (the forward's apply kernel, launched alone with its recorded
 arguments) against one PyTorch elementwise launch on the same tensor.
@@ -32,7 +33,7 @@ import torch
 if not torch.cuda.is_available():          # must precede the kernels' @triton.jit decoration
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from fastres.kernels import bn_act_kernels  # noqa: E402
+from fastres.kernels import bn_act_kernels, bn_act_op  # noqa: E402
 from fastres.kernels.bn_act_layer import BatchNormAct2d  # noqa: E402
 from fastres.report import atomic_write, environment  # noqa: E402
 
@@ -53,7 +54,6 @@ def stub_kernels():
 def launch_us(x: torch.Tensor, iters: int) -> dict:
     """Host microseconds per launch (GPU): one of the op's Triton kernels, launched alone with the
     arguments the forward gave it, and PyTorch's in-place add on the same tensor, for scale."""
-    from fastres.kernels import bn_act_op
     real, recorded = bn_act_kernels.bn_apply_kernel, []
 
     class Recorder:
@@ -120,13 +120,17 @@ def main(argv=None) -> dict:
     x = torch.randn(8, 256, 3, 3, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
     dy = torch.randn_like(x)
     rows, launches = [], launch_us(x, args.iters) if device == "cuda" else None
-    variants = [("fused", "triton"), ("reference", "reference")]
+    modes = (False,) if args.no_compile else (False, True)
+    variants = [("fused", "triton", modes), ("reference", "reference", modes)]
+    if device == "cuda" and bn_act_op.HAS_TRITON_OP and not args.no_compile:
+        variants.append(("fused, triton_op", "triton", (True,)))     # FASTRES_BN_OP=triton_op
     if device == "cuda":
-        variants.append(("fused, kernels stubbed", "triton"))
-    for variant, backend in variants:
+        variants.append(("fused, kernels stubbed", "triton", modes))
+    for variant, backend, compiled_modes in variants:
+        bn_act_op.BN_OP = "triton_op" if variant == "fused, triton_op" else "custom_op"
         if variant == "fused, kernels stubbed":
             stub_kernels()
-        for compiled in ((False,) if args.no_compile else (False, True)):
+        for compiled in compiled_modes:
             one, six = (host_us(chain(k, backend, device), x, dy, compiled, args.iters) for k in (1, 6))
             row = {"variant": variant, "compiled": compiled,
                    "us_1_layer": one, "us_6_layers": six, "us_per_layer": (six - one) / 5}

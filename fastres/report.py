@@ -183,6 +183,7 @@ def environment(device) -> dict:
         info["cuda"] = torch.version.cuda
         from .kernels import bn_act_op
         info["bn_tuning"] = dict(bn_act_op.GPU_TUNING)     # fused-kernel launch knobs in use
+        info["bn_op"] = bn_act_op.BN_OP                    # how torch.compile sees the fused op
     return info
 
 

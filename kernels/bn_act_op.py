@@ -17,6 +17,8 @@ Each op has a fake (meta) implementation returning the real strides, so torch.co
 net using them with fullgraph=True, and an autograd formula where it is differentiable.
 BatchNormAct2d calls fused_train / fused_eval: the ops while torch.compile traces, and the same
 implementations directly in eager mode (torch.library's dispatch layers cost host time).
+With FASTRES_BN_OP=triton_op (torch >= 2.6) torch.compile traces triton_op twins of the three
+ops instead (bn_act_train_t, ...), whose kernels Inductor launches itself (see below).
 """
 # No `from __future__ import annotations` here: torch < 2.5's custom_op reads the annotations
 # of the op functions as real types and rejects strings ("unsupported type Tensor").
@@ -110,11 +112,11 @@ def _groups(x: Tensor, ghost_batch: int) -> tuple[int, int]:
     return -(-n // per), per
 
 
-def _as_rows(t: Tensor) -> Tensor:
-    """[N, C, H, W] as the row-major matrix [N*H*W, C] (a view if t is channels-last, else a
-    copy: a tensor in another layout is made contiguous, never read with the wrong strides)."""
-    rows = t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-    return rows if rows.is_contiguous() else rows.contiguous()
+def _channels_last(t: Tensor) -> Tensor:
+    """t as a channels-last [N, C, H, W] tensor, whose memory is the row-major matrix
+    [N*H*W, C] the kernels index (they take its pointer): t itself if it is one, else a
+    channels-last copy (a tensor in another layout is never read with the wrong strides)."""
+    return t if t.is_contiguous(memory_format=_CL) else t.contiguous(memory_format=_CL)
 
 
 def _empty_cl(x: Tensor, dtype=None) -> Tensor:
@@ -141,26 +143,35 @@ def _launch(x: Tensor, G: int, per: int):
     return M, R, geo
 
 
+def _direct(kernel):
+    """How the custom ops launch a kernel: as is (the triton_op variants wrap it, see below)."""
+    return kernel
+
+
 # ---------------------------------------------------------------- forward, training
-def _train_impl(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
-                ghost_batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
+           ghost_batch: int, wrap) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check(x, weight, act)
     G, per = _groups(x, ghost_batch)
     M, R, geo = _launch(x, G, per)
     C, S = x.shape[1], geo["S"]
-    xr, y = _as_rows(x), _empty_cl(x)
+    xr, y = _channels_last(x), _empty_cl(x)
     mean, rstd, var = (x.new_empty((G, C), dtype=torch.float32) for _ in range(3))
-    partial = torch.empty(2, G * S, C, dtype=torch.float32, device=x.device)
+    pmean, pm2 = (x.new_empty((G * S, C), dtype=torch.float32) for _ in range(2))
     grid = (G * S, geo["c_blocks"])
     blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
-    K.bn_stats_kernel[grid](xr, partial[0], partial[1], M, C, R, S, geo["SLAB"], TWO_D=geo["TWO_D"],
-                            **blocks)
-    K.bn_finalize_kernel[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
-        partial[0], partial[1], mean, rstd, var, M, C, R, S, geo["SLAB"], eps,
+    wrap(K.bn_stats_kernel)[grid](xr, pmean, pm2, M, C, R, S, geo["SLAB"], TWO_D=geo["TWO_D"], **blocks)
+    wrap(K.bn_finalize_kernel)[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
+        pmean, pm2, mean, rstd, var, M, C, R, S, geo["SLAB"], eps,
         BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
-    K.bn_apply_kernel[grid](xr, y.permute(0, 2, 3, 1), mean, rstd, weight, bias, M, C, R, S,
-                            geo["SLAB"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=False, **blocks)
+    wrap(K.bn_apply_kernel)[grid](xr, y, mean, rstd, weight, bias, M, C, R, S, geo["SLAB"], eps,
+                                  alpha, ACT=K.ACT_CODES[act], FROM_VAR=False, **blocks)
     return y, mean, rstd, var
+
+
+def _train_impl(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
+                ghost_batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _train(x, weight, bias, eps, act, alpha, ghost_batch, _direct)
 
 
 bn_act_train = torch.library.custom_op("fastres::bn_act_train", _train_impl, mutates_args=())
@@ -174,16 +185,21 @@ def _(x, weight, bias, eps, act, alpha, ghost_batch):
 
 
 # ---------------------------------------------------------------- forward, running statistics
-def _eval_impl(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
-               eps: float, act: str, alpha: float) -> Tensor:
+def _eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+          eps: float, act: str, alpha: float, wrap) -> Tensor:
     _check(x, weight, act)
     M, R, geo = _launch(x, 1, x.shape[0])
     y = _empty_cl(x)
-    K.bn_apply_kernel[(geo["S"], geo["c_blocks"])](
-        _as_rows(x), y.permute(0, 2, 3, 1), running_mean, running_var, weight, bias, M, x.shape[1],
+    wrap(K.bn_apply_kernel)[(geo["S"], geo["c_blocks"])](
+        _channels_last(x), y, running_mean, running_var, weight, bias, M, x.shape[1],
         R, geo["S"], geo["SLAB"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=True,
         BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
     return y
+
+
+def _eval_impl(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+               eps: float, act: str, alpha: float) -> Tensor:
+    return _eval(x, weight, bias, running_mean, running_var, eps, act, alpha, _direct)
 
 
 bn_act_eval = torch.library.custom_op("fastres::bn_act_eval", _eval_impl, mutates_args=())
@@ -202,36 +218,46 @@ def _sum_groups(per_group: Tensor, out: Tensor) -> None:
         out.copy_(per_group.sum(0))
 
 
-def _backward_impl(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor,
-                   eps: float, act: str, alpha: float, ghost_batch: int, batch_stats: bool,
-                   weight_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor,
+                  eps: float, act: str, alpha: float, ghost_batch: int, batch_stats: bool,
+                  weight_grad: bool, wrap) -> tuple[Tensor, Tensor, Tensor]:
     """batch_stats=False: mean/rstd are the running mean/variance (eval mode; the variance is
     turned into rstd in-kernel). weight_grad=False (frozen scale): dweight is empty."""
     G, per = _groups(x, ghost_batch) if batch_stats else (1, x.shape[0])
     M, R, geo = _launch(x, G, per)
     C, S = x.shape[1], geo["S"]
-    xr, dyr, dx = _as_rows(x), _as_rows(dy), _empty_cl(x)
-    partial = torch.empty(2, G * S, C, dtype=torch.float32, device=x.device)
+    xr, dyr, dx = _channels_last(x), _channels_last(dy), _empty_cl(x)
+    psum_g, psum_gx = (x.new_empty((G * S, C), dtype=torch.float32) for _ in range(2))
     sum_g, sum_gx = (x.new_empty((G, C), dtype=torch.float32) for _ in range(2))
     dw = torch.empty(C if weight_grad else 0, dtype=weight.dtype, device=x.device)
     db = torch.empty(C, dtype=bias.dtype, device=x.device)
     grid = (G * S, geo["c_blocks"])
     act_code = K.ACT_CODES[act]
     blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
-    K.bn_bwd_reduce_kernel[grid](xr, dyr, mean, rstd, weight, bias, partial[0], partial[1], M, C, R,
-                                 S, geo["SLAB"], eps, alpha, ACT=act_code,
-                                 FROM_VAR=not batch_stats, TWO_D=geo["TWO_D"], **blocks)
-    K.bn_bwd_finalize_kernel[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
-        partial[0], partial[1], sum_g, sum_gx, dw if weight_grad else db, db, C, S,
+    wrap(K.bn_bwd_reduce_kernel)[grid](xr, dyr, mean, rstd, weight, bias, psum_g, psum_gx, M, C, R,
+                                       S, geo["SLAB"], eps, alpha, ACT=act_code,
+                                       FROM_VAR=not batch_stats, TWO_D=geo["TWO_D"], **blocks)
+    # Where dgamma (frozen scale) or the totals (ghost groups) are not written, a tensor the kernel
+    # only reads stands in for their pointers: never an empty tensor's null pointer, which
+    # Triton's launcher refuses, and never an output (two names for one written tensor).
+    wrap(K.bn_bwd_finalize_kernel)[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
+        psum_g, psum_gx, sum_g, sum_gx, dw if weight_grad else psum_g, db if G == 1 else psum_g, C, S,
         WRITE_TOTALS=G == 1, WRITE_DW=weight_grad, BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
     if G > 1:   # ghost groups: dbeta, dgamma are sums over groups (torch's sum is deterministic)
         _sum_groups(sum_g, db)
         if weight_grad:
             _sum_groups(sum_gx, dw)
-    K.bn_bwd_dx_kernel[grid](xr, dyr, dx.permute(0, 2, 3, 1), mean, rstd, weight, bias, sum_g,
-                             sum_gx, M, C, R, S, geo["SLAB"], eps, alpha, ACT=act_code,
-                             BATCH_STATS=batch_stats, FROM_VAR=not batch_stats, **blocks)
+    wrap(K.bn_bwd_dx_kernel)[grid](xr, dyr, dx, mean, rstd, weight, bias, sum_g, sum_gx, M, C, R, S,
+                                   geo["SLAB"], eps, alpha, ACT=act_code, BATCH_STATS=batch_stats,
+                                   FROM_VAR=not batch_stats, **blocks)
     return dx, dw, db
+
+
+def _backward_impl(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor,
+                   eps: float, act: str, alpha: float, ghost_batch: int, batch_stats: bool,
+                   weight_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return _backward_run(dy, x, weight, bias, mean, rstd, eps, act, alpha, ghost_batch, batch_stats,
+                         weight_grad, _direct)
 
 
 bn_act_backward = torch.library.custom_op("fastres::bn_act_backward", _backward_impl, mutates_args=())
@@ -280,6 +306,56 @@ bn_act_train.register_autograd(_backward_train, setup_context=_setup_train)
 bn_act_eval.register_autograd(_backward_eval, setup_context=_setup_eval)
 
 
+# ---------------------------------------------------------------- triton_op variants (torch >= 2.6)
+# The same three ops registered with torch.library.triton_op: torch.compile then sees their
+# Triton kernels (wrap_triton) and Inductor launches them from its generated code, so a compiled
+# step pays no custom-op dispatch and runs no Python of ours per call (shapes, launch geometry and
+# allocations are traced once). The first H100 run measured the custom ops' host cost at 770 us
+# per layer compiled (PyTorch's BN: 108 us). BatchNormAct2d uses them under torch.compile when
+# FASTRES_BN_OP=triton_op (default custom_op, until a GPU run measures the difference). Inductor
+# cannot trace the interpreter's kernels, so on a CPU they run eagerly only (tests/test_bn_act.py).
+BN_OPS = ("custom_op", "triton_op")
+BN_OP = os.environ.get("FASTRES_BN_OP", "custom_op")
+if BN_OP not in BN_OPS:
+    raise ValueError(f"FASTRES_BN_OP must be one of {', '.join(BN_OPS)}, got {BN_OP!r}")
+HAS_TRITON_OP = hasattr(torch.library, "triton_op")
+if BN_OP == "triton_op" and not HAS_TRITON_OP:
+    raise ValueError(f"FASTRES_BN_OP=triton_op needs torch >= 2.6 (torch.library.triton_op); "
+                     f"this is torch {torch.__version__}")
+
+if HAS_TRITON_OP:
+    from torch.library import triton_op, wrap_triton
+
+    def _train_t(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
+                 ghost_batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return _train(x, weight, bias, eps, act, alpha, ghost_batch, wrap_triton)
+
+    def _eval_t(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+                eps: float, act: str, alpha: float) -> Tensor:
+        return _eval(x, weight, bias, running_mean, running_var, eps, act, alpha, wrap_triton)
+
+    def _backward_t(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor,
+                    eps: float, act: str, alpha: float, ghost_batch: int, batch_stats: bool,
+                    weight_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+        return _backward_run(dy, x, weight, bias, mean, rstd, eps, act, alpha, ghost_batch,
+                             batch_stats, weight_grad, wrap_triton)
+
+    bn_act_train_t = triton_op("fastres::bn_act_train_t", _train_t, mutates_args=())
+    bn_act_eval_t = triton_op("fastres::bn_act_eval_t", _eval_t, mutates_args=())
+    bn_act_backward_t = triton_op("fastres::bn_act_backward_t", _backward_t, mutates_args=())
+    bn_act_train_t.register_autograd(
+        lambda ctx, dy, *_: (*_backward(ctx, dy, True, bn_act_backward_t), None, None, None, None),
+        setup_context=_setup_train)
+    bn_act_eval_t.register_autograd(
+        lambda ctx, dy: (*_backward(ctx, dy, False, bn_act_backward_t), None, None, None, None, None),
+        setup_context=_setup_eval)
+
+
+def _compiled_ops():
+    """(train, eval) ops for torch.compile to trace, as FASTRES_BN_OP (BN_OP) chooses."""
+    return (bn_act_train_t, bn_act_eval_t) if BN_OP == "triton_op" else (bn_act_train, bn_act_eval)
+
+
 # ---------------------------------------------------------------- eager entry points
 class _EagerTrain(torch.autograd.Function):
     """bn_act_train's kernels and backward formula without torch.library's dispatch layers,
@@ -300,14 +376,15 @@ def fused_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, a
                 ghost_batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """bn_act_train: the custom op while torch.compile traces, a direct call in eager mode."""
     if torch.compiler.is_compiling():
-        return bn_act_train(x, weight, bias, eps, act, alpha, ghost_batch)
+        return _compiled_ops()[0](x, weight, bias, eps, act, alpha, ghost_batch)
     return _EagerTrain.apply(x, weight, bias, eps, act, alpha, ghost_batch)
 
 
 def fused_eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
                eps: float, act: str, alpha: float) -> Tensor:
     """bn_act_eval: a direct call when nothing needs its gradient (eager inference), else the op."""
-    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
-            t.requires_grad for t in (x, weight, bias))):
+    if torch.compiler.is_compiling():
+        return _compiled_ops()[1](x, weight, bias, running_mean, running_var, eps, act, alpha)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias)):
         return bn_act_eval(x, weight, bias, running_mean, running_var, eps, act, alpha)
     return _eval_impl(x, weight, bias, running_mean, running_var, eps, act, alpha)

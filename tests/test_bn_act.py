@@ -330,6 +330,34 @@ def test_compiled_net_matches_eager(fused_only):
         close(c.float(), b.float(), torch.float32, name)
 
 
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("bn_op", ["custom_op", "triton_op"])
+def test_gpu_compiled_net_matches_eager(fused_only, bn_op, monkeypatch):
+    """On a GPU, at a real batch: the compiled net (either way torch.compile may see the fused op,
+    FASTRES_BN_OP) against eager, training (fwd, bwd, running stats) and eval."""
+    if bn_op == "triton_op" and not bn_act_op.HAS_TRITON_OP:
+        pytest.skip("torch.library.triton_op needs torch >= 2.6")
+    monkeypatch.setattr(bn_act_op, "BN_OP", bn_op)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = SmallNet(ghost=32).to(DEVICE).to(memory_format=torch.channels_last)
+    compiled = copy.deepcopy(eager)
+    step = torch.compile(compiled, fullgraph=True)
+    x = make_input((256, 3, 16, 16), torch.float32)
+    for net, fn in ((eager, eager), (compiled, step)):
+        fn(x).square().mean().backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        assert (p.grad is None) == (q.grad is None) == (name == "bn1.weight"), name
+        if p.grad is not None:
+            close(q.grad, p.grad, torch.float32, name)
+    for (name, b), c in zip(eager.named_buffers(), compiled.buffers()):
+        close(c.float(), b.float(), torch.float32, name)
+    eager.eval(), compiled.eval()
+    with torch.no_grad():
+        close(step(x), eager(x), torch.float32, "eval")
+
+
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark, minutes long")
 def test_bench_smoke_writes_json(tmp_path):
     import json
@@ -490,3 +518,35 @@ def test_host_overhead_launch_timing_replays_the_recorded_launch():
     out = bench.launch_us(x, iters=2)
     assert set(out) == {"triton_apply_kernel", "torch_add_"} and all(v > 0 for v in out.values())
     assert bn_act_op.K.bn_apply_kernel is real
+
+
+@pytest.mark.skipif(not bn_act_op.HAS_TRITON_OP, reason="torch.library.triton_op needs torch >= 2.6")
+@pytest.mark.parametrize("ghost,freeze", [(0, False), (2, True)])
+def test_triton_op_twins_match_the_custom_ops(ghost, freeze):
+    # FASTRES_BN_OP=triton_op: the same kernels launched through wrap_triton; run eagerly here
+    # (Inductor traces them on a GPU only), with the same results and gradients, bit for bit.
+    x = make_input((5, 40, 3, 3), torch.float32)
+    dy = make_input((5, 40, 3, 3), torch.float32, seed=3)
+    w = torch.rand(40, device=DEVICE, requires_grad=not freeze)
+    b = torch.randn(40, device=DEVICE, requires_grad=True)
+    rm, rv = torch.randn(40, device=DEVICE), torch.rand(40, device=DEVICE) + 0.5
+    outs = []
+    for train, evaluate in ((bn_act_op.bn_act_train, bn_act_op.bn_act_eval),
+                            (bn_act_op.bn_act_train_t, bn_act_op.bn_act_eval_t)):
+        xg = x.detach().requires_grad_()
+        y, mean, rstd, var = train(xg, w, b, 1e-5, "gelu", 1.0, ghost)
+        inputs = [t for t in (xg, w, b) if t.requires_grad]
+        ye = evaluate(xg, w, b, rm, rv, 1e-5, "silu", 1.0)
+        outs.append([y, mean, rstd, var, *torch.autograd.grad(y, inputs, dy), ye,
+                     *torch.autograd.grad(ye, inputs, dy)])
+    assert all(torch.equal(p, q) for p, q in zip(*outs))
+
+
+def test_bn_op_switch_is_validated():
+    # FASTRES_BN_OP is read at import: a bad value is one clear error, not a silent default.
+    import subprocess
+    import sys
+    env = {**__import__("os").environ, "FASTRES_BN_OP": "triton", "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", "import fastres.kernels.bn_act_op"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode != 0 and "FASTRES_BN_OP must be one of custom_op, triton_op" in out.stderr

@@ -40,6 +40,7 @@ def test_gpu_check_smoke_writes_every_result_file(tmp_path):
         # The compare phase: the same seeds with either BN, launched op by op or as CUDA graphs.
         for label, flags, fused, mode in (
                 ("fused", "", True, "default"), ("torch-bn", "--no-fused-bn", False, "default"),
+                ("fused-triton-op", "FASTRES_BN_OP=triton_op", True, "default"),
                 ("fused-cudagraphs", "--compile-mode reduce-overhead", True, "reduce-overhead"),
                 ("torch-bn-cudagraphs", "--no-fused-bn --compile-mode reduce-overhead", False, "reduce-overhead")):
             cmp = json.loads(next(tmp_path.glob(f"*-cifar10-94-cmp-{label}.json")).read_text())
