@@ -137,7 +137,9 @@ def _target(x: Tensor) -> tuple[bool, int]:
 
 
 def _launch(x: Tensor, G: int, per: int):
-    n, c, h, w = x.shape
+    # int(): the launch geometry needs concrete sizes. Where torch.compile traces a triton_op
+    # twin with a symbolic size (automatic dynamic shapes), this specialises the graph on it.
+    n, c, h, w = (int(d) for d in x.shape)
     M, R = n * h * w, per * h * w
     geo = _geometry(M, c, R, G, *_target(x), tuple(sorted(GPU_TUNING.items())))
     return M, R, geo
@@ -152,7 +154,7 @@ def _direct(kernel):
 def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
            ghost_batch: int, wrap) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check(x, weight, act)
-    G, per = _groups(x, ghost_batch)
+    G, per = map(int, _groups(x, ghost_batch))          # concrete, as in _launch
     M, R, geo = _launch(x, G, per)
     C, S = x.shape[1], geo["S"]
     xr, y = _channels_last(x), _empty_cl(x)
@@ -188,7 +190,7 @@ def _(x, weight, bias, eps, act, alpha, ghost_batch):
 def _eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
           eps: float, act: str, alpha: float, wrap) -> Tensor:
     _check(x, weight, act)
-    M, R, geo = _launch(x, 1, x.shape[0])
+    M, R, geo = _launch(x, 1, int(x.shape[0]))
     y = _empty_cl(x)
     wrap(K.bn_apply_kernel)[(geo["S"], geo["c_blocks"])](
         _channels_last(x), y, running_mean, running_var, weight, bias, M, x.shape[1],
@@ -223,7 +225,7 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
                   weight_grad: bool, wrap) -> tuple[Tensor, Tensor, Tensor]:
     """batch_stats=False: mean/rstd are the running mean/variance (eval mode; the variance is
     turned into rstd in-kernel). weight_grad=False (frozen scale): dweight is empty."""
-    G, per = _groups(x, ghost_batch) if batch_stats else (1, x.shape[0])
+    G, per = map(int, _groups(x, ghost_batch) if batch_stats else (1, x.shape[0]))
     M, R, geo = _launch(x, G, per)
     C, S = x.shape[1], geo["S"]
     xr, dyr, dx = _channels_last(x), _channels_last(dy), _empty_cl(x)

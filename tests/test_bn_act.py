@@ -328,6 +328,10 @@ def test_compiled_net_matches_eager(fused_only):
             close(q.grad, p.grad, torch.float32, name)
     for (name, b), c in zip(eager.named_buffers(), compiled.buffers()):
         close(c.float(), b.float(), torch.float32, name)
+    eager.eval(), compiled.eval()
+    with torch.no_grad():      # three batch sizes: the third is traced with a symbolic batch size
+        for n in (4, 3, 2):
+            close(step(x[:n]), eager(x[:n]), torch.float32, f"eval, batch {n}")
 
 
 @gpu
@@ -356,6 +360,10 @@ def test_gpu_compiled_net_matches_eager(fused_only, bn_op, monkeypatch):
     eager.eval(), compiled.eval()
     with torch.no_grad():
         close(step(x), eager(x), torch.float32, "eval")
+        # other batch sizes, as evaluation meets them: torch.compile may then trace a symbolic
+        # batch size (automatic dynamic shapes), which the launch geometry specialises on
+        for n in (200, 120):
+            close(step(x[:n]), eager(x[:n]), torch.float32, f"eval, batch {n}")
 
 
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark, minutes long")
