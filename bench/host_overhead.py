@@ -12,10 +12,11 @@ the kernels): the fused figures are then the host cost without Triton's launcher
 reference figures include its (tiny) CPU compute.
 
 On a GPU the compiled chain also runs with FASTRES_BN_OP=triton_op ("fused, triton_op": Inductor
-launches the kernels itself), and two more measurements split the fused op's cost: the same chains with the Triton
-kernels replaced by no-ops ("fused, kernels stubbed": the Python and dispatch around them), and
-the host time of one Triton launch (the forward's apply kernel, launched alone with its recorded
-arguments) against one PyTorch elementwise launch on the same tensor.
+launches the kernels itself), and two more measurements split the fused op's cost: the same
+chains with the Triton kernels replaced by no-ops ("fused, kernels stubbed": the Python and
+dispatch around them), and the host time of one Triton launch (the forward's apply kernel,
+launched alone with its recorded arguments) against one PyTorch elementwise launch on the same
+tensor.
 
 Compare a training step's host time (layers x this cost + the rest) with its GPU time: when the
 host is slower, the step is host-bound and CUDA graphs (--compile-mode reduce-overhead) or fewer
@@ -91,6 +92,8 @@ def chain(layers: int, backend: str, device: str) -> torch.nn.Sequential:
 
 def host_us(net, x, dy, compiled: bool, iters: int) -> float:
     """Microseconds per forward + backward of net (compiled or not), wall clock."""
+    if compiled:
+        torch._dynamo.reset()       # a fresh compile per chain: no recompile limit, no stale op choice
     fn = torch.compile(net) if compiled else net
     params = [x] + [m.bias for m in net]
 
