@@ -107,8 +107,10 @@ def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, M, C, R, S, SLAB,
     g, row_start, row_end = _slab(M, R, S, SLAB)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     if TWO_D:
-        cmask = (cols < C) & (row_start < row_end)      # an empty slab (short last group): zeros
-        pivot = tl.load(x_ptr + row_start.to(tl.int64) * C + cols, mask=cmask, other=0.0).to(tl.float32)
+        # An empty slab (past the end of a short last group) reads row M - 1, of that same group:
+        # its partial then has count 0 in the finalize, which gives it no weight.
+        pivot_row = tl.minimum(row_start, M - 1).to(tl.int64)
+        pivot = tl.load(x_ptr + pivot_row * C + cols, mask=cols < C, other=0.0).to(tl.float32)
         acc1 = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
         acc2 = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
         for start in range(row_start, row_end, BLOCK_M):
