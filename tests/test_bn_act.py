@@ -329,7 +329,7 @@ def test_compiled_net_matches_eager(fused_only):
     for (name, b), c in zip(eager.named_buffers(), compiled.buffers()):
         close(c.float(), b.float(), torch.float32, name)
     eager.eval(), compiled.eval()
-    with torch.no_grad():      # three batch sizes: the third is traced with a symbolic batch size
+    with torch.no_grad():      # a new batch size makes torch.compile trace a symbolic one (automatic dynamic)
         for n in (4, 3, 2):
             close(step(x[:n]), eager(x[:n]), torch.float32, f"eval, batch {n}")
 
@@ -380,8 +380,8 @@ def test_bench_smoke_writes_json(tmp_path):
     fused = sum(r["count"] * r["variants"]["fused"]["both_ms"] for r in result["layers"])
     assert smoke["step_ms"]["fused"] == pytest.approx(fused)
     assert smoke["fused_vs_compiled"] == pytest.approx(smoke["step_ms"]["compiled"] / fused)
-    # the fused op's forward + backward, kernel by kernel, in launch order (ghost groups: the
-    # grid's first axis holds the groups' slabs)
+    # the fused op's forward + backward, kernel by kernel, in launch order (the finalize's grid
+    # has a row of programs per ghost group: 4 images in groups of 2)
     for layer in result["layers"]:
         parts = layer["variants"]["fused"]["kernels_us"]
         assert [k["kernel"] for k in parts] == ["stats", "finalize", "apply", "bwd_reduce", "bwd_finalize", "bwd_dx"]
