@@ -1,4 +1,4 @@
-"""README rows from gpu_check's result files: one Markdown row per recipe, MFU or kernel file.
+"""README rows from gpu_check's result files: one Markdown row per recipe, MFU, kernel or host-cost file.
 
     python bench/results_table.py bench/results/2026-12-01-h100-80gb-hbm3-abc1234-*.json
 
@@ -69,6 +69,19 @@ def kernels_row(d: dict) -> tuple[str, str, str, str]:
     return what, f"{d['device']}, torch {d['torch']}, triton {d['triton']}", "—", "; ".join(parts)
 
 
+def host_row(d: dict) -> tuple[str, str, str, str]:
+    """(what, device, runs, result) of a bench/host_overhead.py file."""
+    env = d["env"]
+    parts = [f"{r['variant']} {'compiled' if r['compiled'] else 'eager'} {r['us_per_layer']:.1f} µs"
+             for r in d["rows"]]
+    if d.get("launch_us"):
+        parts.append("one launch: " + ", ".join(f"{k} {v:.1f} µs" for k, v in d["launch_us"].items()))
+    what = "host cost per BN layer, forward + backward (`bench/host_overhead.py`" + (
+        ", Triton kernels stubbed)" if d["kernels_stubbed"] else ")")
+    where = device(env) + (f", triton {env['triton']}" if env.get("triton") else "")
+    return what, where, f"{d['iters']} iterations", "; ".join(parts)
+
+
 def row(path: Path) -> str | None:
     m = NAME.match(path.name)
     if not m:
@@ -79,6 +92,8 @@ def row(path: Path) -> str | None:
         cells = recipe_row(d)
     elif kind == "mfu":
         cells = mfu_row(d)
+    elif kind == "host_overhead":
+        cells = host_row(d)
     elif isinstance(d, dict) and "layers" in d and "summary" in d:      # bench/kernels.py's result
         cells = kernels_row(d)
     else:

@@ -68,3 +68,28 @@ def test_bad_files_are_one_line(tmp_path, capsys):
         assert results_table.main([str(path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_host_overhead_row_from_the_h100_file(capsys):
+    # The first H100 run's file (commit 5d9fdd7), values as bench/host_overhead.py printed them.
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "bench" / "results" / "2026-11-28-h100-80gb-hbm3-5d9fdd7-host-overhead.json"
+    assert results_table.main([str(path)]) == 0
+    row = capsys.readouterr().out.strip()
+    assert row.startswith("| host cost per BN layer, forward + backward (`bench/host_overhead.py`) | NVIDIA H100 "
+                          "80GB HBM3, torch 2.11.0+cu130, triton 3.6.0 | 2026-11-28 | 5d9fdd7 | 500 iterations | "
+                          "fused eager 609.5 µs; fused compiled 769.7 µs; reference eager 199.4 µs; reference "
+                          "compiled 108.1 µs |")
+
+
+def test_host_overhead_row_with_the_launch_split(tmp_path, capsys):
+    path = tmp_path / "2026-12-01-cpu-amd-epyc-2c-abc1234-host-overhead.json"
+    path.write_text(json.dumps({
+        "benchmark": "host_overhead", "env": {"device": "cpu", "torch": "2.13.0"}, "iters": 20,
+        "kernels_stubbed": True, "rows": [{"variant": "fused, triton_op", "compiled": True, "us_per_layer": 12.34}],
+        "launch_us": {"triton_apply_kernel": 30.04, "torch_add_": 5.0}}))
+    assert results_table.main([str(path)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "| host cost per BN layer, forward + backward (`bench/host_overhead.py`, Triton kernels stubbed) | cpu, "
+        "torch 2.13.0 | 2026-12-01 | abc1234 | 20 iterations | fused, triton_op compiled 12.3 µs; one launch: "
+        f"triton_apply_kernel 30.0 µs, torch_add_ 5.0 µs | `{path.as_posix()}` |")
