@@ -14,7 +14,8 @@ kernels replaced by recorders and the launch geometry set to a GPU's (an H100's 
 below). The layer shapes are the recipes' own (bench/kernels.py's recipe_layers: channels,
 size, activation, ghost groups, batch), activations fp16 and BN parameters fp32 as training
 uses them, with frozen and trained scales. --tests adds the shapes, dtypes and activations that
-tests/test_bn_act.py launches on a GPU; --sweep adds bench/kernels.py's SWEEP_GRID launch knobs.
+tests/test_bn_act.py launches on a GPU; --sweep adds bench/kernels.py's SWEEP_GRID launch knobs,
+each with every finalize tile of its SWEEP_FINALIZE_GRID.
 
 Each launch is compiled with the argument specialisation Triton's launcher gives it (pointers
 and ints divisible by 16 marked so, ints equal to 1 made constants). Reported per compiled
@@ -241,7 +242,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipes", default="all", help="comma-separated GPU recipes, or all (default)")
     p.add_argument("--tests", action="store_true", help="add tests/test_bn_act.py's GPU launches")
-    p.add_argument("--sweep", action="store_true", help="add bench/kernels.py's SWEEP_GRID launch knobs")
+    p.add_argument("--sweep", action="store_true", help="add bench/kernels.py's SWEEP_GRID launch knobs (x SWEEP_FINALIZE_GRID)")
     p.add_argument("--arch", default="90", help="comma-separated compute capabilities, e.g. 80,90 (default 90)")
     p.add_argument("--out", help="write the results as JSON to this file")
     p.add_argument("--rows", action="store_true",
@@ -264,7 +265,10 @@ def main(argv=None) -> int:
     # training takes a grid point through FASTRES_BN_TUNING); the tests run the default knobs.
     recipes = recipe_cases(bench, names)
     plan = [({}, recipes + (gpu_test_cases() if args.tests else []))]
-    plan += [(knobs, recipes) for knobs in (bench.SWEEP_GRID if args.sweep else [])]
+    # The sweep's second stage varies the finalize tile over the best first-stage point: every
+    # combination of the two is a launch the sweep may hand to training.
+    plan += [({**knobs, **fin}, recipes) for knobs in (bench.SWEEP_GRID if args.sweep else [])
+             for fin in [{}] + bench.SWEEP_FINALIZE_GRID]
     launches = find_launches(plan)
     tool = cuobjdump()
     print(f"{sum(len(cases) for _, cases in plan)} layer cases: {sum(launches.values())} launches, "

@@ -49,16 +49,19 @@ def _sm_count(index: int) -> int:
 # reduction needs 186-204 (2 programs). No launch spills at any knob of SWEEP_GRID
 # (bench/results/2026-11-27-cpu-amd-epyc-2c-5dc9272-compile-check.json).
 # acc2d (0 or 1): the reductions (forward statistics, backward sums) accumulate element-wise in
-# 2-D tiles and reduce once per program instead of once per tile (bn_stats_kernel's TWO_D); it
-# also applies in the interpreter, so the CPU tests cover both. Off until a GPU run measures it.
-GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0}
+# 2-D tiles and reduce once per program instead of once per tile (bn_stats_kernel's TWO_D).
+# block_p x finalize_c: the tile in which a finalize program walks the slab partials (one
+# program per finalize_c channels per group; fewer, longer walks with wider tiles). acc2d and
+# finalize_c also apply in the interpreter, so the CPU tests cover them; defaults stay as the
+# first H100 run measured them until a GPU run measures the others.
+GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0, "finalize_c": 32}
 
 
 def parse_tuning(text: str) -> dict:
     """'tile=4096,warps=8' -> {'tile': 4096, 'warps': 8}: knobs of GPU_TUNING, as the environment
     variable FASTRES_BN_TUNING gives them (bench/gpu_check.sh sets it from a tuning sweep).
-    tile, warps and block_p must be powers of two (Triton block shapes), programs_per_sm >= 1,
-    acc2d 0 or 1."""
+    tile, warps, block_p and finalize_c must be powers of two (Triton block shapes),
+    programs_per_sm >= 1, acc2d 0 or 1."""
     tuning = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
@@ -71,7 +74,7 @@ def parse_tuning(text: str) -> dict:
             raise ValueError(f"FASTRES_BN_TUNING: acc2d must be 0 or 1, got {n}")
         if key != "acc2d" and n < 1:
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be >= 1, got {n}")
-        if key in ("tile", "warps", "block_p") and n & (n - 1):
+        if key in ("tile", "warps", "block_p", "finalize_c") and n & (n - 1):
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be a power of two, got {n}")
         tuning[key] = n
     return tuning
@@ -101,7 +104,7 @@ def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tu
     slab = triton.cdiv(triton.cdiv(R, slabs), block_m) * block_m
     slabs = triton.cdiv(R, slab)
     return dict(BLOCK_M=block_m, BLOCK_C=block_c, S=slabs, SLAB=slab, c_blocks=c_blocks,
-                BLOCK_P=block_p, BLOCK_CF=min(32, block_c), num_warps=warps,
+                BLOCK_P=block_p, BLOCK_CF=min(knobs.get("finalize_c", 32), block_c), num_warps=warps,
                 TWO_D=bool(knobs.get("acc2d", 0)))
 
 

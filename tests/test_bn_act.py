@@ -174,6 +174,22 @@ def test_acc2d_matches_reference(fused_only, monkeypatch, case):
     check_against_reference(**case)
 
 
+# Narrower finalize tiles (finalize_c): C = 40 in three finalize programs, the last one ragged,
+# with and without ghost groups; with acc2d too (the sweep's second stage starts from its best).
+@pytest.mark.parametrize("case", [
+    dict(shape=(2, 40, 5, 25), dtype=torch.float32, act="gelu"),
+    dict(shape=(6, 40, 3, 5), dtype=torch.float16, act="celu", ghost=4),
+    dict(shape=(8, 96, 8, 8), dtype=torch.float16, act="silu", freeze=True),
+], ids=lambda c: f"{'x'.join(map(str, c['shape']))}-g{c.get('ghost', 0)}")
+@pytest.mark.parametrize("acc", [0, 1], ids=["per-tile", "acc2d"])
+def test_narrow_finalize_matches_reference(fused_only, monkeypatch, case, acc):
+    monkeypatch.setitem(bn_act_op.GPU_TUNING, "finalize_c", 16)
+    monkeypatch.setitem(bn_act_op.GPU_TUNING, "acc2d", acc)
+    x = torch.zeros(case["shape"], device=DEVICE).contiguous(memory_format=torch.channels_last)
+    assert bn_act_op._launch(x, 1, case["shape"][0])[2]["BLOCK_CF"] == 16
+    check_against_reference(**case)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["fp16", "fp32"])
 def test_shifted_input_is_accurate(fused_only, acc2d, dtype):
     """mean 300, std 1: sum/sum-of-squares statistics lose ~10% of the variance here; the
@@ -443,7 +459,15 @@ def test_bench_sweep_smoke_restores_tuning(tmp_path):
     bench.main(["--smoke", "--sweep", "--out", str(tmp_path / "sweep.json")])
     result = json.loads((tmp_path / "sweep.json").read_text())
     assert bn_act_op.GPU_TUNING == before
-    assert len(result["configs"]) == len(bench.SMOKE_GRID) and result["best"] in result["configs"]
+    stages = [r["stage"] for r in result["configs"]]
+    assert stages.count(1) == len(bench.SMOKE_GRID) and 0 < stages.count(2) <= len(bench.SMOKE_FINALIZE_GRID)
+    assert result["best"] in result["configs"]
+    # the second stage varies only the finalize tile, over the first stage's best knobs
+    first = min((r for r in result["configs"] if r["stage"] == 1), key=lambda r: r["step_ms"])["tuning"]
+    for r in result["configs"]:
+        if r["stage"] == 2:
+            assert {k: v for k, v in r["tuning"].items() if k not in ("block_p", "finalize_c")} == \
+                {k: v for k, v in first.items() if k not in ("block_p", "finalize_c")}
     assert bn_act_op.parse_tuning(result["best_env"]) == result["best"]["tuning"]
 
 
@@ -451,7 +475,9 @@ def test_parse_tuning_accepts_knobs_and_rejects_bad_ones():
     assert bn_act_op.parse_tuning("") == {}
     assert bn_act_op.parse_tuning("tile=4096, warps=8,programs-per-sm=3") == dict(tile=4096, warps=8,
                                                                                  programs_per_sm=3)
-    for bad in ("tile=3000", "warps=0", "tiles=1024", "tile", "warps=four"):
+    assert bn_act_op.parse_tuning("acc2d=0,finalize_c=8,block_p=512") == dict(acc2d=0, finalize_c=8, block_p=512)
+    for bad in ("tile=3000", "warps=0", "tiles=1024", "tile", "warps=four", "acc2d=2", "finalize_c=12",
+                "programs_per_sm=0"):
         with pytest.raises(ValueError, match="FASTRES_BN_TUNING"):
             bn_act_op.parse_tuning(bad)
 
