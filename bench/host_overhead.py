@@ -134,11 +134,17 @@ def main(argv=None) -> dict:
         if variant == "fused, kernels stubbed":
             stub_kernels()
         for compiled in compiled_modes:
-            one, six = (host_us(chain(k, backend, device), x, dy, compiled, args.iters) for k in (1, 6))
+            mode = "compiled" if compiled else "eager"
+            try:
+                one, six = (host_us(chain(k, backend, device), x, dy, compiled, args.iters) for k in (1, 6))
+            except Exception as e:      # an experimental variant (triton_op) must not cost the others
+                rows.append({"variant": variant, "compiled": compiled, "error": f"{type(e).__name__}: {e}"[:300]})
+                print(f"{variant:>22} {mode:>8}: failed: {rows[-1]['error']}")
+                continue
             row = {"variant": variant, "compiled": compiled,
                    "us_1_layer": one, "us_6_layers": six, "us_per_layer": (six - one) / 5}
             rows.append(row)
-            print(f"{row['variant']:>22} {'compiled' if compiled else 'eager':>8}: {row['us_per_layer']:6.1f} us "
+            print(f"{row['variant']:>22} {mode:>8}: {row['us_per_layer']:6.1f} us "
                   f"per layer (fwd+bwd; 1 layer {one:.0f} us, 6 layers {six:.0f} us)")
     result = {"benchmark": "host_overhead", "env": environment(torch.device(device)), "iters": args.iters,
               "kernels_stubbed": device == "cpu", "input": list(x.shape), "rows": rows}

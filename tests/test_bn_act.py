@@ -585,3 +585,22 @@ def test_bn_op_switch_is_validated():
     out = subprocess.run([sys.executable, "-c", "import fastres.kernels.bn_act_op"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert out.returncode != 0 and "FASTRES_BN_OP must be one of custom_op, triton_op" in out.stderr
+
+
+def test_host_overhead_keeps_the_other_variants_when_one_fails(monkeypatch, tmp_path):
+    # On a GPU an experimental variant (FASTRES_BN_OP=triton_op) may fail to compile: its row
+    # records the error and the other variants are still measured and written.
+    import json
+    bench = load_bench("host_overhead")
+    monkeypatch.setattr(bench, "stub_kernels", lambda: None)
+
+    def fake_host_us(net, x, dy, compiled, iters):
+        if net[0].backend == "reference":
+            raise RuntimeError("no such kernel")
+        return 10.0 * len(net)
+    monkeypatch.setattr(bench, "host_us", fake_host_us)
+    result = bench.main(["--no-compile", "--out", str(tmp_path / "host.json")])
+    assert json.loads((tmp_path / "host.json").read_text()) == result
+    fused, reference = result["rows"]
+    assert fused["us_per_layer"] == pytest.approx(10.0) and reference == {
+        "variant": "reference", "compiled": False, "error": "RuntimeError: no such kernel"}

@@ -86,10 +86,12 @@ def test_host_overhead_row_with_the_launch_split(tmp_path, capsys):
     path = tmp_path / "2026-12-01-cpu-amd-epyc-2c-abc1234-host-overhead.json"
     path.write_text(json.dumps({
         "benchmark": "host_overhead", "env": {"device": "cpu", "torch": "2.13.0"}, "iters": 20,
-        "kernels_stubbed": True, "rows": [{"variant": "fused, triton_op", "compiled": True, "us_per_layer": 12.34}],
+        "kernels_stubbed": True, "rows": [{"variant": "fused, triton_op", "compiled": True, "us_per_layer": 12.34},
+                                          {"variant": "fused", "compiled": True, "error": "RuntimeError: x"}],
         "launch_us": {"triton_apply_kernel": 30.04, "torch_add_": 5.0}}))
     assert results_table.main([str(path)]) == 0
     assert capsys.readouterr().out.strip() == (
         "| host cost per BN layer, forward + backward (`bench/host_overhead.py`, Triton kernels stubbed) | cpu, "
-        "torch 2.13.0 | 2026-12-01 | abc1234 | 20 iterations | fused, triton_op compiled 12.3 µs; one launch: "
+        "torch 2.13.0 | 2026-12-01 | abc1234 | 20 iterations | fused, triton_op compiled 12.3 µs; fused compiled "
+        "failed (RuntimeError: x); one launch: "
         f"triton_apply_kernel 30.0 µs, torch_add_ 5.0 µs | `{path.as_posix()}` |")
