@@ -18,7 +18,8 @@ all). --ghost overrides every layer's ghost-batch size.
 
 --sweep times the fused op's forward + backward summed over all layers (one training step's
 BN work per recipe, summed) for each launch configuration in SWEEP_GRID, then for each finalize
-tile of SWEEP_FINALIZE_GRID at the best of those, and reports the fastest; its knobs can be given to training as FASTRES_BN_TUNING="tile=...,warps=...,programs_per_sm=...".
+tile of SWEEP_FINALIZE_GRID at the best of those, and reports the fastest; its knobs can be given
+to training as FASTRES_BN_TUNING="tile=...,warps=...,programs_per_sm=...,acc2d=...".
 On a GPU the sweep times CUDA-graph replays: the knobs change the GPU's work, not the host's,
 and launched from the host these layers are host-bound (the first H100 run, 2026-11-28, timed
 host launches and picked knobs from noise).
@@ -72,9 +73,9 @@ GEOMETRY = {"cifar10": (3, 32), "fashion-mnist": (1, 28)}     # input channels, 
 # A net: (name, batch, [(channels, height, act, alpha, ghost, layers of this shape)])
 SMOKE_NETS = [("smoke", 4, [(40, 5, "celu", 0.3, 0, 1), (64, 3, "celu", 0.3, 0, 2)])]
 EPS, MOMENTUM = 1e-5, 0.1
-# Launch knobs tried by --sweep (block_p, the finalize block, stays at its default), with and
-# without the element-wise reductions (acc2d). Tile 1024 left the grid after the first H100 run:
-# its 16-row tiles were never the point of a bigger grid (that run's timings were host-bound).
+# Launch knobs tried by --sweep's first stage, with and without the element-wise reductions
+# (acc2d). Tile 1024 (16-row tiles at C >= 64) left the grid to keep it at 24 points with acc2d;
+# the first H100 run's timings, host-bound, said nothing for or against it.
 SWEEP_GRID = [dict(tile=t, warps=w, programs_per_sm=p, acc2d=a)
               for a in (0, 1) for t in (2048, 4096) for w in (4, 8) for p in (2, 4, 8)]
 SMOKE_GRID = [dict(tile=2048, warps=4, programs_per_sm=4, acc2d=0),
