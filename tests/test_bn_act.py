@@ -285,25 +285,35 @@ def _opcheck_samples():
 
 
 @pytest.mark.parametrize("ghost,freeze", [(0, False), (2, True)])
-def test_eager_entry_points_match_the_custom_ops(ghost, freeze):
-    # BatchNormAct2d calls the implementations directly in eager mode (fused_train/fused_eval)
-    # and the registered ops under torch.compile: same kernels, so bit-identical results.
+def test_eager_entry_points_and_triton_op_twins_match_the_custom_ops(ghost, freeze):
+    # BatchNormAct2d calls the implementations directly in eager mode (fused_train/fused_eval),
+    # the registered custom ops under torch.compile, or with FASTRES_BN_OP=triton_op their
+    # triton_op twins (torch >= 2.6; run eagerly here, Inductor traces them on a GPU only).
+    # The same kernels: bit-identical results and gradients.
     x = make_input((5, 40, 3, 3), torch.float32)
     dy = make_input((5, 40, 3, 3), torch.float32, seed=3)
     w = torch.rand(40, device=DEVICE, requires_grad=not freeze)
     b = torch.randn(40, device=DEVICE, requires_grad=True)
-    outs = []
-    for train in (bn_act_op.bn_act_train, bn_act_op.fused_train):
+    rm, rv = torch.randn(40, device=DEVICE), torch.rand(40, device=DEVICE) + 0.5
+    twins = bn_act_op.HAS_TRITON_OP
+    trains = [bn_act_op.bn_act_train, bn_act_op.fused_train] + ([bn_act_op.bn_act_train_t] if twins else [])
+    evals = [bn_act_op.bn_act_eval] + ([bn_act_op.bn_act_eval_t] if twins else [])
+    outs, eval_outs = [], []
+    for train in trains:
         xg = x.detach().requires_grad_()
         y, mean, rstd, var = train(xg, w, b, 1e-5, "celu", 0.3, ghost)
         inputs = [t for t in (xg, w, b) if t.requires_grad]
         outs.append([y, mean, rstd, var, *torch.autograd.grad(y, inputs, dy)])
-    assert len(outs[1]) == (6 if freeze else 7)
-    assert all(torch.equal(p, q) for p, q in zip(*outs))
-    rm, rv = torch.randn(40, device=DEVICE), torch.rand(40, device=DEVICE) + 0.5
+    for evaluate in evals:
+        xg = x.detach().requires_grad_()
+        y = evaluate(xg, w, b, rm, rv, 1e-5, "gelu", 1.0)
+        eval_outs.append([y, *torch.autograd.grad(y, [t for t in (xg, w, b) if t.requires_grad], dy)])
+    assert len(outs[0]) == (6 if freeze else 7) and len(outs) == (3 if twins else 2)
+    assert all(torch.equal(p, q) for other in outs[1:] for p, q in zip(outs[0], other))
+    assert all(torch.equal(p, q) for other in eval_outs[1:] for p, q in zip(eval_outs[0], other))
     with torch.no_grad():
         direct = bn_act_op.fused_eval(x, w, b, rm, rv, 1e-5, "gelu", 1.0)
-    assert torch.equal(direct, bn_act_op.bn_act_eval(x, w, b, rm, rv, 1e-5, "gelu", 1.0))
+    assert torch.equal(direct, eval_outs[0][0])
 
 
 def test_opcheck():
@@ -553,28 +563,6 @@ def test_host_overhead_launch_timing_replays_the_recorded_launch():
     out = bench.launch_us(x, iters=2)
     assert set(out) == {"triton_apply_kernel", "torch_add_"} and all(v > 0 for v in out.values())
     assert bn_act_op.K.bn_apply_kernel is real
-
-
-@pytest.mark.skipif(not bn_act_op.HAS_TRITON_OP, reason="torch.library.triton_op needs torch >= 2.6")
-@pytest.mark.parametrize("ghost,freeze", [(0, False), (2, True)])
-def test_triton_op_twins_match_the_custom_ops(ghost, freeze):
-    # FASTRES_BN_OP=triton_op: the same kernels launched through wrap_triton; run eagerly here
-    # (Inductor traces them on a GPU only), with the same results and gradients, bit for bit.
-    x = make_input((5, 40, 3, 3), torch.float32)
-    dy = make_input((5, 40, 3, 3), torch.float32, seed=3)
-    w = torch.rand(40, device=DEVICE, requires_grad=not freeze)
-    b = torch.randn(40, device=DEVICE, requires_grad=True)
-    rm, rv = torch.randn(40, device=DEVICE), torch.rand(40, device=DEVICE) + 0.5
-    outs = []
-    for train, evaluate in ((bn_act_op.bn_act_train, bn_act_op.bn_act_eval),
-                            (bn_act_op.bn_act_train_t, bn_act_op.bn_act_eval_t)):
-        xg = x.detach().requires_grad_()
-        y, mean, rstd, var = train(xg, w, b, 1e-5, "gelu", 1.0, ghost)
-        inputs = [t for t in (xg, w, b) if t.requires_grad]
-        ye = evaluate(xg, w, b, rm, rv, 1e-5, "silu", 1.0)
-        outs.append([y, mean, rstd, var, *torch.autograd.grad(y, inputs, dy), ye,
-                     *torch.autograd.grad(ye, inputs, dy)])
-    assert all(torch.equal(p, q) for p, q in zip(*outs))
 
 
 def test_bn_op_switch_is_validated():
