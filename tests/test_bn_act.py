@@ -335,48 +335,19 @@ class SmallNet(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-def test_compiled_net_matches_eager(fused_only):
-    """torch.compile(fullgraph=True) traces the custom ops (no graph break), fwd + bwd + buffers."""
+def check_compiled_net(ghost: int, shape: tuple, eval_batches: tuple, **compile_kwargs):
+    """A SmallNet on the fused op compiled with fullgraph=True (no graph break) against its eager
+    twin: training (forward, backward, running statistics), then eval at several batch sizes
+    (a new batch size makes torch.compile trace a symbolic one: automatic dynamic shapes)."""
     torch.manual_seed(0)
-    eager = SmallNet(ghost=2).to(DEVICE).to(memory_format=torch.channels_last)
+    eager = SmallNet(ghost=ghost).to(DEVICE).to(memory_format=torch.channels_last)
     for m in eager.modules():
         if isinstance(m, BatchNormAct2d):
             m.backend = "triton"
     compiled = copy.deepcopy(eager)
-    step = torch.compile(compiled, fullgraph=True, backend=COMPILE_BACKEND)
-    x = make_input((4, 3, 6, 6), torch.float32)
-    for net, fn in ((eager, eager), (compiled, step)):
-        loss = fn(x).square().mean()
-        loss.backward()
-    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
-        assert (p.grad is None) == (q.grad is None) == (name == "bn1.weight"), name
-        if p.grad is not None:
-            close(q.grad, p.grad, torch.float32, name)
-    for (name, b), c in zip(eager.named_buffers(), compiled.buffers()):
-        close(c.float(), b.float(), torch.float32, name)
-    eager.eval(), compiled.eval()
-    with torch.no_grad():      # a new batch size makes torch.compile trace a symbolic one (automatic dynamic)
-        for n in (4, 3, 2):
-            close(step(x[:n]), eager(x[:n]), torch.float32, f"eval, batch {n}")
-
-
-@gpu
-@pytest.mark.gpu
-@pytest.mark.parametrize("bn_op", ["custom_op", "triton_op"])
-def test_gpu_compiled_net_matches_eager(fused_only, bn_op, monkeypatch):
-    """On a GPU, at a real batch: the compiled net (either way torch.compile may see the fused op,
-    FASTRES_BN_OP) against eager, training (fwd, bwd, running stats) and eval."""
-    if bn_op == "triton_op" and not bn_act_op.HAS_TRITON_OP:
-        pytest.skip("torch.library.triton_op needs torch >= 2.6")
-    monkeypatch.setattr(bn_act_op, "BN_OP", bn_op)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)    # fp32 convs: tolerances are fp32's
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    eager = SmallNet(ghost=32).to(DEVICE).to(memory_format=torch.channels_last)
-    compiled = copy.deepcopy(eager)
-    step = torch.compile(compiled, fullgraph=True)
-    x = make_input((256, 3, 16, 16), torch.float32)
-    for net, fn in ((eager, eager), (compiled, step)):
+    step = torch.compile(compiled, fullgraph=True, **compile_kwargs)
+    x = make_input(shape, torch.float32)
+    for fn in (eager, step):
         fn(x).square().mean().backward()
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
         assert (p.grad is None) == (q.grad is None) == (name == "bn1.weight"), name
@@ -386,11 +357,26 @@ def test_gpu_compiled_net_matches_eager(fused_only, bn_op, monkeypatch):
         close(c.float(), b.float(), torch.float32, name)
     eager.eval(), compiled.eval()
     with torch.no_grad():
-        close(step(x), eager(x), torch.float32, "eval")
-        # other batch sizes, as evaluation meets them: torch.compile may then trace a symbolic
-        # batch size (automatic dynamic shapes), which the launch geometry specialises on
-        for n in (200, 120):
+        for n in eval_batches:
             close(step(x[:n]), eager(x[:n]), torch.float32, f"eval, batch {n}")
+
+
+def test_compiled_net_matches_eager(fused_only):
+    check_compiled_net(2, (4, 3, 6, 6), (4, 3, 2), backend=COMPILE_BACKEND)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("bn_op", ["custom_op", "triton_op"])
+def test_gpu_compiled_net_matches_eager(fused_only, bn_op, monkeypatch):
+    """On a GPU, at a real batch, either way torch.compile may see the fused op (FASTRES_BN_OP):
+    the triton_op twins' launch geometry specialises a symbolic batch size on concrete ones."""
+    if bn_op == "triton_op" and not bn_act_op.HAS_TRITON_OP:
+        pytest.skip("torch.library.triton_op needs torch >= 2.6")
+    monkeypatch.setattr(bn_act_op, "BN_OP", bn_op)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)    # fp32 convs: tolerances are fp32's
+    torch._dynamo.reset()
+    check_compiled_net(32, (256, 3, 16, 16), (256, 200, 120))
 
 
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark, minutes long")
