@@ -9,7 +9,8 @@
 #
 # Phases: kernels = GPU tests, host cost per BN layer, launch-knob sweep of the fused BN kernel
 # (timed as CUDA graphs), kernel benchmark with the best knobs (and each layer's time per Triton
-# kernel), loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs) and its MFU, and, if its
+# kernel), loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs; GPU_CHECK_CIFAR_FLAGS
+# adds flags to them, e.g. a configuration the compare phase picked) and its MFU, and, if its
 # mean misses 94%, the same 25 seeds at 10.9 epochs instead of 9.9 (in the next phase on this
 # machine if this call's budget cannot hold it); fashion = fashion-94 (10 runs) and its MFU;
 # compare = cifar10-94 over 5 seeds with the fused BN op or PyTorch's, each without and with CUDA
@@ -262,13 +263,16 @@ sys.exit(0 if s["acc_mean"] < s["target"] else 1)' "$PREFIX-$1.json"
 # cifar10-94-epochs-protocol.md): cifar10-94's mean missed the target, so the same seeds again with
 # one more epoch; both files are kept. It comes before every optional run. Where this call's budget
 # cannot hold it (NEED s, what cifar10-94 itself took), the next phase on this machine runs it.
+# The base runs' GPU_CHECK_CIFAR_FLAGS travel with a deferred fallback (a later call may not set them).
 more_epochs() {
-  local need=$1
+  local need=$1 flags=${2-${GPU_CHECK_CIFAR_FLAGS:-}}
   if [ $((SECONDS + need)) -le "$BUDGET" ]; then
-    rm -f "$STATE/more-epochs"
-    recipe cifar10-94-more-epochs cifar10-94 $CIFAR_RUNS "${MORE_EPOCHS[@]}"
+    rm -f "$STATE/more-epochs" "$STATE/more-epochs-flags"
+    # shellcheck disable=SC2086
+    recipe cifar10-94-more-epochs cifar10-94 $CIFAR_RUNS $flags "${MORE_EPOCHS[@]}"
   else
     echo "$need" > "$STATE/more-epochs"
+    echo "$flags" > "$STATE/more-epochs-flags"
     echo "gpu_check: cifar10-94-more-epochs left to the next phase (needs ${need}s, budget ${BUDGET}s)"
   fi
 }
@@ -281,7 +285,10 @@ cifar_phase() {
   if ! cifar_present; then echo "CIFAR-10 not found (set FASTRES_DATA): cifar10-94 skipped"; return; fi
   check_fused
   local start=$SECONDS
-  recipe cifar10-94 cifar10-94 $CIFAR_RUNS
+  # GPU_CHECK_CIFAR_FLAGS (word-split, e.g. "--no-fused-bn"): the 25 runs of a candidate
+  # configuration the compare phase picked, recorded in the result file's flags.
+  # shellcheck disable=SC2086
+  recipe cifar10-94 cifar10-94 $CIFAR_RUNS ${GPU_CHECK_CIFAR_FLAGS:-}
   local took=$((SECONDS - start))
   mfu cifar10-94
   below_target cifar10-94 && more_epochs $took
@@ -312,7 +319,8 @@ fashion_phase() {
   check_fused
   recipe fashion-94 fashion-94 $FASHION_RUNS
   mfu fashion-94
-  [ -f "$STATE/more-epochs" ] && cifar_present && more_epochs "$(cat "$STATE/more-epochs")"
+  [ -f "$STATE/more-epochs" ] && cifar_present && \
+    more_epochs "$(cat "$STATE/more-epochs")" "$(cat "$STATE/more-epochs-flags" 2>/dev/null)"
   # With time to spare: the 2025 record's recipe, the ResNet-9 that was fashion-94 until
   # 2026-11-28 (3.2x the FLOPs per image) and the Muon variant. Estimates from the first H100
   # run: 47 s for the speedrun's 5 runs, 133 s for fashion-94-resnet9's (17 s a run).

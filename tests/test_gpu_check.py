@@ -134,16 +134,22 @@ def test_gpu_check_defers_the_more_epochs_fallback_to_the_next_phase(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "GPU_CHECK_STATE": str(state)}
     script = str(REPO / "bench" / "gpu_check.sh")
     cifar = subprocess.run(["bash", script, "--smoke", "--phase", "cifar", str(out)], capture_output=True, text=True,
-                           timeout=600, env={**env, "GPU_CHECK_BUDGET": "0"}, cwd=REPO)
+                           timeout=600, env={**env, "GPU_CHECK_BUDGET": "0",
+                                             "GPU_CHECK_CIFAR_FLAGS": "--no-fused-bn --label-smoothing 0.3"}, cwd=REPO)
     assert cifar.returncode == 0, cifar.stdout[-3000:] + cifar.stderr[-3000:]
     assert "cifar10-94-more-epochs left to the next phase" in cifar.stdout and (state / "more-epochs").is_file()
     assert not list(out.glob("*-more-epochs.json"))
+    # GPU_CHECK_CIFAR_FLAGS reach cifar10-94's runs and its result file
+    base = json.loads(next(out.glob("*-cifar10-94.json")).read_text())
+    assert base["extra_flags"] == "--no-fused-bn --label-smoothing 0.3"
+    assert base["start"]["config"]["fused_bn"] is False and base["start"]["config"]["label_smoothing"] == 0.3
     fashion = subprocess.run(["bash", script, "--smoke", "--phase", "fashion", str(out)], capture_output=True,
                              text=True, timeout=600, env=env, cwd=REPO)
     assert fashion.returncode == 0, fashion.stdout[-3000:] + fashion.stderr[-3000:]
     more = json.loads(next(out.glob("*-cifar10-94-more-epochs.json")).read_text())
     assert more["start"]["config"]["epochs"] == 1.5 and len(more["runs"]) == 2
-    assert not (state / "more-epochs").exists()
+    assert more["extra_flags"] == "--no-fused-bn --label-smoothing 0.3 --epochs 1.5"    # the base's flags too
+    assert not (state / "more-epochs").exists() and not (state / "more-epochs-flags").exists()
 
 
 def test_gpu_check_deadline_stops_steps(tmp_path):
