@@ -242,7 +242,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipes", default="all", help="comma-separated GPU recipes, or all (default)")
     p.add_argument("--tests", action="store_true", help="add tests/test_bn_act.py's GPU launches")
-    p.add_argument("--sweep", action="store_true", help="add bench/kernels.py's SWEEP_GRID launch knobs (x SWEEP_FINALIZE_GRID)")
+    p.add_argument("--sweep", action="store_true",
+                   help="add bench/kernels.py's SWEEP_GRID launch knobs (x SWEEP_FINALIZE_GRID)")
     p.add_argument("--arch", default="90", help="comma-separated compute capabilities, e.g. 80,90 (default 90)")
     p.add_argument("--out", help="write the results as JSON to this file")
     p.add_argument("--rows", action="store_true",
