@@ -551,14 +551,21 @@ def test_host_overhead_launch_timing_replays_the_recorded_launch():
     assert bn_act_op.K.bn_apply_kernel is real
 
 
-def test_bn_op_switch_is_validated():
-    # FASTRES_BN_OP is read at import: a bad value is one clear error, not a silent default.
+@pytest.mark.parametrize("name,value,message", [
+    ("FASTRES_BN_OP", "triton", "FASTRES_BN_OP must be one of custom_op, triton_op, got 'triton'"),
+    ("FASTRES_BN_TUNING", "tile=3000", "FASTRES_BN_TUNING: tile must be a power of two, got 3000")])
+def test_bad_kernel_settings_are_one_error_line(name, value, message):
+    # Both are read when the kernels load: a bad value is one clear error (status 2 from the
+    # CLI), not a silent default or a traceback.
     import subprocess
     import sys
-    env = {**__import__("os").environ, "FASTRES_BN_OP": "triton", "TRITON_INTERPRET": "1"}
+    env = {**__import__("os").environ, name: value, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", "import fastres.kernels.bn_act_op"], capture_output=True,
                          text=True, env=env, timeout=120)
-    assert out.returncode != 0 and "FASTRES_BN_OP must be one of custom_op, triton_op" in out.stderr
+    assert out.returncode != 0 and message in out.stderr
+    cli = subprocess.run([sys.executable, "-m", "fastres", "--list-recipes"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert cli.returncode == 2 and cli.stderr == f"fastres: error: {message}\n" and cli.stdout == ""
 
 
 def test_host_overhead_keeps_the_other_variants_when_one_fails(monkeypatch, tmp_path):
