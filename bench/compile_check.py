@@ -14,8 +14,8 @@ kernels replaced by recorders and the launch geometry set to a GPU's (an H100's 
 below). The layer shapes are the recipes' own (bench/kernels.py's recipe_layers: channels,
 size, activation, ghost groups, batch), activations fp16 and BN parameters fp32 as training
 uses them, with frozen and trained scales. --tests adds the shapes, dtypes and activations that
-tests/test_bn_act.py launches on a GPU; --sweep adds bench/kernels.py's SWEEP_GRID launch knobs,
-each with every finalize tile of its SWEEP_FINALIZE_GRID.
+tests/test_bn_act.py launches on a GPU; --sweep adds every launch-knob set bench/kernels.py's
+staged sweep (SWEEP_STAGES) can end on.
 
 Each launch is compiled with the argument specialisation Triton's launcher gives it (pointers
 and ints divisible by 16 marked so, ints equal to 1 made constants). Reported per compiled
@@ -197,7 +197,9 @@ def compile_launch(launch: Launch, arch: int, tool: str | None) -> dict:
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": launch.num_warps})
     shared = kernel.metadata.shared
-    row = {"shared_bytes": shared, "shared_ok": shared <= SHARED_LIMIT.get(arch, 48 * 1024)}
+    row = {"shared_bytes": shared, "shared_ok": shared <= SHARED_LIMIT.get(arch, 48 * 1024),
+           # asynchronous global-to-shared copies: the software-pipelined loads of STAGES >= 2
+           "async_copies": sum(line.lstrip().startswith("cp.async.c") for line in kernel.asm["ptx"].splitlines())}
     if tool:
         row.update(resource_usage(kernel.asm["cubin"], tool))
         per_warp = -(-row["registers"] * 32 // 256) * 256        # allocated in units of 256
@@ -223,6 +225,17 @@ def by_tile(rows) -> dict:
     return dict(sorted(out.items()))
 
 
+def pipelined_by_stages(rows) -> dict:
+    """{"stages=S": "pipelined/compiled"} over rows of kernels with a STAGES constant."""
+    out: dict = {}
+    for r in rows:
+        if "STAGES" in r["constants"]:
+            key = f"stages={r['constants']['STAGES']}"
+            done, total = out.get(key, (0, 0))
+            out[key] = (done + (r["async_copies"] > 0), total + 1)
+    return {k: f"{a}/{b}" for k, (a, b) in sorted(out.items())}
+
+
 def check_api() -> str | None:
     """Why this triton cannot run the check (None: it can): a trivial kernel must compile
     through compile_launch. Written for triton 3.6 (also runs under 3.8 and 3.9); triton 3.0's
@@ -243,7 +256,7 @@ def main(argv=None) -> int:
     p.add_argument("--recipes", default="all", help="comma-separated GPU recipes, or all (default)")
     p.add_argument("--tests", action="store_true", help="add tests/test_bn_act.py's GPU launches")
     p.add_argument("--sweep", action="store_true",
-                   help="add bench/kernels.py's SWEEP_GRID launch knobs (x SWEEP_FINALIZE_GRID)")
+                   help="add every knob set bench/kernels.py's staged sweep can reach")
     p.add_argument("--arch", default="90", help="comma-separated compute capabilities, e.g. 80,90 (default 90)")
     p.add_argument("--out", help="write the results as JSON to this file")
     p.add_argument("--rows", action="store_true",
@@ -266,10 +279,9 @@ def main(argv=None) -> int:
     # training takes a grid point through FASTRES_BN_TUNING); the tests run the default knobs.
     recipes = recipe_cases(bench, names)
     plan = [({}, recipes + (gpu_test_cases() if args.tests else []))]
-    # The sweep's second stage varies the finalize tile over the best first-stage point: every
-    # combination of the two is a launch the sweep may hand to training.
-    plan += [({**knobs, **fin}, recipes) for knobs in (bench.SWEEP_GRID if args.sweep else [])
-             for fin in [{}] + bench.SWEEP_FINALIZE_GRID]
+    # The sweep's later stages change knobs over the best point so far: every combination they
+    # can reach is a launch the sweep may hand to training.
+    plan += [(knobs, recipes) for knobs in (bench.sweep_reachable(bench.SWEEP_STAGES) if args.sweep else [])]
     launches = find_launches(plan)
     tool = cuobjdump()
     print(f"{sum(len(cases) for _, cases in plan)} layer cases: {sum(launches.values())} launches, "
@@ -309,11 +321,15 @@ def main(argv=None) -> int:
             "max_registers_at": {**worst["constants"], "num_warps": worst["num_warps"]},
             "max_spilled_bytes": max(r["local_bytes"] for r in krows),
             "max_shared_bytes": max(r["shared_bytes"] for r in krows),
+            # variants with asynchronous (pipelined) loads, by the STAGES they were compiled with
+            "async_copy_variants_by_stages": pipelined_by_stages(krows),
             "min_programs_per_sm_by_registers": min(r["programs_per_sm_by_registers"] for r in krows),
             "max_registers_by_tile": by_tile(krows)}
         print(f"  {kernel} sm_{arch}: {len(krows)} variants, registers <= {worst['registers']} "
               f"({worst['constants']}), spills <= {summary[f'{kernel}@sm_{arch}']['max_spilled_bytes']} B, "
-              f"shared <= {summary[f'{kernel}@sm_{arch}']['max_shared_bytes']} B")
+              f"shared <= {summary[f'{kernel}@sm_{arch}']['max_shared_bytes']} B"
+              + "".join(f", {k} pipelined {v}"
+                        for k, v in summary[f"{kernel}@sm_{arch}"]["async_copy_variants_by_stages"].items()))
     seconds = time.perf_counter() - start
     print(f"compile_check: {len(rows) - failures}/{len(rows)} compiled in {seconds:.0f} s"
           + (f"; {failures} FAILED" if failures else ""))

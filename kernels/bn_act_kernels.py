@@ -16,6 +16,14 @@ of group g in BLOCK_M steps for channel block cb. Reductions write one fp32 part
 program into [G*S, C] buffers that a finalize kernel combines in a fixed order: no atomics,
 so results are bit-identical from call to call.
 
+Memory-level parallelism (STAGES): a slab's row loop is `tl.range(..., num_stages=STAGES)`. Triton
+software-pipelines a loop with no tl.dot only when the loop itself asks for stages: a plain
+`range` (or STAGES=1, which compiles to the same code) issues a tile's loads and waits for them
+before the next tile's, so each program has one tile in flight. With STAGES >= 2 the loads of the
+next STAGES - 1 tiles are in flight (cp.async into shared memory, one tile of it per input and
+stage after the first) while one is processed. Checked on sm_90 code from Triton 3.6
+(bench/compile_check.py counts the asynchronous copies of every launch): STAGES=1 has none.
+
 No block pointers (removed in triton 3.9), no libdevice (fails in the interpreter), and
 tl.exp only on fp32 (the interpreter rejects fp16).
 """
@@ -96,7 +104,8 @@ def _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR: tl.constexpr):
 # ---------------------------------------------------------------- forward
 @triton.jit
 def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, M, C, R, S, SLAB,
-                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TWO_D: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TWO_D: tl.constexpr,
+                    STAGES: tl.constexpr):
     """Per-slab mean and centred M2 per channel, robust when |mean| >> std.
 
     TWO_D=False: each tile is centred on its own mean before squaring and merged with Chan's
@@ -113,7 +122,7 @@ def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, M, C, R, S, SLAB,
         pivot = tl.load(x_ptr + pivot_row * C + cols, mask=cols < C, other=0.0).to(tl.float32)
         acc1 = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
         acc2 = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
-        for start in range(row_start, row_end, BLOCK_M):
+        for start in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
             x, mask, _ = _tile(x_ptr, start, row_end, cols, C, BLOCK_M)
             d = tl.where(mask, x - pivot[None, :], 0.0)
             acc1 += d
@@ -128,7 +137,7 @@ def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, M, C, R, S, SLAB,
         n = tl.zeros([BLOCK_C], tl.float32)
         mean = tl.zeros([BLOCK_C], tl.float32)
         m2 = tl.zeros([BLOCK_C], tl.float32)
-        for start in range(row_start, row_end, BLOCK_M):
+        for start in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
             x, mask, _ = _tile(x_ptr, start, row_end, cols, C, BLOCK_M)
             nb = tl.minimum(row_end - start, BLOCK_M).to(tl.float32)
             mean_b = tl.sum(x, axis=0) / nb
@@ -183,7 +192,7 @@ def bn_finalize_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, M, C, R,
 @triton.jit
 def bn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, M, C, R, S, SLAB, eps, alpha,
                     ACT: tl.constexpr, FROM_VAR: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, STAGES: tl.constexpr):
     """y = act(gamma * (x - mean) * rstd + beta), stored in y's dtype. Subtracting the mean
     before scaling (rather than x*scale + shift) keeps z accurate when |mean| >> std."""
     g, row_start, row_end = _slab(M, R, S, SLAB)
@@ -192,7 +201,7 @@ def bn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, M, C, R, S, 
     w = tl.load(w_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
     scale = rstd * w
-    for start in range(row_start, row_end, BLOCK_M):
+    for start in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
         x, mask, offs = _tile(x_ptr, start, row_end, cols, C, BLOCK_M)
         z = (x - mean[None, :]) * scale[None, :] + b[None, :]
         y = _act_fwd(z, alpha, ACT)
@@ -217,7 +226,8 @@ def _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b, alpha,
 @triton.jit
 def bn_bwd_reduce_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, psum_g_ptr, psum_gx_ptr,
                          M, C, R, S, SLAB, eps, alpha, ACT: tl.constexpr, FROM_VAR: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TWO_D: tl.constexpr):
+                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TWO_D: tl.constexpr,
+                         STAGES: tl.constexpr):
     """Per-slab partial sums of g and g * x_hat per channel: reduced tile by tile, or with
     TWO_D accumulated element-wise in [BLOCK_M, BLOCK_C] registers and reduced once."""
     g, row_start, row_end = _slab(M, R, S, SLAB)
@@ -228,7 +238,7 @@ def bn_bwd_reduce_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, psum_g
     if TWO_D:
         acc_g = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
         acc_gx = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
-        for start in range(row_start, row_end, BLOCK_M):
+        for start in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
             xhat, gz, mask, _ = _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b,
                                            alpha, ACT, BLOCK_M)
             gz = tl.where(mask, gz, 0.0)
@@ -239,7 +249,7 @@ def bn_bwd_reduce_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, psum_g
     else:
         sum_g = tl.zeros([BLOCK_C], tl.float32)
         sum_gx = tl.zeros([BLOCK_C], tl.float32)
-        for start in range(row_start, row_end, BLOCK_M):
+        for start in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
             xhat, gz, mask, _ = _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b,
                                            alpha, ACT, BLOCK_M)
             gz = tl.where(mask, gz, 0.0)
@@ -279,7 +289,8 @@ def bn_bwd_finalize_kernel(psum_g_ptr, psum_gx_ptr, sum_g_ptr, sum_gx_ptr, dw_pt
 @triton.jit
 def bn_bwd_dx_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, sum_g_ptr, sum_gx_ptr,
                      M, C, R, S, SLAB, eps, alpha, ACT: tl.constexpr, BATCH_STATS: tl.constexpr,
-                     FROM_VAR: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+                     FROM_VAR: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+                     STAGES: tl.constexpr):
     """dx = gamma * rstd * (g - sum(g)/n - x_hat * sum(g*x_hat)/n) with n the group's rows;
     with running statistics (eval mode) the mean and rstd are constants: dx = gamma*rstd*g."""
     g, row_start, row_end = _slab(M, R, S, SLAB)
@@ -292,7 +303,7 @@ def bn_bwd_dx_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, su
         n = tl.minimum(R, M - g * R).to(tl.float32)
         mean_g = tl.load(sum_g_ptr + g * C + cols, mask=cmask, other=0.0) / n
         mean_gx = tl.load(sum_gx_ptr + g * C + cols, mask=cmask, other=0.0) / n
-    for start in range(row_start, row_end, BLOCK_M):
+    for start in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
         xhat, gz, mask, offs = _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b,
                                           alpha, ACT, BLOCK_M)
         if BATCH_STATS:

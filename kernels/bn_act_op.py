@@ -54,14 +54,18 @@ def _sm_count(index: int) -> int:
 # program per finalize_c channels per group; fewer, longer walks with wider tiles). acc2d and
 # finalize_c also apply in the interpreter, so the CPU tests cover them; defaults stay as the
 # first H100 run measured them until a GPU run measures the others.
-GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0, "finalize_c": 32}
+# stages: the row loops' software-pipelining depth (bn_act_kernels.py, "Memory-level
+# parallelism"): 1 waits on each tile's load, as the first H100 run measured; >= 2 keeps
+# stages - 1 tiles' loads in flight, in (stages - 1) x the tile of shared memory per input.
+GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0, "finalize_c": 32,
+              "stages": 1}
 
 
 def parse_tuning(text: str) -> dict:
     """'tile=4096,warps=8' -> {'tile': 4096, 'warps': 8}: knobs of GPU_TUNING, as the environment
     variable FASTRES_BN_TUNING gives them (bench/gpu_check.sh sets it from a tuning sweep).
     tile, warps, block_p and finalize_c must be powers of two (Triton block shapes),
-    programs_per_sm >= 1, acc2d 0 or 1."""
+    programs_per_sm and stages >= 1, acc2d 0 or 1."""
     tuning = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
@@ -105,7 +109,7 @@ def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tu
     slabs = triton.cdiv(R, slab)
     return dict(BLOCK_M=block_m, BLOCK_C=block_c, S=slabs, SLAB=slab, c_blocks=c_blocks,
                 BLOCK_P=block_p, BLOCK_CF=min(knobs.get("finalize_c", 32), block_c), num_warps=warps,
-                TWO_D=bool(knobs.get("acc2d", 0)))
+                TWO_D=bool(knobs.get("acc2d", 0)), STAGES=knobs.get("stages", 1))
 
 
 def _groups(x: Tensor, ghost_batch: int) -> tuple[int, int]:
@@ -164,7 +168,8 @@ def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha:
     mean, rstd, var = (x.new_empty((G, C), dtype=torch.float32) for _ in range(3))
     pmean, pm2 = (x.new_empty((G * S, C), dtype=torch.float32) for _ in range(2))
     grid = (G * S, geo["c_blocks"])
-    blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
+    blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"],
+                  num_warps=geo["num_warps"])
     wrap(K.bn_stats_kernel)[grid](xr, pmean, pm2, M, C, R, S, geo["SLAB"], TWO_D=geo["TWO_D"], **blocks)
     wrap(K.bn_finalize_kernel)[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
         pmean, pm2, mean, rstd, var, M, C, R, S, geo["SLAB"], eps,
@@ -198,7 +203,7 @@ def _eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running
     wrap(K.bn_apply_kernel)[(geo["S"], geo["c_blocks"])](
         _channels_last(x), y, running_mean, running_var, weight, bias, M, x.shape[1],
         R, geo["S"], geo["SLAB"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=True,
-        BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
+        BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"], num_warps=geo["num_warps"])
     return y
 
 
@@ -238,7 +243,8 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
     db = torch.empty(C, dtype=bias.dtype, device=x.device)
     grid = (G * S, geo["c_blocks"])
     act_code = K.ACT_CODES[act]
-    blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], num_warps=geo["num_warps"])
+    blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"],
+                  num_warps=geo["num_warps"])
     wrap(K.bn_bwd_reduce_kernel)[grid](xr, dyr, mean, rstd, weight, bias, psum_g, psum_gx, M, C, R,
                                        S, geo["SLAB"], eps, alpha, ACT=act_code,
                                        FROM_VAR=not batch_stats, TWO_D=geo["TWO_D"], **blocks)

@@ -160,7 +160,8 @@ def acc2d(request, monkeypatch):
 
 
 # The element-wise (acc2d) reductions on the shapes above, ghost groups (a short last group
-# leaves an empty slab in the interpreter's geometry) and frozen scales.
+# leaves an empty slab in the interpreter's geometry) and frozen scales, with software-pipelined
+# row loops (stages=3; the interpreter runs them as plain loops, a GPU pipelines them).
 @pytest.mark.parametrize("case", [
     dict(shape=(2, 40, 5, 25), dtype=torch.float16, act="gelu"),
     dict(shape=(2, 40, 5, 25), dtype=torch.float32, act="celu"),
@@ -169,8 +170,11 @@ def acc2d(request, monkeypatch):
     dict(shape=(6, 40, 3, 5), dtype=torch.float16, act="celu", ghost=4),
     dict(shape=(6, 40, 3, 5), dtype=torch.float32, act="identity", ghost=1, freeze=True),
 ], ids=lambda c: f"{'x'.join(map(str, c['shape']))}-{c['act']}-g{c.get('ghost', 0)}")
-def test_acc2d_matches_reference(fused_only, monkeypatch, case):
+def test_acc2d_pipelined_matches_reference(fused_only, monkeypatch, case):
     monkeypatch.setitem(bn_act_op.GPU_TUNING, "acc2d", 1)
+    monkeypatch.setitem(bn_act_op.GPU_TUNING, "stages", 3)
+    x = torch.zeros(case["shape"], device=DEVICE).contiguous(memory_format=torch.channels_last)
+    assert bn_act_op._launch(x, 1, case["shape"][0])[2]["STAGES"] == 3
     check_against_reference(**case)
 
 
@@ -455,25 +459,39 @@ def test_bench_sweep_smoke_restores_tuning(tmp_path):
     bench.main(["--smoke", "--sweep", "--out", str(tmp_path / "sweep.json")])
     result = json.loads((tmp_path / "sweep.json").read_text())
     assert bn_act_op.GPU_TUNING == before
-    stages = [r["stage"] for r in result["configs"]]
-    assert stages.count(1) == len(bench.SMOKE_GRID) and 0 < stages.count(2) <= len(bench.SMOKE_FINALIZE_GRID)
-    assert result["best"] in result["configs"]
-    # the second stage varies only the finalize tile, over the first stage's best knobs
-    first = min((r for r in result["configs"] if r["stage"] == 1), key=lambda r: r["step_ms"])["tuning"]
-    for r in result["configs"]:
-        if r["stage"] == 2:
-            assert {k: v for k, v in r["tuning"].items() if k not in ("block_p", "finalize_c")} == \
-                {k: v for k, v in first.items() if k not in ("block_p", "finalize_c")}
+    rows = result["configs"]
+    assert [r["stage"] for r in rows] == sorted(r["stage"] for r in rows)
+    assert sum(r["stage"] == 1 for r in rows) == len(bench.SMOKE_STAGES[0])
+    assert result["best"] in rows and len({str(r["tuning"]) for r in rows}) == len(rows)   # none twice
+    # each later stage changes only its own knobs, over the best configuration of the stages before
+    for stage in (2, 3):
+        best = min((r for r in rows if r["stage"] < stage), key=lambda r: r["step_ms"])["tuning"]
+        own = {k for knobs in bench.SMOKE_STAGES[stage - 1] for k in knobs}
+        assert 0 < sum(r["stage"] == stage for r in rows) <= len(bench.SMOKE_STAGES[stage - 1])
+        for r in rows:
+            if r["stage"] == stage:
+                assert {k: v for k, v in r["tuning"].items() if k not in own} == \
+                    {k: v for k, v in best.items() if k not in own}
     assert bn_act_op.parse_tuning(result["best_env"]) == result["best"]["tuning"]
+
+
+def test_sweep_reachable_covers_every_path_through_the_stages():
+    bench = load_bench("kernels")
+    stages = [[dict(tile=1), dict(tile=2)], [dict(acc2d=1, stages=3)], [dict(block_p=8)]]
+    got = {tuple(sorted(c.items())) for c in bench.sweep_reachable(stages)}
+    want = {tuple(sorted({"tile": t, **a, **b}.items()))
+            for t in (1, 2) for a in ({}, dict(acc2d=1, stages=3)) for b in ({}, dict(block_p=8))}
+    assert got == want
 
 
 def test_parse_tuning_accepts_knobs_and_rejects_bad_ones():
     assert bn_act_op.parse_tuning("") == {}
     assert bn_act_op.parse_tuning("tile=4096, warps=8,programs-per-sm=3") == dict(tile=4096, warps=8,
                                                                                  programs_per_sm=3)
-    assert bn_act_op.parse_tuning("acc2d=0,finalize_c=8,block_p=512") == dict(acc2d=0, finalize_c=8, block_p=512)
+    assert bn_act_op.parse_tuning("acc2d=0,finalize_c=8,block_p=512,stages=3") == dict(
+        acc2d=0, finalize_c=8, block_p=512, stages=3)
     for bad in ("tile=3000", "warps=0", "tiles=1024", "tile", "warps=four", "acc2d=2", "finalize_c=12",
-                "programs_per_sm=0"):
+                "programs_per_sm=0", "stages=0"):
         with pytest.raises(ValueError, match="FASTRES_BN_TUNING"):
             bn_act_op.parse_tuning(bad)
 
@@ -493,7 +511,8 @@ def test_gpu_real_sizes(shape, ghost, act):
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("tuning", [dict(tile=1024, warps=8, programs_per_sm=2), dict(tile=4096, programs_per_sm=8),
-                                    dict(acc2d=1), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1)])
+                                    dict(acc2d=1), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1),
+                                    dict(stages=3), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1, stages=4)])
 def test_gpu_other_launch_knobs(tuning, monkeypatch):
     # bench/kernels.py --sweep may hand any grid point to training via FASTRES_BN_TUNING.
     monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, **tuning})

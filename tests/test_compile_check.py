@@ -21,10 +21,10 @@ KERNELS = {"bn_stats_kernel", "bn_finalize_kernel", "bn_apply_kernel", "bn_bwd_r
            "bn_bwd_finalize_kernel", "bn_bwd_dx_kernel"}
 
 
-def python(args, tmp_path, interpret=False):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+def python(args, tmp_path, interpret=False, tuning=""):
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FASTRES_BN_TUNING")}
     env.update(OMP_NUM_THREADS="1", TRITON_CACHE_DIR=str(tmp_path / "triton-cache"),
-               **({"TRITON_INTERPRET": "1"} if interpret else {}))
+               **({"TRITON_INTERPRET": "1"} if interpret else {}), FASTRES_BN_TUNING=tuning)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=900)
 
@@ -56,6 +56,24 @@ def test_every_recipe_launch_compiles_for_sm90(tmp_path):
     if "registers" in rows[0]:             # cuobjdump is bundled with triton's wheels
         assert all(r["local_bytes"] == 0 for r in rows), "a kernel spills registers at the default knobs"
         assert all(r["programs_per_sm_by_registers"] >= 1 for r in rows)
+    # The default stages=1: every load waits for its data (no asynchronous copies anywhere).
+    assert all(r["async_copies"] == 0 for r in rows)
+
+
+def test_pipelined_row_loops_compile_to_asynchronous_copies(tmp_path):
+    """stages=3 must reach the compiled code of every streaming kernel (Triton pipelines a loop
+    without tl.dot only when the loop asks), in shared memory the GPU has; the finalize kernels,
+    which have no row loop, stay as they are."""
+    out = tmp_path / "compile.json"
+    proc = python([str(SCRIPT), "--recipes", "cifar10-94", "--rows", "--out", str(out)], tmp_path,
+                  tuning="stages=3")
+    skip_if_unsupported(proc)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())["kernels"]
+    streaming = [r for r in rows if "STAGES" in r["constants"]]
+    assert {r["kernel"] for r in streaming} == KERNELS - {"bn_finalize_kernel", "bn_bwd_finalize_kernel"}
+    assert all(r["constants"]["STAGES"] == 3 and r["async_copies"] > 0 and r["shared_ok"] for r in streaming)
+    assert all(r["async_copies"] == 0 for r in rows if r not in streaming)
 
 
 # A plain-int global read inside a kernel: the interpreter runs it, the GPU compiler refuses it
@@ -100,7 +118,7 @@ except Exception as e:
 x = torch.empty(4, 64, 3, 3, device="meta", dtype=torch.float16)
 rows = x.permute(0, 2, 3, 1).reshape(-1, 64)
 spec = cc.specialise(K.bn_stats_kernel, (rows, rows[1:], x.reshape(-1)[3:], 1, 64, 2**33, 17, 48),
-                     {"BLOCK_M": 16, "BLOCK_C": 64, "TWO_D": False, "num_warps": 8})
+                     {"BLOCK_M": 16, "BLOCK_C": 64, "TWO_D": False, "STAGES": 2, "num_warps": 8})
 out["spec"] = [dict(spec.signature), dict(spec.constants), list(spec.aligned), spec.num_warps]
 print(json.dumps(out))
 '''
@@ -125,6 +143,6 @@ def test_compiler_catches_what_the_interpreter_lets_through(tmp_path):
     signature, constants, aligned, warps = out["spec"]
     assert signature == {"x_ptr": "*fp16", "pmean_ptr": "*fp16", "pm2_ptr": "*fp16", "M": "constexpr",
                          "C": "i32", "R": "i64", "S": "i32", "SLAB": "i32", "BLOCK_M": "constexpr",
-                         "BLOCK_C": "constexpr", "TWO_D": "constexpr"}
-    assert constants == {"M": 1, "BLOCK_M": 16, "BLOCK_C": 64, "TWO_D": False}
+                         "BLOCK_C": "constexpr", "TWO_D": "constexpr", "STAGES": "constexpr"}
+    assert constants == {"M": 1, "BLOCK_M": 16, "BLOCK_C": 64, "TWO_D": False, "STAGES": 2}
     assert aligned == ["x_ptr", "pmean_ptr", "C", "R", "SLAB"] and warps == 8
