@@ -7,9 +7,9 @@
 #   bash bench/gpu_check.sh --phase kernels|cifar|fashion|compare OUTDIR   # one part (see below)
 #   bash bench/gpu_check.sh --smoke OUTDIR      # CPU plumbing check with tiny recipes (tests use it)
 #
-# Phases: kernels = GPU tests, host cost per BN layer, launch-knob sweep of the fused BN kernel
-# (timed as CUDA graphs), kernel benchmark with the best knobs (and each layer's time per Triton
-# kernel), loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs; GPU_CHECK_CIFAR_FLAGS
+# Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel (timed as CUDA graphs),
+# kernel benchmark with the best knobs (and each layer's time per Triton kernel), host cost per
+# BN layer, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs; GPU_CHECK_CIFAR_FLAGS
 # adds flags to them, e.g. a configuration the compare phase picked) and its MFU, and, if its
 # mean misses 94%, the same 25 seeds at 10.9 epochs instead of 9.9 (in the next phase on this
 # machine if this call's budget cannot hold it); fashion = fashion-94 (10 runs) and its MFU;
@@ -47,8 +47,10 @@
 #   without host, loader and suite); 2. 300 / 330 s, timeout_s 360 (took 189 s: cifar10-94's 25
 #   runs in 157 s with its warm-up); 3. timeout_s = budget_left_s - 60 with the deadline 30 s
 #   under it (took 299 s). Planned for the next run (bench/results/2026-11-28-next-gpu-run-
-#   protocol.md): 1. kernels, 220 / 270 s, timeout_s 300; 2. compare, 330 / 340 s, timeout_s 370;
-#   3. whatever the rest allows (fashion, or the compare runs left). Use PYTHONUNBUFFERED=1 ...
+#   protocol.md, its 2026-12-02 addendum): 1. kernels, 330 / 350 s, timeout_s 380 (tests ~45 s,
+#   sweep ~150 s, kernel benchmark ~110 s; host cost if time is left); 2. compare, 330 / 340 s,
+#   timeout_s 370; 3. at once, with what is left: the host cost (--phase kernels is too long;
+#   run bench/host_overhead.py alone) or the compare runs left. Use PYTHONUNBUFFERED=1 ...
 #   2>&1 | tee "$OUT/log" so a call cut short still returns its log.
 #   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/);
 #   python bench/results_table.py bench/results/<those files> prints README's rows for them.
@@ -147,12 +149,13 @@ kernels_phase() {
     step "GPU tests"
     capped $PY -m pytest -q -m gpu tests --junitxml="$PREFIX-gpu-tests.xml" -p no:cacheprovider || fail "GPU tests"
   fi
-  # The host cost first (it does not depend on the launch knobs): the first H100 run's budget
-  # left it out, and it decides whether training is host-bound.
-  optional 90 host_bench
-  optional 120 sweep_knobs
+  # The sweep first: its pipelining stages are the kernel's open question, and the benchmark
+  # after it runs at its best knobs. The host cost (knob-independent) follows; the compare
+  # phase measures end to end what it costs training.
+  optional 150 sweep_knobs
   step "kernel benchmark (FASTRES_BN_TUNING=${FASTRES_BN_TUNING:-default})"
   capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --out "$PREFIX-kernels.json" || fail "bench/kernels.py"
+  optional 90 host_bench
   optional 30 loader_bench
   optional 150 suite_bench
 }

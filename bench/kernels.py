@@ -17,9 +17,10 @@ batch 512, CELU, ghost BN of 32: 32@28, 64@14 x3, 128@7, 256@3 x3). --recipes na
 all). --ghost overrides every layer's ghost-batch size.
 
 --sweep times the fused op's forward + backward summed over all layers (one training step's
-BN work per recipe, summed) for each launch configuration in SWEEP_GRID, then for each finalize
-tile of SWEEP_FINALIZE_GRID at the best of those, and reports the fastest; its knobs can be given
-to training as FASTRES_BN_TUNING="tile=...,warps=...,programs_per_sm=...,acc2d=...".
+BN work per recipe, summed) for each launch configuration of SWEEP_STAGES, in three stages that
+each start from the best so far (tile, warps, programs per SM and pipelining; pipelining depth
+and acc2d; the finalize tile), and reports the fastest; its knobs can be given to training as
+FASTRES_BN_TUNING="tile=...,warps=...,programs_per_sm=...,stages=...,acc2d=...".
 On a GPU the sweep times CUDA-graph replays: the knobs change the GPU's work, not the host's,
 and launched from the host these layers are host-bound (the first H100 run, 2026-11-28, timed
 host launches and picked knobs from noise).
@@ -73,17 +74,35 @@ GEOMETRY = {"cifar10": (3, 32), "fashion-mnist": (1, 28)}     # input channels, 
 # A net: (name, batch, [(channels, height, act, alpha, ghost, layers of this shape)])
 SMOKE_NETS = [("smoke", 4, [(40, 5, "celu", 0.3, 0, 1), (64, 3, "celu", 0.3, 0, 2)])]
 EPS, MOMENTUM = 1e-5, 0.1
-# Launch knobs tried by --sweep's first stage, with and without the element-wise reductions
-# (acc2d). Tile 1024 (16-row tiles at C >= 64) left the grid to keep it at 24 points with acc2d;
-# the first H100 run's timings, host-bound, said nothing for or against it.
-SWEEP_GRID = [dict(tile=t, warps=w, programs_per_sm=p, acc2d=a)
-              for a in (0, 1) for t in (2048, 4096) for w in (4, 8) for p in (2, 4, 8)]
-SMOKE_GRID = [dict(tile=2048, warps=4, programs_per_sm=4, acc2d=0),
-              dict(tile=1024, warps=8, programs_per_sm=2, acc2d=1)]
-# The sweep's second stage, at the first stage's best knobs: the finalize kernels' tile (block_p
-# partials x finalize_c channels; the default 128 x 32 gives a C = 64 layer two finalize programs).
-SWEEP_FINALIZE_GRID = [dict(block_p=p, finalize_c=c) for p in (128, 512) for c in (8, 32)]
-SMOKE_FINALIZE_GRID = [dict(block_p=4, finalize_c=32), dict(block_p=8, finalize_c=8)]
+# --sweep's stages: each times its knob sets over the best configuration so far (the first over
+# the defaults), skipping any already timed. 1: the tile, warps and programs per SM, without and
+# with software-pipelined row loops (stages 3), since pipelining changes how many programs and
+# how large a tile keep the memory busy. Tile 1024 (16-row tiles at C >= 64) left the grid to
+# keep it at 24 points; the first H100 run's timings, host-bound, said nothing for or against it.
+# 2: the pipelining depth with and without the element-wise reductions (acc2d). 3: the finalize
+# kernels' tile (block_p partials x finalize_c channels; the default 128 x 32 gives a C = 64
+# layer two finalize programs).
+SWEEP_STAGES = [
+    [dict(tile=t, warps=w, programs_per_sm=p, stages=s)
+     for s in (1, 3) for t in (2048, 4096) for w in (4, 8) for p in (2, 4, 8)],
+    [dict(acc2d=a, stages=s) for a in (0, 1) for s in (1, 2, 3, 4)],
+    [dict(block_p=p, finalize_c=c) for p in (128, 512) for c in (8, 32)],
+]
+SMOKE_STAGES = [
+    [dict(tile=2048, warps=4, programs_per_sm=4, stages=1), dict(tile=1024, warps=8, programs_per_sm=2, stages=3)],
+    [dict(acc2d=1, stages=2)],
+    [dict(block_p=4, finalize_c=32), dict(block_p=8, finalize_c=8)],
+]
+
+
+def sweep_reachable(stages: list[list[dict]]) -> list[dict]:
+    """Every knob set the staged sweep can end on (and so hand to training): a first-stage
+    point, with or without each later stage's changes (bench/compile_check.py compiles them)."""
+    configs = [{}]
+    for i, knob_list in enumerate(stages):
+        configs = [{**c, **k} for c in configs for k in (knob_list if i == 0 else [{}, *knob_list])]
+    unique = {tuple(sorted(c.items())): c for c in configs}
+    return list(unique.values())
 
 
 def recipe_layers(name: str) -> tuple:
@@ -300,21 +319,21 @@ def fused_step_ms(timer, device, dtype, nets, freeze: bool) -> float:
     return total
 
 
-def sweep(timer, device, dtype, nets, freeze: bool, grid: list[dict], stage2: list[dict] = ()) -> dict:
-    """Time every launch configuration of `grid` (over the defaults), then each of `stage2` over
-    the best of those; restore GPU_TUNING afterwards."""
+def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]]) -> dict:
+    """Time each stage's knob sets over the best configuration so far (the first stage's over
+    the defaults), skipping configurations already timed; restore GPU_TUNING afterwards."""
     default = dict(bn_act_op.GPU_TUNING)
     rows = []
     try:
-        for stage, knob_list in enumerate((grid, stage2)):
-            base = default if stage == 0 else min(rows, key=lambda r: r["step_ms"])["tuning"]
+        for stage, knob_list in enumerate(stages, 1):
+            base = min(rows, key=lambda r: r["step_ms"])["tuning"] if rows else default
             for knobs in knob_list:
                 bn_act_op.GPU_TUNING.update(base, **knobs)
-                if stage and any(r["tuning"] == bn_act_op.GPU_TUNING for r in rows):
-                    continue            # already timed in the first stage
+                if any(r["tuning"] == bn_act_op.GPU_TUNING for r in rows):
+                    continue
                 ms = fused_step_ms(timer, device, dtype, nets, freeze)
-                rows.append({"tuning": dict(bn_act_op.GPU_TUNING), "step_ms": ms, "stage": stage + 1})
-                print(f"  {knobs}{' at the best so far' if stage else ''}: {ms:.3f} ms")
+                rows.append({"tuning": dict(bn_act_op.GPU_TUNING), "step_ms": ms, "stage": stage})
+                print(f"  {knobs}{' at the best so far' if stage > 1 else ''}: {ms:.3f} ms")
     finally:
         bn_act_op.GPU_TUNING.clear()
         bn_act_op.GPU_TUNING.update(default)
@@ -355,7 +374,7 @@ def main(argv=None) -> dict:
                    help="images per BN statistics group for every layer (0 = batch; default: each recipe's)")
     p.add_argument("--trainable-scale", action="store_true", help="train gamma (recipes freeze it)")
     p.add_argument("--iters", type=int, default=50)
-    p.add_argument("--sweep", action="store_true", help="time the fused op over SWEEP_GRID's launch knobs only")
+    p.add_argument("--sweep", action="store_true", help="time the fused op over SWEEP_STAGES' launch knobs only")
     p.add_argument("--no-graphs", action="store_true", help="GPU: skip the CUDA-graph replay timings")
     p.add_argument("--compile-mode", default="inductor", help="torch.compile backend for (c)")
     for knob, default in bn_act_op.GPU_TUNING.items():
@@ -386,13 +405,12 @@ def main(argv=None) -> dict:
           f"  torch {torch.__version__}  triton {triton.__version__}  copy {copy_gbs:.0f} GB/s"
           f"  tuning {bn_act_op.GPU_TUNING}")
     if args.sweep:
-        grid = SMOKE_GRID if args.smoke else SWEEP_GRID
-        stage2 = SMOKE_FINALIZE_GRID if args.smoke else SWEEP_FINALIZE_GRID
         name = torch.cuda.get_device_name() if device == "cuda" else "cpu (interpreter)"
         result = {"benchmark": "bn_act_sweep", "device": name, "torch": torch.__version__,
                   "triton": triton.__version__, "dtype": str(dtype), "ghost_override": args.ghost,
                   "freeze_scale": not args.trainable_scale, "smoke": args.smoke, "nets": nets,
-                  **sweep(timer, device, dtype, nets, not args.trainable_scale, grid, stage2)}
+                  **sweep(timer, device, dtype, nets, not args.trainable_scale,
+                           SMOKE_STAGES if args.smoke else SWEEP_STAGES)}
         return write(result, args.out)
     header = f"{'layer':>30} {'MB':>6} | " + " | ".join(
         f"{v:>8} fwd/bwd ms   GB/s (%copy)" for v in ("fused", "eager", "compiled"))
