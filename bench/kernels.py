@@ -321,12 +321,15 @@ def fused_step_ms(timer, device, dtype, nets, freeze: bool) -> float:
 
 def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]]) -> dict:
     """Time each stage's knob sets over the best configuration so far (the first stage's over
-    the defaults), skipping configurations already timed; restore GPU_TUNING afterwards."""
+    the defaults), skipping configurations already timed; restore GPU_TUNING afterwards.
+    Interrupted (gpu_check.sh's deadline sends SIGINT), it returns what it timed, incomplete."""
     default = dict(bn_act_op.GPU_TUNING)
-    rows = []
+    rows, complete = [], True
     try:
         for stage, knob_list in enumerate(stages, 1):
             base = min(rows, key=lambda r: r["step_ms"])["tuning"] if rows else default
+            if stage == 1:      # the defaults' own point first: an interrupted sweep still has it
+                knob_list = sorted(knob_list, key=lambda k: {**default, **k} != default)
             for knobs in knob_list:
                 bn_act_op.GPU_TUNING.update(base, **knobs)
                 if any(r["tuning"] == bn_act_op.GPU_TUNING for r in rows):
@@ -334,19 +337,24 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]]) ->
                 ms = fused_step_ms(timer, device, dtype, nets, freeze)
                 rows.append({"tuning": dict(bn_act_op.GPU_TUNING), "step_ms": ms, "stage": stage})
                 print(f"  {knobs}{' at the best so far' if stage > 1 else ''}: {ms:.3f} ms")
+    except KeyboardInterrupt:
+        complete = False
+        print(f"sweep interrupted after {len(rows)} configurations")
     finally:
         bn_act_op.GPU_TUNING.clear()
         bn_act_op.GPU_TUNING.update(default)
     # The defaults' time: their own grid point when the grid has it (the same conditions as the
     # others: comparing a minimum over the grid with a separate measurement favours the grid).
     same = [r["step_ms"] for r in rows if r["tuning"] == default]
-    base = same[0] if same else fused_step_ms(timer, device, dtype, nets, freeze)
+    base = same[0] if same else fused_step_ms(timer, device, dtype, nets, freeze) if complete else None
+    out = {"default": default, "default_step_ms": base, "configs": rows, "complete": complete}
+    if base is None or not rows:
+        return {**out, "best": None, "best_speedup": None, "best_env": None}
     best = min(rows, key=lambda r: r["step_ms"])
     env = ",".join(f"{k}={v}" for k, v in best["tuning"].items())
     print(f"sweep: default {default} {base:.3f} ms; best {best['tuning']} {best['step_ms']:.3f} ms "
           f"({base / best['step_ms']:.2f}x); FASTRES_BN_TUNING={env}")
-    return {"default": default, "default_step_ms": base, "configs": rows, "best": best,
-            "best_speedup": base / best["step_ms"], "best_env": env}
+    return {**out, "best": best, "best_speedup": base / best["step_ms"], "best_env": env}
 
 
 def step_summary(net: str, batch: int, totals: dict, graph_totals: dict) -> dict:

@@ -475,6 +475,28 @@ def test_bench_sweep_smoke_restores_tuning(tmp_path):
     assert bn_act_op.parse_tuning(result["best_env"]) == result["best"]["tuning"]
 
 
+def test_sweep_times_the_defaults_first_and_keeps_what_it_timed_when_interrupted(monkeypatch):
+    bench = load_bench("kernels")
+    before = dict(bn_act_op.GPU_TUNING)
+    seen = []
+
+    def step_ms(*_):        # the sweep's logic only: a fake timing per configuration
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        seen.append(dict(bn_act_op.GPU_TUNING))
+        return 10.0 - len(seen)
+    monkeypatch.setattr(bench, "fused_step_ms", step_ms)
+    stages = [[dict(tile=4096), dict(tile=before["tile"]), dict(warps=8)], [dict(stages=3)]]
+    result = bench.sweep(None, "cpu", torch.float32, [], True, stages)
+    assert seen[0] == before and bn_act_op.GPU_TUNING == before
+    assert not result["complete"] and [r["tuning"] for r in result["configs"]] == seen
+    assert result["default_step_ms"] == 9.0 and result["best"]["step_ms"] == 7.0
+    assert result["best_env"] and result["best_speedup"] == 9.0 / 7.0
+    seen[:] = [None] * 3    # interrupted before the defaults were timed: nothing to compare with
+    result = bench.sweep(None, "cpu", torch.float32, [], True, stages)
+    assert result["configs"] == [] and result["best_speedup"] is None and not result["complete"]
+
+
 def test_sweep_reachable_covers_every_path_through_the_stages():
     bench = load_bench("kernels")
     stages = [[dict(tile=1), dict(tile=2)], [dict(acc2d=1, stages=3)], [dict(block_p=8)]]
