@@ -57,7 +57,7 @@ TEST_CASES = [((2, 40, 5, 25), 0), ((1, 16, 6, 6), 0), ((3, 24, 1, 1), 0), ((8, 
               ((1, 16, 1, 1), 0), ((6, 40, 3, 5), 1), ((6, 40, 3, 5), 2), ((6, 40, 3, 5), 4),
               ((512, 64, 32, 32), 32), ((512, 128, 16, 16), 0), ((1000, 256, 7, 7), 32),
               ((512, 512, 4, 4), 0)]
-DTYPES = {torch.float16: "fp16", torch.float32: "fp32", torch.bfloat16: "bf16"}
+DTYPES = {torch.float16: "fp16", torch.float32: "fp32", torch.bfloat16: "bf16", torch.int32: "i32"}
 
 
 def load_bench_kernels():

@@ -19,7 +19,7 @@ all). --ghost overrides every layer's ghost-batch size.
 --sweep times the fused op's forward + backward summed over all layers (one training step's
 BN work per recipe, summed) for each launch configuration of SWEEP_STAGES, in three stages that
 each start from the best so far (tile, warps, programs per SM and pipelining; pipelining depth
-and acc2d; the finalize tile), and reports the fastest; its knobs can be given to training as
+and acc2d; the finalize tile, with the finalize kernels or fused), and reports the fastest; its knobs can be given to training as
 FASTRES_BN_TUNING="tile=...,warps=...,programs_per_sm=...,stages=...,acc2d=...".
 On a GPU the sweep times CUDA-graph replays: the knobs change the GPU's work, not the host's,
 and launched from the host these layers are host-bound (the first H100 run, 2026-11-28, timed
@@ -80,18 +80,18 @@ EPS, MOMENTUM = 1e-5, 0.1
 # how large a tile keep the memory busy. Tile 1024 (16-row tiles at C >= 64) left the grid to
 # keep it at 24 points; the first H100 run's timings, host-bound, said nothing for or against it.
 # 2: the pipelining depth with and without the element-wise reductions (acc2d). 3: the finalize
-# kernels' tile (block_p partials x finalize_c channels; the default 128 x 32 gives a C = 64
-# layer two finalize programs).
+# tile (block_p partials x finalize_c channels; the default 128 x 32 gives a C = 64 layer two
+# finalize programs), in the finalize kernels or fused into the reductions' last programs.
 SWEEP_STAGES = [
     [dict(tile=t, warps=w, programs_per_sm=p, stages=s)
      for s in (1, 3) for t in (2048, 4096) for w in (4, 8) for p in (2, 4, 8)],
     [dict(acc2d=a, stages=s) for a in (0, 1) for s in (1, 2, 3, 4)],
-    [dict(block_p=p, finalize_c=c) for p in (128, 512) for c in (8, 32)],
+    [dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p in (128, 512) for c in (8, 32)],
 ]
 SMOKE_STAGES = [
     [dict(tile=2048, warps=4, programs_per_sm=4, stages=1), dict(tile=1024, warps=8, programs_per_sm=2, stages=3)],
     [dict(acc2d=1, stages=2)],
-    [dict(block_p=4, finalize_c=32), dict(block_p=8, finalize_c=8)],
+    [dict(block_p=4, finalize_c=32), dict(block_p=8, finalize_c=8, fuse_finalize=1)],
 ]
 
 

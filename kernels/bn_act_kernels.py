@@ -13,8 +13,15 @@ Work split (shared by every kernel over [M, C], so partials line up): rows form 
 groups of R rows (ghost batch norm; G = 1, R = M otherwise; the last group may be shorter);
 each group is cut into S slabs of SLAB rows; program (p, cb) with p = g*S + s walks slab s
 of group g in BLOCK_M steps for channel block cb. Reductions write one fp32 partial per
-program into [G*S, C] buffers that a finalize kernel combines in a fixed order: no atomics,
-so results are bit-identical from call to call.
+program into [G*S, C] buffers that a finalize kernel combines in a fixed order: no atomics
+on the data, so results are bit-identical from call to call.
+
+Fused finalize (FUSE_FIN): the reduction kernel's last program of each group and channel block,
+found with one atomic counter per (group, channel block), combines the partials itself, tile
+by tile as the finalize kernel's programs would (the same code and order: the same bits), and
+the finalize kernel is not launched: two kernels per layer instead of three, forward and
+backward, for a serial tail of BLOCK_C / BLOCK_CF finalize tiles in that last program. The
+counters live in a zeroed buffer that the last program puts back to 0.
 
 Memory-level parallelism (STAGES): a slab's row loop is `tl.range(..., num_stages=STAGES)`. Triton
 software-pipelines a loop with no tl.dot only when the loop itself asks for stages: a plain
@@ -103,9 +110,10 @@ def _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR: tl.constexpr):
 
 # ---------------------------------------------------------------- forward
 @triton.jit
-def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, M, C, R, S, SLAB,
-                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TWO_D: tl.constexpr,
-                    STAGES: tl.constexpr):
+def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, count_ptr, M, C, R, S,
+                    SLAB, eps, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TWO_D: tl.constexpr,
+                    STAGES: tl.constexpr, FUSE_FIN: tl.constexpr, BLOCK_P: tl.constexpr,
+                    BLOCK_CF: tl.constexpr):
     """Per-slab mean and centred M2 per channel, robust when |mean| >> std.
 
     TWO_D=False: each tile is centred on its own mean before squaring and merged with Chan's
@@ -151,20 +159,40 @@ def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, M, C, R, S, SLAB,
     out = tl.program_id(0) * C + cols
     tl.store(pmean_ptr + out, mean, mask=cols < C)
     tl.store(pm2_ptr + out, m2, mask=cols < C)
+    if FUSE_FIN:
+        if _last_of_group(count_ptr, g, S):
+            for i in range(0, BLOCK_C // BLOCK_CF):     # the finalize kernel's tiles, in turn
+                sub = tl.program_id(1) * BLOCK_C + i * BLOCK_CF + tl.arange(0, BLOCK_CF)
+                _finalize_stats(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, g, sub, M, C, R, S,
+                                SLAB, eps, BLOCK_P)
 
 
 @triton.jit
-def bn_finalize_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, M, C, R, S, SLAB, eps,
-                       BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _last_of_group(count_ptr, g, S):
+    """Whether this program is the last of the S programs of its group and channel block to get
+    here (the counter, one per group and channel block, then goes back to 0 for the next launch).
+    The pattern of a CUDA grid barrier's arrival: every thread's partial stores are issued before
+    the barrier, one thread's atomic releases them at GPU scope, and the last arrival's atomic
+    acquires all of them, so its loads (.cg: from L2, the point of coherence) see every partial."""
+    lock = count_ptr + g * tl.num_programs(1) + tl.program_id(1)
+    tl.debug_barrier()
+    last = tl.atomic_add(lock, 1, sem="acq_rel") == S - 1
+    if last:
+        tl.atomic_xchg(lock, 0, sem="relaxed")
+    return last
+
+
+@triton.jit
+def _finalize_stats(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, g, cols, M, C, R, S, SLAB, eps,
+                    BLOCK_P: tl.constexpr):
     """Combine group g's S slab partials (fixed order) into mean, rstd = 1/sqrt(var + eps)
-    and the unbiased variance (for the running statistics). Chunks of BLOCK_P partials are
-    merged at once (n = sum n_i, M2 = sum M2_i + sum n_i (mean_i - mean)^2), chunks pairwise."""
-    g = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    and the unbiased variance (for the running statistics), for the channels `cols`. Chunks of
+    BLOCK_P partials are merged at once (n = sum n_i, M2 = sum M2_i + sum n_i (mean_i - mean)^2),
+    chunks pairwise."""
     group_rows = tl.minimum(R, M - g * R)
-    n = tl.zeros([BLOCK_C], tl.float32)
-    mean = tl.zeros([BLOCK_C], tl.float32)
-    m2 = tl.zeros([BLOCK_C], tl.float32)
+    n = tl.zeros(cols.shape, tl.float32)
+    mean = tl.zeros(cols.shape, tl.float32)
+    m2 = tl.zeros(cols.shape, tl.float32)
     for s0 in range(0, S, BLOCK_P):
         s = s0 + tl.arange(0, BLOCK_P)
         # Rows in each slab (0 for slabs past the end of a short last group).
@@ -172,8 +200,8 @@ def bn_finalize_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, M, C, R,
         cnt = tl.where(s < S, cnt, 0.0)
         mask = (s < S)[:, None] & (cols < C)[None, :]
         offs = (g * S + s)[:, None] * C + cols[None, :]
-        pmean = tl.load(pmean_ptr + offs, mask=mask, other=0.0)
-        pm2 = tl.load(pm2_ptr + offs, mask=mask, other=0.0)
+        pmean = tl.load(pmean_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
+        pm2 = tl.load(pm2_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
         nb = tl.sum(cnt, axis=0)
         mean_b = tl.sum(cnt[:, None] * pmean, axis=0) / tl.maximum(nb, 1.0)
         d = pmean - mean_b[None, :]
@@ -187,6 +215,15 @@ def bn_finalize_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, M, C, R,
     tl.store(mean_ptr + g * C + cols, mean, mask=cmask)
     tl.store(rstd_ptr + g * C + cols, tl.rsqrt(m2 / n + eps), mask=cmask)
     tl.store(var_ptr + g * C + cols, m2 / tl.maximum(n - 1.0, 1.0), mask=cmask)
+
+
+@triton.jit
+def bn_finalize_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, M, C, R, S, SLAB, eps,
+                       BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """_finalize_stats for group program_id(0), channel block program_id(1)."""
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    _finalize_stats(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, tl.program_id(0), cols, M, C, R,
+                    S, SLAB, eps, BLOCK_P)
 
 
 @triton.jit
@@ -225,9 +262,11 @@ def _recompute(x_ptr, dy_ptr, start, row_end, cols, C, mean, rstd, w, b, alpha,
 
 @triton.jit
 def bn_bwd_reduce_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, psum_g_ptr, psum_gx_ptr,
+                         sum_g_ptr, sum_gx_ptr, dw_ptr, db_ptr, count_ptr,
                          M, C, R, S, SLAB, eps, alpha, ACT: tl.constexpr, FROM_VAR: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TWO_D: tl.constexpr,
-                         STAGES: tl.constexpr):
+                         STAGES: tl.constexpr, FUSE_FIN: tl.constexpr, BLOCK_P: tl.constexpr,
+                         BLOCK_CF: tl.constexpr, WRITE_TOTALS: tl.constexpr, WRITE_DW: tl.constexpr):
     """Per-slab partial sums of g and g * x_hat per channel: reduced tile by tile, or with
     TWO_D accumulated element-wise in [BLOCK_M, BLOCK_C] registers and reduced once."""
     g, row_start, row_end = _slab(M, R, S, SLAB)
@@ -258,32 +297,45 @@ def bn_bwd_reduce_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, psum_g
     out = tl.program_id(0) * C + cols
     tl.store(psum_g_ptr + out, sum_g, mask=cols < C)
     tl.store(psum_gx_ptr + out, sum_gx, mask=cols < C)
+    if FUSE_FIN:
+        if _last_of_group(count_ptr, g, S):
+            for i in range(0, BLOCK_C // BLOCK_CF):
+                sub = tl.program_id(1) * BLOCK_C + i * BLOCK_CF + tl.arange(0, BLOCK_CF)
+                _finalize_sums(psum_g_ptr, psum_gx_ptr, sum_g_ptr, sum_gx_ptr, dw_ptr, db_ptr, g, sub, C,
+                               S, WRITE_TOTALS, WRITE_DW, BLOCK_P)
 
 
 @triton.jit
-def bn_bwd_finalize_kernel(psum_g_ptr, psum_gx_ptr, sum_g_ptr, sum_gx_ptr, dw_ptr, db_ptr, C, S,
-                           WRITE_TOTALS: tl.constexpr, WRITE_DW: tl.constexpr,
-                           BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Group g's sums of g and g*x_hat (for dx), over its slab partials in a fixed order.
-    With one group these are also dbeta = sum g and dgamma = sum g*x_hat (skipped when the
-    scale is frozen); with ghost groups the op adds the group sums up afterwards."""
-    g = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+def _finalize_sums(psum_g_ptr, psum_gx_ptr, sum_g_ptr, sum_gx_ptr, dw_ptr, db_ptr, g, cols, C, S,
+                   WRITE_TOTALS: tl.constexpr, WRITE_DW: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Group g's sums of g and g*x_hat (for dx) for the channels `cols`, over its slab partials
+    in a fixed order. With one group these are also dbeta = sum g and dgamma = sum g*x_hat
+    (skipped when the scale is frozen); with ghost groups the op adds the group sums up afterwards."""
     cmask = cols < C
-    acc_g = tl.zeros([BLOCK_C], tl.float32)
-    acc_gx = tl.zeros([BLOCK_C], tl.float32)
+    acc_g = tl.zeros(cols.shape, tl.float32)
+    acc_gx = tl.zeros(cols.shape, tl.float32)
     for s0 in range(0, S, BLOCK_P):
         s = s0 + tl.arange(0, BLOCK_P)
         mask = (s < S)[:, None] & cmask[None, :]
         offs = (g * S + s)[:, None] * C + cols[None, :]
-        acc_g += tl.sum(tl.load(psum_g_ptr + offs, mask=mask, other=0.0), axis=0)
-        acc_gx += tl.sum(tl.load(psum_gx_ptr + offs, mask=mask, other=0.0), axis=0)
+        acc_g += tl.sum(tl.load(psum_g_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg"), axis=0)
+        acc_gx += tl.sum(tl.load(psum_gx_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg"), axis=0)
     tl.store(sum_g_ptr + g * C + cols, acc_g, mask=cmask)
     tl.store(sum_gx_ptr + g * C + cols, acc_gx, mask=cmask)
     if WRITE_TOTALS:
         tl.store(db_ptr + cols, acc_g.to(db_ptr.dtype.element_ty), mask=cmask)
         if WRITE_DW:
             tl.store(dw_ptr + cols, acc_gx.to(dw_ptr.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def bn_bwd_finalize_kernel(psum_g_ptr, psum_gx_ptr, sum_g_ptr, sum_gx_ptr, dw_ptr, db_ptr, C, S,
+                           WRITE_TOTALS: tl.constexpr, WRITE_DW: tl.constexpr,
+                           BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """_finalize_sums for group program_id(0), channel block program_id(1)."""
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    _finalize_sums(psum_g_ptr, psum_gx_ptr, sum_g_ptr, sum_gx_ptr, dw_ptr, db_ptr, tl.program_id(0), cols,
+                   C, S, WRITE_TOTALS, WRITE_DW, BLOCK_P)
 
 
 @triton.jit

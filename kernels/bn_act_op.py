@@ -57,15 +57,20 @@ def _sm_count(index: int) -> int:
 # stages: the row loops' software-pipelining depth (bn_act_kernels.py, "Memory-level
 # parallelism"): 1 waits on each tile's load, as the first H100 run measured; >= 2 keeps
 # stages - 1 tiles' loads in flight, in (stages - 1) x the tile of shared memory per input.
+# fuse_finalize (0 or 1): the reduction kernels' last program per group and channel block
+# combines the partials (bn_act_kernels.py, "Fused finalize"), in the finalize kernels' tiles,
+# so with the same bits: one launch fewer forward and backward (custom ops and eager calls; the
+# triton_op twins launch the finalize kernels). The tail's registers count for the whole kernel:
+# at the default tiles the forward statistics kernel needs 148 instead of 64 (sm_90, triton 3.6).
 GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0, "finalize_c": 32,
-              "stages": 1}
+              "stages": 1, "fuse_finalize": 0}
 
 
 def parse_tuning(text: str) -> dict:
     """'tile=4096,warps=8' -> {'tile': 4096, 'warps': 8}: knobs of GPU_TUNING, as the environment
     variable FASTRES_BN_TUNING gives them (bench/gpu_check.sh sets it from a tuning sweep).
     tile, warps, block_p and finalize_c must be powers of two (Triton block shapes),
-    programs_per_sm and stages >= 1, acc2d 0 or 1."""
+    programs_per_sm and stages >= 1, acc2d and fuse_finalize 0 or 1."""
     tuning = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
@@ -74,9 +79,9 @@ def parse_tuning(text: str) -> dict:
             raise ValueError(f"FASTRES_BN_TUNING: expected knob=integer with knobs "
                              f"{', '.join(GPU_TUNING)}, got {item!r}")
         n = int(value)
-        if key == "acc2d" and n not in (0, 1):
-            raise ValueError(f"FASTRES_BN_TUNING: acc2d must be 0 or 1, got {n}")
-        if key != "acc2d" and n < 1:
+        if key in ("acc2d", "fuse_finalize") and n not in (0, 1):
+            raise ValueError(f"FASTRES_BN_TUNING: {key} must be 0 or 1, got {n}")
+        if key not in ("acc2d", "fuse_finalize") and n < 1:
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be >= 1, got {n}")
         if key in ("tile", "warps", "block_p", "finalize_c") and n & (n - 1):
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be a power of two, got {n}")
@@ -109,7 +114,8 @@ def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tu
     slabs = triton.cdiv(R, slab)
     return dict(BLOCK_M=block_m, BLOCK_C=block_c, S=slabs, SLAB=slab, c_blocks=c_blocks,
                 BLOCK_P=block_p, BLOCK_CF=min(knobs.get("finalize_c", 32), block_c), num_warps=warps,
-                TWO_D=bool(knobs.get("acc2d", 0)), STAGES=knobs.get("stages", 1))
+                TWO_D=bool(knobs.get("acc2d", 0)), STAGES=knobs.get("stages", 1),
+                FUSE_FIN=bool(knobs.get("fuse_finalize", 0)))
 
 
 def _groups(x: Tensor, ghost_batch: int) -> tuple[int, int]:
@@ -157,6 +163,44 @@ def _direct(kernel):
     return kernel
 
 
+def _fused_tiles(counters, geo: dict) -> dict:
+    """A reduction kernel's fused-finalize constants; without it, tiles of 1 (unused), so that
+    the finalize tile knobs do not compile the unfused kernels anew."""
+    if counters is None:
+        return dict(FUSE_FIN=False, BLOCK_P=1, BLOCK_CF=1)
+    return dict(FUSE_FIN=True, BLOCK_P=geo["BLOCK_P"], BLOCK_CF=geo["BLOCK_CF"])
+
+
+_NO_TOTALS = dict(WRITE_TOTALS=False, WRITE_DW=False)     # the reduction without its finalize tail
+
+
+def _scratch(x: Tensor, *shape: int) -> Tensor:
+    """An fp32 work buffer on x's device, uninitialised (the tests fill it with NaN instead)."""
+    return x.new_empty(shape, dtype=torch.float32)
+
+
+# The fused finalize's counters: one zeroed int32 buffer per device, which every launch leaves at
+# zero. COUNTERS bounds the (group, channel block) pairs of one launch (ghost BN of 2000 images
+# in groups of 32 at C = 512 needs 63 x 4).
+COUNTERS = 4096
+_COUNTERS: dict = {}
+
+
+def _fused_finalize(x: Tensor, G: int, geo: dict, wrap):
+    """The counters for a fused finalize of this launch, or None where the finalize kernels run:
+    the knob off; a triton_op twin (Inductor traces its kernels' arguments, and the counters
+    are state outside the op); more pairs than COUNTERS; or a CUDA graph being captured before
+    the buffer exists (its allocation and zeroing would belong to the graph)."""
+    if not geo["FUSE_FIN"] or wrap is not _direct or G * geo["c_blocks"] > COUNTERS:
+        return None
+    counters = _COUNTERS.get(x.device)
+    if counters is None:
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():
+            return None
+        counters = _COUNTERS[x.device] = torch.zeros(COUNTERS, dtype=torch.int32, device=x.device)
+    return counters
+
+
 # ---------------------------------------------------------------- forward, training
 def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
            ghost_batch: int, wrap) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -166,14 +210,19 @@ def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha:
     C, S = x.shape[1], geo["S"]
     xr, y = _channels_last(x), _empty_cl(x)
     mean, rstd, var = (x.new_empty((G, C), dtype=torch.float32) for _ in range(3))
-    pmean, pm2 = (x.new_empty((G * S, C), dtype=torch.float32) for _ in range(2))
+    pmean, pm2 = (_scratch(x, G * S, C) for _ in range(2))
     grid = (G * S, geo["c_blocks"])
     blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"],
                   num_warps=geo["num_warps"])
-    wrap(K.bn_stats_kernel)[grid](xr, pmean, pm2, M, C, R, S, geo["SLAB"], TWO_D=geo["TWO_D"], **blocks)
-    wrap(K.bn_finalize_kernel)[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
-        pmean, pm2, mean, rstd, var, M, C, R, S, geo["SLAB"], eps,
-        BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
+    counters = _fused_finalize(x, G, geo, wrap)
+    # Without a fused finalize an input, which the kernel does not touch, stands in for the counters.
+    wrap(K.bn_stats_kernel)[grid](xr, pmean, pm2, mean, rstd, var, xr if counters is None else counters,
+                                  M, C, R, S, geo["SLAB"], eps, TWO_D=geo["TWO_D"],
+                                  **_fused_tiles(counters, geo), **blocks)
+    if counters is None:
+        wrap(K.bn_finalize_kernel)[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
+            pmean, pm2, mean, rstd, var, M, C, R, S, geo["SLAB"], eps,
+            BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
     wrap(K.bn_apply_kernel)[grid](xr, y, mean, rstd, weight, bias, M, C, R, S, geo["SLAB"], eps,
                                   alpha, ACT=K.ACT_CODES[act], FROM_VAR=False, **blocks)
     return y, mean, rstd, var
@@ -237,23 +286,30 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
     M, R, geo = _launch(x, G, per)
     C, S = x.shape[1], geo["S"]
     xr, dyr, dx = _channels_last(x), _channels_last(dy), _empty_cl(x)
-    psum_g, psum_gx = (x.new_empty((G * S, C), dtype=torch.float32) for _ in range(2))
-    sum_g, sum_gx = (x.new_empty((G, C), dtype=torch.float32) for _ in range(2))
+    psum_g, psum_gx = (_scratch(x, G * S, C) for _ in range(2))
+    sum_g, sum_gx = (_scratch(x, G, C) for _ in range(2))
     dw = torch.empty(C if weight_grad else 0, dtype=weight.dtype, device=x.device)
     db = torch.empty(C, dtype=bias.dtype, device=x.device)
     grid = (G * S, geo["c_blocks"])
     act_code = K.ACT_CODES[act]
     blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"],
                   num_warps=geo["num_warps"])
-    wrap(K.bn_bwd_reduce_kernel)[grid](xr, dyr, mean, rstd, weight, bias, psum_g, psum_gx, M, C, R,
-                                       S, geo["SLAB"], eps, alpha, ACT=act_code,
-                                       FROM_VAR=not batch_stats, TWO_D=geo["TWO_D"], **blocks)
-    # Where dgamma (frozen scale) or the totals (ghost groups) are not written, a tensor the kernel
-    # only reads stands in for their pointers: never an empty tensor's null pointer, which
-    # Triton's launcher refuses, and never an output (two names for one written tensor).
-    wrap(K.bn_bwd_finalize_kernel)[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
-        psum_g, psum_gx, sum_g, sum_gx, dw if weight_grad else psum_g, db if G == 1 else psum_g, C, S,
-        WRITE_TOTALS=G == 1, WRITE_DW=weight_grad, BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
+    counters = _fused_finalize(x, G, geo, wrap)
+    # Where dgamma (frozen scale), the totals (ghost groups) or the counters (no fused finalize)
+    # are not written, an input the kernels only read stands in for their pointers: never an
+    # empty tensor's null pointer, which Triton's launcher refuses, and never an output (two
+    # names for one written tensor).
+    totals = dict(WRITE_TOTALS=G == 1, WRITE_DW=weight_grad)
+    dw_or, db_or = dw if weight_grad else weight, db if G == 1 else weight
+    wrap(K.bn_bwd_reduce_kernel)[grid](xr, dyr, mean, rstd, weight, bias, psum_g, psum_gx, sum_g, sum_gx,
+                                       dw_or, db_or, weight if counters is None else counters, M, C, R,
+                                       S, geo["SLAB"], eps, alpha, ACT=act_code, FROM_VAR=not batch_stats,
+                                       TWO_D=geo["TWO_D"], **_fused_tiles(counters, geo),
+                                       **(totals if counters is not None else _NO_TOTALS), **blocks)
+    if counters is None:
+        wrap(K.bn_bwd_finalize_kernel)[(G, triton.cdiv(C, geo["BLOCK_CF"]))](
+            psum_g, psum_gx, sum_g, sum_gx, dw_or, db_or, C, S, BLOCK_P=geo["BLOCK_P"],
+            BLOCK_C=geo["BLOCK_CF"], **totals)
     if G > 1:   # ghost groups: dbeta, dgamma are sums over groups (torch's sum is deterministic)
         _sum_groups(sum_g, db)
         if weight_grad:

@@ -224,6 +224,48 @@ def test_repeated_calls_are_bit_identical(fused_only, acc2d):
         assert torch.equal(a, b)
 
 
+class _NotLaunched:
+    """Stands in for a kernel that must not be launched."""
+
+    def __getitem__(self, grid):
+        raise AssertionError("a finalize kernel was launched")
+
+
+# The fused finalize (fuse_finalize=1) against the finalize kernels: the same bits for every
+# output, in training (two channel blocks; ghost groups with a short last group, frozen scale)
+# and eval mode (the backward's sums over running statistics), with one and with several
+# finalize tiles per channel block (finalize_c 16 at BLOCK_C 64: the last tile past C = 40).
+@pytest.mark.parametrize("case", [
+    dict(shape=(8, 96, 8, 8), act="silu"),
+    dict(shape=(6, 40, 3, 5), act="celu", ghost=4, freeze=True),
+    dict(shape=(2, 40, 5, 25), act="gelu", training=False),
+], ids=lambda c: f"{'x'.join(map(str, c['shape']))}-g{c.get('ghost', 0)}{'-eval' if 'training' in c else ''}")
+@pytest.mark.parametrize("finalize_c", [32, 16])
+def test_fused_finalize_gives_the_finalize_kernels_bits(fused_only, monkeypatch, case, finalize_c):
+    monkeypatch.setitem(bn_act_op.GPU_TUNING, "finalize_c", finalize_c)
+    # Work buffers full of NaN: a finalize that read a partial before it was written would show.
+    monkeypatch.setattr(bn_act_op, "_scratch", lambda x, *shape: x.new_full(shape, float("nan"),
+                                                                            dtype=torch.float32))
+    x = make_input(case["shape"], torch.float16)
+    dy = make_input(case["shape"], torch.float16, seed=3)
+    results = []
+    for fuse, counters in ((0, bn_act_op.COUNTERS), (1, bn_act_op.COUNTERS), (1, 0)):
+        with monkeypatch.context() as m:
+            m.setitem(bn_act_op.GPU_TUNING, "fuse_finalize", fuse)
+            m.setattr(bn_act_op, "COUNTERS", counters)    # 0: too few counters, the kernels run
+            if fuse and counters:
+                m.setattr(bn_act_op.K, "bn_finalize_kernel", _NotLaunched())
+                m.setattr(bn_act_op.K, "bn_bwd_finalize_kernel", _NotLaunched())
+            bn, _ = make_pair(case["shape"][1], case["act"], case.get("ghost", 0), case.get("freeze", False))
+            bn.train(case.get("training", True))
+            y, dx, g = run(bn, x, dy)
+        results.append([y, dx, g["bias"], bn.running_mean, bn.running_var]
+                       + ([] if case.get("freeze") else [g["weight"]]))
+    for unfused, fused, fallback in zip(*results):
+        assert torch.equal(unfused, fused) and torch.equal(unfused, fallback)
+    assert not bn_act_op._COUNTERS[x.device].any()      # every launch left its counters at zero
+
+
 def test_non_channels_last_input_and_grad(fused_only):
     """NCHW-contiguous x and a strided (non-channels-last) dy: copied, never misread."""
     x = make_input((2, 40, 5, 3), torch.float32).contiguous()
@@ -510,10 +552,10 @@ def test_parse_tuning_accepts_knobs_and_rejects_bad_ones():
     assert bn_act_op.parse_tuning("") == {}
     assert bn_act_op.parse_tuning("tile=4096, warps=8,programs-per-sm=3") == dict(tile=4096, warps=8,
                                                                                  programs_per_sm=3)
-    assert bn_act_op.parse_tuning("acc2d=0,finalize_c=8,block_p=512,stages=3") == dict(
-        acc2d=0, finalize_c=8, block_p=512, stages=3)
+    assert bn_act_op.parse_tuning("acc2d=0,finalize_c=8,block_p=512,stages=3,fuse_finalize=1") == dict(
+        acc2d=0, finalize_c=8, block_p=512, stages=3, fuse_finalize=1)
     for bad in ("tile=3000", "warps=0", "tiles=1024", "tile", "warps=four", "acc2d=2", "finalize_c=12",
-                "programs_per_sm=0", "stages=0"):
+                "programs_per_sm=0", "stages=0", "fuse_finalize=2"):
         with pytest.raises(ValueError, match="FASTRES_BN_TUNING"):
             bn_act_op.parse_tuning(bad)
 
@@ -534,7 +576,8 @@ def test_gpu_real_sizes(shape, ghost, act):
 @pytest.mark.gpu
 @pytest.mark.parametrize("tuning", [dict(tile=1024, warps=8, programs_per_sm=2), dict(tile=4096, programs_per_sm=8),
                                     dict(acc2d=1), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1),
-                                    dict(stages=3), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1, stages=4)])
+                                    dict(stages=3), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1, stages=4),
+                                    dict(fuse_finalize=1), dict(fuse_finalize=1, stages=3, finalize_c=8)])
 def test_gpu_other_launch_knobs(tuning, monkeypatch):
     # bench/kernels.py --sweep may hand any grid point to training via FASTRES_BN_TUNING.
     monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, **tuning})
@@ -562,6 +605,28 @@ def test_gpu_bit_identical_and_shifted():
         assert torch.equal(a, b)
     var64 = x.double().permute(1, 0, 2, 3).reshape(128, -1).var(1)
     torch.testing.assert_close(outs[0][2].double(), var64, rtol=1e-4, atol=0)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape,ghost", [((1024, 64, 15, 15), 0), ((1024, 256, 7, 7), 0), ((512, 64, 32, 32), 32)])
+def test_gpu_fused_finalize_gives_the_same_bits_every_time(shape, ghost, monkeypatch):
+    """The fused finalize's last-arrival counters on real sizes: every repetition must give the
+    finalize kernels' bits (a partial read before it was written would not), with and without
+    pipelined loads, and leave the counters at zero."""
+    x = make_input(shape, torch.float16)
+    dy = make_input(shape, torch.float16, seed=3)
+    outs = []
+    for fuse, stages in [(0, 1)] + [(1, 1)] * 3 + [(1, 3)] * 3:
+        monkeypatch.setitem(bn_act_op.GPU_TUNING, "fuse_finalize", fuse)
+        monkeypatch.setitem(bn_act_op.GPU_TUNING, "stages", stages)
+        bn, _ = make_pair(shape[1], "gelu", ghost)
+        y, dx, g = run(bn, x, dy)
+        outs.append([y, dx, g["weight"], g["bias"], bn.running_mean, bn.running_var])
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert torch.equal(a, b)
+    assert not bn_act_op._COUNTERS[x.device].any()
 
 
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real measurement")

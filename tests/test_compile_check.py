@@ -60,20 +60,25 @@ def test_every_recipe_launch_compiles_for_sm90(tmp_path):
     assert all(r["async_copies"] == 0 for r in rows)
 
 
-def test_pipelined_row_loops_compile_to_asynchronous_copies(tmp_path):
+@pytest.mark.parametrize("fuse", [0, 1], ids=["finalize-kernels", "fused-finalize"])
+def test_pipelined_row_loops_compile_to_asynchronous_copies(tmp_path, fuse):
     """stages=3 must reach the compiled code of every streaming kernel (Triton pipelines a loop
     without tl.dot only when the loop asks), in shared memory the GPU has; the finalize kernels,
-    which have no row loop, stay as they are."""
+    which have no row loop, stay as they are. With fuse_finalize=1 the reductions compile with
+    their finalize tail and the finalize kernels are not launched."""
     out = tmp_path / "compile.json"
     proc = python([str(SCRIPT), "--recipes", "cifar10-94", "--rows", "--out", str(out)], tmp_path,
-                  tuning="stages=3")
+                  tuning=f"stages=3,fuse_finalize={fuse}")
     skip_if_unsupported(proc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(out.read_text())["kernels"]
     streaming = [r for r in rows if "STAGES" in r["constants"]]
-    assert {r["kernel"] for r in streaming} == KERNELS - {"bn_finalize_kernel", "bn_bwd_finalize_kernel"}
+    finalize = {"bn_finalize_kernel", "bn_bwd_finalize_kernel"}
+    assert {r["kernel"] for r in streaming} == KERNELS - finalize
     assert all(r["constants"]["STAGES"] == 3 and r["async_copies"] > 0 and r["shared_ok"] for r in streaming)
     assert all(r["async_copies"] == 0 for r in rows if r not in streaming)
+    assert {r["kernel"] for r in rows} == (KERNELS - finalize if fuse else KERNELS)
+    assert {r["constants"].get("FUSE_FIN") for r in rows if "FUSE_FIN" in r["constants"]} == {bool(fuse)}
 
 
 # A plain-int global read inside a kernel: the interpreter runs it, the GPU compiler refuses it
@@ -117,8 +122,10 @@ except Exception as e:
     out["broken"] = type(e).__name__ + ": " + str(e)
 x = torch.empty(4, 64, 3, 3, device="meta", dtype=torch.float16)
 rows = x.permute(0, 2, 3, 1).reshape(-1, 64)
-spec = cc.specialise(K.bn_stats_kernel, (rows, rows[1:], x.reshape(-1)[3:], 1, 64, 2**33, 17, 48),
-                     {"BLOCK_M": 16, "BLOCK_C": 64, "TWO_D": False, "STAGES": 2, "num_warps": 8})
+spec = cc.specialise(K.bn_stats_kernel, (rows, rows[1:], x.reshape(-1)[3:], rows, rows, rows, rows,
+                                         1, 64, 2**33, 17, 48, 1e-5),
+                     {"BLOCK_M": 16, "BLOCK_C": 64, "TWO_D": False, "STAGES": 2, "FUSE_FIN": False,
+                      "BLOCK_P": 1, "BLOCK_CF": 1, "num_warps": 8})
 out["spec"] = [dict(spec.signature), dict(spec.constants), list(spec.aligned), spec.num_warps]
 print(json.dumps(out))
 '''
@@ -141,8 +148,13 @@ def test_compiler_catches_what_the_interpreter_lets_through(tmp_path):
     # 128 bytes in; not the one 6 bytes in), ints divisible by 16 marked, an int equal to 1
     # made a constant, a value past int32 passed as i64.
     signature, constants, aligned, warps = out["spec"]
-    assert signature == {"x_ptr": "*fp16", "pmean_ptr": "*fp16", "pm2_ptr": "*fp16", "M": "constexpr",
-                         "C": "i32", "R": "i64", "S": "i32", "SLAB": "i32", "BLOCK_M": "constexpr",
-                         "BLOCK_C": "constexpr", "TWO_D": "constexpr", "STAGES": "constexpr"}
-    assert constants == {"M": 1, "BLOCK_M": 16, "BLOCK_C": 64, "TWO_D": False, "STAGES": 2}
-    assert aligned == ["x_ptr", "pmean_ptr", "C", "R", "SLAB"] and warps == 8
+    assert signature == {"x_ptr": "*fp16", "pmean_ptr": "*fp16", "pm2_ptr": "*fp16", "mean_ptr": "*fp16",
+                         "rstd_ptr": "*fp16", "var_ptr": "*fp16", "count_ptr": "*fp16", "M": "constexpr",
+                         "C": "i32", "R": "i64", "S": "i32", "SLAB": "i32", "eps": "fp32",
+                         "BLOCK_M": "constexpr", "BLOCK_C": "constexpr", "TWO_D": "constexpr",
+                         "STAGES": "constexpr", "FUSE_FIN": "constexpr", "BLOCK_P": "constexpr",
+                         "BLOCK_CF": "constexpr"}
+    assert constants == {"M": 1, "BLOCK_M": 16, "BLOCK_C": 64, "TWO_D": False, "STAGES": 2, "FUSE_FIN": False,
+                         "BLOCK_P": 1, "BLOCK_CF": 1}
+    assert aligned == ["x_ptr", "pmean_ptr", "mean_ptr", "rstd_ptr", "var_ptr", "count_ptr", "C", "R",
+                       "SLAB"] and warps == 8
