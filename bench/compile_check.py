@@ -15,7 +15,7 @@ below). The layer shapes are the recipes' own (bench/kernels.py's recipe_layers:
 size, activation, ghost groups, batch), activations fp16 and BN parameters fp32 as training
 uses them, with frozen and trained scales. --tests adds the shapes, dtypes and activations that
 tests/test_bn_act.py launches on a GPU; --sweep adds every launch-knob set bench/kernels.py's
-staged sweep (SWEEP_STAGES) can end on.
+staged sweep (SWEEP_STAGES) can reach, on the layers of the nets gpu_check.sh sweeps.
 
 Each launch is compiled with the argument specialisation Triton's launcher gives it (pointers
 and ints divisible by 16 marked so, ints equal to 1 made constants). Reported per compiled
@@ -47,6 +47,7 @@ from fastres.kernels import bn_act_kernels as K  # noqa: E402
 from fastres.kernels import bn_act_op  # noqa: E402
 from fastres.report import atomic_write, environment  # noqa: E402
 
+SWEEP_RECIPES = ("cifar10-94",)   # the net bench/gpu_check.sh's sweep times
 SMS = 132                     # H100 SXM; only the slab count (a runtime int) depends on it
 # Largest shared memory per block (opt-in), bytes: A100 163 KB, H100/H200 227 KB.
 SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
@@ -256,7 +257,7 @@ def main(argv=None) -> int:
     p.add_argument("--recipes", default="all", help="comma-separated GPU recipes, or all (default)")
     p.add_argument("--tests", action="store_true", help="add tests/test_bn_act.py's GPU launches")
     p.add_argument("--sweep", action="store_true",
-                   help="add every knob set bench/kernels.py's staged sweep can reach")
+                   help="add every knob set bench/kernels.py's staged sweep can reach, on the nets it sweeps")
     p.add_argument("--arch", default="90", help="comma-separated compute capabilities, e.g. 80,90 (default 90)")
     p.add_argument("--out", help="write the results as JSON to this file")
     p.add_argument("--rows", action="store_true",
@@ -280,8 +281,11 @@ def main(argv=None) -> int:
     recipes = recipe_cases(bench, names)
     plan = [({}, recipes + (gpu_test_cases() if args.tests else []))]
     # The sweep's later stages change knobs over the best point so far: every combination they
-    # can reach is a launch the sweep may hand to training.
-    plan += [(knobs, recipes) for knobs in (bench.sweep_reachable(bench.SWEEP_STAGES) if args.sweep else [])]
+    # can reach, on the layers of the nets the sweep times (gpu_check.sh's), is a launch the
+    # sweep makes. (Training of other recipes with its pick is checked on the GPU, by gpu_check's
+    # quick check against PyTorch before the recipes run.)
+    swept = recipe_cases(bench, SWEEP_RECIPES) if args.sweep else []
+    plan += [(knobs, swept) for knobs in (bench.sweep_reachable(bench.SWEEP_STAGES) if args.sweep else [])]
     launches = find_launches(plan)
     tool = cuobjdump()
     print(f"{sum(len(cases) for _, cases in plan)} layer cases: {sum(launches.values())} launches, "

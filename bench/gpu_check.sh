@@ -47,8 +47,8 @@
 #   without host, loader and suite); 2. 300 / 330 s, timeout_s 360 (took 189 s: cifar10-94's 25
 #   runs in 157 s with its warm-up); 3. timeout_s = budget_left_s - 60 with the deadline 30 s
 #   under it (took 299 s). Planned for the next run (bench/results/2026-11-28-next-gpu-run-
-#   protocol.md, its 2026-12-02 addendum): 1. kernels, 330 / 350 s, timeout_s 380 (tests ~45 s,
-#   sweep ~150 s, kernel benchmark ~110 s; host cost if time is left); 2. compare, 330 / 340 s,
+#   protocol.md, its 2026-12-02 addendum): 1. kernels, 330 / 350 s, timeout_s 380 (tests ~60 s,
+#   sweep ~100 s, kernel benchmark ~110 s; host cost if time is left); 2. compare, 330 / 340 s,
 #   timeout_s 370; 3. at once, with what is left: the host cost (--phase kernels is too long;
 #   run bench/host_overhead.py alone) or the compare runs left. Use PYTHONUNBUFFERED=1 ...
 #   2>&1 | tee "$OUT/log" so a call cut short still returns its log.
@@ -152,7 +152,7 @@ kernels_phase() {
   # The sweep first: its pipelining stages are the kernel's open question, and the benchmark
   # after it runs at its best knobs. The host cost (knob-independent) follows; the compare
   # phase measures end to end what it costs training.
-  optional 150 sweep_knobs
+  optional 120 sweep_knobs
   step "kernel benchmark (FASTRES_BN_TUNING=${FASTRES_BN_TUNING:-default})"
   capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --out "$PREFIX-kernels.json" || fail "bench/kernels.py"
   optional 90 host_bench
@@ -186,8 +186,9 @@ suite_bench() {
 
 sweep_knobs() {
   step "fused-kernel launch-knob sweep"
-  # The two main recipes' nets only: each grid point compiles the kernels anew for every activation.
-  if capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --sweep --recipes cifar10-94,fashion-94 \
+  # The main recipe's net only: each new tile, warps, stages, acc2d or finalize setting compiles
+  # the kernels anew for each of its layer shapes (fashion-94's net is the same at half width).
+  if capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --sweep --recipes cifar10-94 \
       --out "$PREFIX-kernel-sweep.json"; then
     # Adopt the best knobs only if they beat the defaults by >= 3% (not timing noise).
     $PY - "$PREFIX-kernel-sweep.json" "$STATE/bn_tuning" <<'PYEOF'

@@ -75,18 +75,18 @@ GEOMETRY = {"cifar10": (3, 32), "fashion-mnist": (1, 28)}     # input channels, 
 SMOKE_NETS = [("smoke", 4, [(40, 5, "celu", 0.3, 0, 1), (64, 3, "celu", 0.3, 0, 2)])]
 EPS, MOMENTUM = 1e-5, 0.1
 # --sweep's stages: each times its knob sets over the best configuration so far (the first over
-# the defaults), skipping any already timed. 1: the tile, warps and programs per SM, without and
-# with software-pipelined row loops (stages 3), since pipelining changes how many programs and
-# how large a tile keep the memory busy. Tile 1024 (16-row tiles at C >= 64) left the grid to
-# keep it at 24 points; the first H100 run's timings, host-bound, said nothing for or against it.
-# 2: the pipelining depth with and without the element-wise reductions (acc2d). 3: the finalize
-# tile (block_p partials x finalize_c channels; the default 128 x 32 gives a C = 64 layer two
-# finalize programs), in the finalize kernels or fused into the reductions' last programs.
+# the defaults), skipping any already timed. Each new tile, warps, stages, acc2d or finalize
+# setting compiles the kernels anew, so the grid stays at about 25 points. 1: the tile, warps
+# and programs per SM, without and with software-pipelined row loops (stages 3), since
+# pipelining changes how many programs and how large a tile keep the memory busy. 2: the other
+# pipelining depths, and the element-wise reductions (acc2d). 3: the finalize tile (block_p
+# partials x finalize_c channels; the default 128 x 32 gives a C = 64 layer two finalize
+# programs), in the finalize kernels or fused into the reductions' last programs.
 SWEEP_STAGES = [
     [dict(tile=t, warps=w, programs_per_sm=p, stages=s)
-     for s in (1, 3) for t in (2048, 4096) for w in (4, 8) for p in (2, 4, 8)],
-    [dict(acc2d=a, stages=s) for a in (0, 1) for s in (1, 2, 3, 4)],
-    [dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p in (128, 512) for c in (8, 32)],
+     for s in (1, 3) for t in (2048, 4096) for w in (4, 8) for p in (2, 4)],
+    [dict(stages=2), dict(stages=4), dict(acc2d=1), dict(acc2d=1, stages=2), dict(acc2d=1, stages=4)],
+    [dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p, c in ((128, 32), (512, 8))],
 ]
 SMOKE_STAGES = [
     [dict(tile=2048, warps=4, programs_per_sm=4, stages=1), dict(tile=1024, warps=8, programs_per_sm=2, stages=3)],
