@@ -407,19 +407,24 @@ def check_compiled_net(ghost: int, shape: tuple, eval_batches: tuple, **compile_
             close(step(x[:n]), eager(x[:n]), torch.float32, f"eval, batch {n}")
 
 
-def test_compiled_net_matches_eager(fused_only):
+@pytest.mark.parametrize("fuse", [0, 1], ids=["finalize-kernels", "fused-finalize"])
+def test_compiled_net_matches_eager(fused_only, monkeypatch, fuse):
+    monkeypatch.setitem(bn_act_op.GPU_TUNING, "fuse_finalize", fuse)
     check_compiled_net(2, (4, 3, 6, 6), (4, 3, 2), backend=COMPILE_BACKEND)
 
 
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("bn_op", ["custom_op", "triton_op"])
-def test_gpu_compiled_net_matches_eager(fused_only, bn_op, monkeypatch):
+@pytest.mark.parametrize("tuning", [{}, dict(fuse_finalize=1, stages=3)], ids=["default", "fused-pipelined"])
+def test_gpu_compiled_net_matches_eager(fused_only, bn_op, tuning, monkeypatch):
     """On a GPU, at a real batch, either way torch.compile may see the fused op (FASTRES_BN_OP):
-    the triton_op twins' launch geometry specialises a symbolic batch size on concrete ones."""
+    the triton_op twins' launch geometry specialises a symbolic batch size on concrete ones.
+    With fuse_finalize the triton_op twins launch the finalize kernels (no counters to trace)."""
     if bn_op == "triton_op" and not bn_act_op.HAS_TRITON_OP:
         pytest.skip("torch.library.triton_op needs torch >= 2.6")
     monkeypatch.setattr(bn_act_op, "BN_OP", bn_op)
+    monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, **tuning})
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)    # fp32 convs: tolerances are fp32's
     torch._dynamo.reset()
     check_compiled_net(32, (256, 3, 16, 16), (256, 200, 120))
