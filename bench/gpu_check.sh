@@ -155,7 +155,7 @@ kernels_phase() {
   optional 120 sweep_knobs
   step "kernel benchmark (FASTRES_BN_TUNING=${FASTRES_BN_TUNING:-default})"
   capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --out "$PREFIX-kernels.json" || fail "bench/kernels.py"
-  optional 90 host_bench
+  optional 100 host_bench
   optional 30 loader_bench
   optional 150 suite_bench
 }

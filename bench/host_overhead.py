@@ -12,7 +12,8 @@ the kernels): the fused figures are then the host cost without Triton's launcher
 reference figures include its (tiny) CPU compute.
 
 On a GPU the compiled chain also runs with FASTRES_BN_OP=triton_op ("fused, triton_op": Inductor
-launches the kernels itself), and two more measurements split the fused op's cost: the same
+launches the kernels itself), both chains run with the fused finalize ("fused, fused finalize":
+4 Triton launches per layer instead of 6), and two more measurements split the fused op's cost: the same
 chains with the Triton kernels replaced by no-ops ("fused, kernels stubbed": the Python and
 dispatch around them), and the host time of one Triton launch (the forward's apply kernel,
 launched alone with its recorded arguments) against one PyTorch elementwise launch on the same
@@ -124,13 +125,17 @@ def main(argv=None) -> dict:
     dy = torch.randn_like(x)
     rows, launches = [], launch_us(x, args.iters) if device == "cuda" else None
     modes = (False,) if args.no_compile else (False, True)
-    variants = [("fused", "triton", modes), ("reference", "reference", modes)]
+    # (name, BN backend, modes, launch knobs over GPU_TUNING for this variant)
+    variants = [("fused", "triton", modes, {}), ("reference", "reference", modes, {})]
     if device == "cuda" and bn_act_op.HAS_TRITON_OP and not args.no_compile:
-        variants.append(("fused, triton_op", "triton", (True,)))     # FASTRES_BN_OP=triton_op
+        variants.append(("fused, triton_op", "triton", (True,), {}))     # FASTRES_BN_OP=triton_op
     if device == "cuda":
-        variants.append(("fused, kernels stubbed", "triton", modes))
-    for variant, backend, compiled_modes in variants:
+        variants.append(("fused, fused finalize", "triton", modes, {"fuse_finalize": 1}))
+        variants.append(("fused, kernels stubbed", "triton", modes, {}))
+    default_tuning = dict(bn_act_op.GPU_TUNING)
+    for variant, backend, compiled_modes, tuning in variants:
         bn_act_op.BN_OP = "triton_op" if variant == "fused, triton_op" else "custom_op"
+        bn_act_op.GPU_TUNING.update(default_tuning, **tuning)
         if variant == "fused, kernels stubbed":
             stub_kernels()
         for compiled in compiled_modes:
@@ -141,7 +146,7 @@ def main(argv=None) -> dict:
                 rows.append({"variant": variant, "compiled": compiled, "error": f"{type(e).__name__}: {e}"[:300]})
                 print(f"{variant:>22} {mode:>8}: failed: {rows[-1]['error']}")
                 continue
-            row = {"variant": variant, "compiled": compiled,
+            row = {"variant": variant, "compiled": compiled, "bn_tuning": dict(bn_act_op.GPU_TUNING),
                    "us_1_layer": one, "us_6_layers": six, "us_per_layer": (six - one) / 5}
             rows.append(row)
             print(f"{row['variant']:>22} {mode:>8}: {row['us_per_layer']:6.1f} us "
@@ -151,7 +156,7 @@ def main(argv=None) -> dict:
     if launches:
         result["launch_us"] = launches
         print("host us per launch: " + ", ".join(f"{k} {v:.1f}" for k, v in launches.items()) +
-              " (the fused op launches 6 Triton kernels per layer, forward + backward)")
+              " (the fused op launches 6 Triton kernels per layer, forward + backward; 4 with fuse_finalize)")
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
         print(f"wrote {args.out}")
