@@ -46,8 +46,9 @@ def _sm_count(index: int) -> int:
 # needed): at 16 fp32 elements per thread (tile 2048, 4 warps) the recipes' heaviest kernel, the
 # GELU backward reduction, needs 127 registers, so 4 programs of 4 warps fit on an SM (the
 # tests' unaligned shapes take the dx kernel to 149: 3); at 32 per thread (tile 4096) the
-# reduction needs 186-204 (2 programs). No launch spills at any knob of SWEEP_GRID
-# (bench/results/2026-11-27-cpu-amd-epyc-2c-5dc9272-compile-check.json).
+# reduction needs 186-204 (2 programs) (bench/results/2026-11-27-cpu-amd-epyc-2c-5dc9272-compile-
+# check.json). No launch spills at any knob set bench/kernels.py's sweep can reach
+# (bench/results/2026-12-02-cpu-amd-epyc-2c-614d7a7-compile-check.json).
 # acc2d (0 or 1): the reductions (forward statistics, backward sums) accumulate element-wise in
 # 2-D tiles and reduce once per program instead of once per tile (bn_stats_kernel's TWO_D).
 # block_p x finalize_c: the tile in which a finalize program walks the slab partials (one
@@ -61,7 +62,8 @@ def _sm_count(index: int) -> int:
 # combines the partials (bn_act_kernels.py, "Fused finalize"), in the finalize kernels' tiles,
 # so with the same bits: one launch fewer forward and backward (custom ops and eager calls; the
 # triton_op twins launch the finalize kernels). The tail's registers count for the whole kernel:
-# at the default tiles the forward statistics kernel needs 148 instead of 64 (sm_90, triton 3.6).
+# at the default tile the forward statistics kernel needs up to 154 instead of 72 (sm_90,
+# triton 3.6; bench/results/2026-12-02-cpu-amd-epyc-2c-614d7a7-compile-check.json).
 GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0, "finalize_c": 32,
               "stages": 1, "fuse_finalize": 0}
 
