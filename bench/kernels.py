@@ -246,8 +246,8 @@ def kernel_breakdown(timer, fn, reps: int = 10) -> list[dict]:
             del graph
         else:
             ms = timer(launch)
-        rows.append({"kernel": name.removesuffix("_kernel").removeprefix("bn_"), "grid": list(grid),
-                     "us": ms * 1e3 / reps})
+        label = name.removesuffix("_kernel").removeprefix("bn_") + ("+finalize" if kwargs.get("FUSE_FIN") else "")
+        rows.append({"kernel": label, "grid": list(grid), "us": ms * 1e3 / reps})
     return rows
 
 

@@ -431,9 +431,10 @@ def test_gpu_compiled_net_matches_eager(fused_only, bn_op, tuning, monkeypatch):
 
 
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark, minutes long")
-def test_bench_smoke_writes_json(tmp_path):
+def test_bench_smoke_writes_json(tmp_path, monkeypatch):
     import json
     bench = load_bench("kernels")
+    monkeypatch.setattr(bn_act_op, "GPU_TUNING", dict(bn_act_op.GPU_TUNING))   # main sets the knobs
     kernels = {n: getattr(bn_act_op.K, n) for n in dir(bn_act_op.K) if n.endswith("_kernel")}
     bench.main(["--smoke", "--ghost", "2", "--out", str(tmp_path / "bn.json")])
     result = json.loads((tmp_path / "bn.json").read_text())
@@ -451,6 +452,11 @@ def test_bench_smoke_writes_json(tmp_path):
         assert [k["kernel"] for k in parts] == ["stats", "finalize", "apply", "bwd_reduce", "bwd_finalize", "bwd_dx"]
         assert all(k["us"] > 0 for k in parts) and parts[1]["grid"][0] == 2      # 4 images / 2 per group
     assert {n: getattr(bn_act_op.K, n) for n in kernels} == kernels            # the recorder is gone
+    # With the fused finalize: four kernels, the reductions labelled with their finalize tail.
+    bench.main(["--smoke", "--fuse-finalize", "1", "--out", str(tmp_path / "fused.json")])
+    for layer in json.loads((tmp_path / "fused.json").read_text())["layers"]:
+        assert [k["kernel"] for k in layer["variants"]["fused"]["kernels_us"]] == [
+            "stats+finalize", "apply", "bwd_reduce+finalize", "bwd_dx"]
 
 
 @pytest.mark.skipif(CUDA, reason="the GPU run is the real benchmark")
