@@ -4,12 +4,12 @@
 #
 #   bash bench/gpu_check.sh [OUTDIR]            # everything (default OUTDIR bench/results), < 9 min on an H100
 #   FASTRES_DATA=/root/cifar bash bench/gpu_check.sh "$OUT"   # CIFAR-10 there: also cifar10-94 (25 runs)
-#   bash bench/gpu_check.sh --phase kernels|cifar|fashion|compare OUTDIR   # one part (see below)
+#   bash bench/gpu_check.sh --phase kernels|host|cifar|fashion|compare OUTDIR   # one part (see below)
 #   bash bench/gpu_check.sh --smoke OUTDIR      # CPU plumbing check with tiny recipes (tests use it)
 #
 # Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel (timed as CUDA graphs),
-# kernel benchmark with the best knobs (and each layer's time per Triton kernel), host cost per
-# BN layer, loader benchmark, benchmark suite; cifar = cifar10-94 (25 runs; GPU_CHECK_CIFAR_FLAGS
+# kernel benchmark with the best knobs (and each layer's time per Triton kernel), then the host
+# phase; host = host cost per BN layer, loader benchmark, benchmark suite (each as time allows); cifar = cifar10-94 (25 runs; GPU_CHECK_CIFAR_FLAGS
 # adds flags to them, e.g. a configuration the compare phase picked) and its MFU, and, if its
 # mean misses 94%, the same 25 seeds at 10.9 epochs instead of 9.9 (in the next phase on this
 # machine if this call's budget cannot hold it); fashion = fashion-94 (10 runs) and its MFU;
@@ -49,8 +49,7 @@
 #   under it (took 299 s). Planned for the next run (bench/results/2026-11-28-next-gpu-run-
 #   protocol.md, its 2026-12-02 addendum): 1. kernels, 330 / 350 s, timeout_s 380 (tests ~60 s,
 #   sweep ~100 s, kernel benchmark ~110 s; host cost if time is left); 2. compare, 330 / 340 s,
-#   timeout_s 370; 3. at once, with what is left: the host cost (--phase kernels is too long;
-#   run bench/host_overhead.py alone) or the compare runs left. Use PYTHONUNBUFFERED=1 ...
+#   timeout_s 370; 3. at once, with what is left: --phase host, or the compare runs left. Use PYTHONUNBUFFERED=1 ...
 #   2>&1 | tee "$OUT/log" so a call cut short still returns its log.
 #   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/);
 #   python bench/results_table.py bench/results/<those files> prints README's rows for them.
@@ -67,8 +66,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case $PHASE in
-  all|kernels|cifar|fashion|compare) ;;
-  *) echo "gpu_check: --phase must be all, kernels, cifar, fashion or compare, got '$PHASE'"; exit 2 ;;
+  all|kernels|host|cifar|fashion|compare) ;;
+  *) echo "gpu_check: --phase must be all, kernels, host, cifar, fashion or compare, got '$PHASE'"; exit 2 ;;
 esac
 OUTDIR=${1:-bench/results}
 BUDGET=${GPU_CHECK_BUDGET:-540}
@@ -155,9 +154,7 @@ kernels_phase() {
   optional 120 sweep_knobs
   step "kernel benchmark (FASTRES_BN_TUNING=${FASTRES_BN_TUNING:-default})"
   capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --out "$PREFIX-kernels.json" || fail "bench/kernels.py"
-  optional 100 host_bench
-  optional 30 loader_bench
-  optional 150 suite_bench
+  host_phase
 }
 
 host_bench() {
@@ -333,8 +330,17 @@ fashion_phase() {
   cifar_present && [ $SMOKE = 0 ] && optional 80 recipe cifar10-94-muon cifar10-94-muon $EXTRA_RUNS
 }
 
+# The kernels phase's measurements after its sweep and kernel benchmark, for a last call whose
+# budget holds no more: the host cost, then the loader and the suite if time is left.
+host_phase() {
+  optional 100 host_bench
+  optional 30 loader_bench
+  optional 150 suite_bench
+}
+
 case $PHASE in
   kernels) kernels_phase ;;
+  host) host_phase ;;
   cifar) cifar_phase ;;
   fashion) fashion_phase ;;
   compare) compare_phase ;;

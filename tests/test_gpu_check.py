@@ -69,6 +69,12 @@ def test_gpu_check_phase_and_budget(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == 2 and names[0].endswith("-kernels-env.json") and names[1].endswith("-kernels.json"), names
     assert proc.stdout.count("skipped (budget 0s)") == 4, proc.stdout[-3000:]
+    # --phase host (a last call's leftovers): the host cost, loader and suite, each optional.
+    host = tmp_path / "host"
+    proc = subprocess.run(["bash", script, "--smoke", "--phase", "host", str(host)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.count("skipped (budget 0s)") == 3, proc.stdout[-3000:]
+    assert [p.name[-13:] for p in host.iterdir()] == ["host-env.json"]
     bad = subprocess.run(["bash", script, "--phase", "cifar10"], capture_output=True, text=True, env=env, cwd=REPO)
     assert bad.returncode == 2 and "--phase must be" in bad.stdout
 
