@@ -276,8 +276,7 @@ def main(argv=None) -> int:
     for name in names:
         if name not in bench.recipe_names("all"):
             p.error(f"--recipes: {name!r} is not a GPU recipe; choose from {', '.join(bench.recipe_names('all'))}")
-    # The sweep's knobs apply to the recipes' layers (bench/kernels.py --sweep times those, and
-    # training takes a grid point through FASTRES_BN_TUNING); the tests run the default knobs.
+    # The recipes' and the tests' layers at the default knobs (GPU_TUNING, with FASTRES_BN_TUNING).
     recipes = recipe_cases(bench, names)
     plan = [({}, recipes + (gpu_test_cases() if args.tests else []))]
     # The sweep's later stages change knobs over the best point so far: every combination they

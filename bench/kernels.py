@@ -19,8 +19,8 @@ all). --ghost overrides every layer's ghost-batch size.
 --sweep times the fused op's forward + backward summed over all layers (one training step's
 BN work per recipe, summed) for each launch configuration of SWEEP_STAGES, in three stages that
 each start from the best so far (tile, warps, programs per SM and pipelining; pipelining depth
-and acc2d; the finalize tile, with the finalize kernels or fused), and reports the fastest; its knobs can be given to training as
-FASTRES_BN_TUNING="tile=...,warps=...,programs_per_sm=...,stages=...,acc2d=...".
+and acc2d; the finalize tile, with the finalize kernels or fused), and reports the fastest; its
+knobs can be given to training as FASTRES_BN_TUNING="tile=...,warps=...,stages=...,...".
 On a GPU the sweep times CUDA-graph replays: the knobs change the GPU's work, not the host's,
 and launched from the host these layers are host-bound (the first H100 run, 2026-11-28, timed
 host launches and picked knobs from noise).
