@@ -18,10 +18,12 @@ on the data, so results are bit-identical from call to call.
 
 Fused finalize (FUSE_FIN): the reduction kernel's last program of each group and channel block,
 found with one atomic counter per (group, channel block), combines the partials itself, tile
-by tile as the finalize kernel's programs would (the same code and order: the same bits), and
-the finalize kernel is not launched: two kernels per layer instead of three, forward and
-backward, for a serial tail of BLOCK_C / BLOCK_CF finalize tiles in that last program. The
-counters live in a zeroed buffer that the last program puts back to 0.
+by tile as the finalize kernel's programs would (the same code and order, so still
+deterministic; the same bits in the interpreter, while a GPU compiler may lay out a tile's sum
+differently inside another kernel), and the finalize kernel is not launched: two kernels per
+layer instead of three, forward and backward, for a serial tail of BLOCK_C / BLOCK_CF finalize
+tiles in that last program. The counters live in a zeroed buffer that the last program puts
+back to 0.
 
 Memory-level parallelism (STAGES): a slab's row loop is `tl.range(..., num_stages=STAGES)`. Triton
 software-pipelines a loop with no tl.dot only when the loop itself asks for stages: a plain

