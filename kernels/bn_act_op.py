@@ -172,15 +172,14 @@ def _direct(kernel):
     return kernel
 
 
-def _fused_tiles(counters, geo: dict) -> dict:
-    """A reduction kernel's fused-finalize constants; without it, tiles of 1 (unused), so that
-    the finalize tile knobs do not compile the unfused kernels anew."""
+def _fused_tiles(counters, geo: dict, writes=None) -> dict:
+    """A reduction kernel's fused-finalize constants (its tail's tile and `writes` flags); without
+    a fused finalize, tiles of 1 and no writes (unused), so that the finalize knobs do not compile
+    the plain reductions anew."""
+    writes = writes or {}
     if counters is None:
-        return dict(FUSE_FIN=False, BLOCK_P=1, BLOCK_CF=1)
-    return dict(FUSE_FIN=True, BLOCK_P=geo["BLOCK_P"], BLOCK_CF=geo["BLOCK_CF"])
-
-
-_NO_TOTALS = dict(WRITE_TOTALS=False, WRITE_DW=False)     # the reduction without its finalize tail
+        return dict(FUSE_FIN=False, BLOCK_P=1, BLOCK_CF=1, **{k: False for k in writes})
+    return dict(FUSE_FIN=True, BLOCK_P=geo["BLOCK_P"], BLOCK_CF=geo["BLOCK_CF"], **writes)
 
 
 def _scratch(x: Tensor, *shape: int) -> Tensor:
@@ -313,8 +312,7 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
     wrap(K.bn_bwd_reduce_kernel)[grid](xr, dyr, mean, rstd, weight, bias, psum_g, psum_gx, sum_g, sum_gx,
                                        dw_or, db_or, weight if counters is None else counters, M, C, R,
                                        S, geo["SLAB"], eps, alpha, ACT=act_code, FROM_VAR=not batch_stats,
-                                       TWO_D=geo["TWO_D"], **_fused_tiles(counters, geo),
-                                       **(totals if counters is not None else _NO_TOTALS), **blocks)
+                                       TWO_D=geo["TWO_D"], **_fused_tiles(counters, geo, totals), **blocks)
     if counters is None:
         wrap(K.bn_bwd_finalize_kernel)[(G, _cdiv(C, geo["BLOCK_CF"]))](
             psum_g, psum_gx, sum_g, sum_gx, dw_or, db_or, C, S, BLOCK_P=geo["BLOCK_P"],
