@@ -215,14 +215,20 @@ def _probe_kernel(x_ptr, BLOCK: tl.constexpr):
 
 
 def by_tile(rows) -> dict:
-    """Most registers per thread for each tile shape: {"BLOCK_MxBLOCK_C, W warps": registers}
-    (with --sweep, the knobs' cost: the tile is bench/kernels.py's `tile` knob)."""
+    """Most registers per thread and shared bytes for each tile shape and knob setting:
+    {"BLOCK_MxBLOCK_C, W warps[, stages S][, acc2d][, fused finalize PxCF]": {...}} (BLOCK_P
+    rows for the finalize kernels; with --sweep, the knobs' cost: the tile is bench/kernels.py's
+    `tile` knob)."""
     out: dict = {}
     for r in rows:
         c = r["constants"]
-        blocks = [c[k] for k in ("BLOCK_M", "BLOCK_P", "BLOCK_C") if k in c]
-        key = f"{'x'.join(map(str, blocks))}, {r['num_warps']} warps"
-        out[key] = max(out.get(key, 0), r["registers"])
+        key = f"{c.get('BLOCK_M', c.get('BLOCK_P'))}x{c['BLOCK_C']}, {r['num_warps']} warps"
+        key += f", stages {c['STAGES']}" if c.get("STAGES", 1) > 1 else ""
+        key += ", acc2d" if c.get("TWO_D") else ""
+        key += f", fused finalize {c['BLOCK_P']}x{c['BLOCK_CF']}" if c.get("FUSE_FIN") else ""
+        worst = out.setdefault(key, {"registers": 0, "shared_bytes": 0})
+        worst["registers"] = max(worst["registers"], r["registers"])
+        worst["shared_bytes"] = max(worst["shared_bytes"], r["shared_bytes"])
     return dict(sorted(out.items()))
 
 
@@ -327,7 +333,7 @@ def main(argv=None) -> int:
             # variants with asynchronous (pipelined) loads, by the STAGES they were compiled with
             "async_copy_variants_by_stages": pipelined_by_stages(krows),
             "min_programs_per_sm_by_registers": min(r["programs_per_sm_by_registers"] for r in krows),
-            "max_registers_by_tile": by_tile(krows)}
+            "max_by_tile": by_tile(krows)}
         print(f"  {kernel} sm_{arch}: {len(krows)} variants, registers <= {worst['registers']} "
               f"({worst['constants']}), spills <= {summary[f'{kernel}@sm_{arch}']['max_spilled_bytes']} B, "
               f"shared <= {summary[f'{kernel}@sm_{arch}']['max_shared_bytes']} B"
