@@ -9,10 +9,11 @@
 #
 # Phases: kernels = GPU tests, launch-knob sweep of the fused BN kernel (timed as CUDA graphs),
 # kernel benchmark with the best knobs (and each layer's time per Triton kernel), then the host
-# phase; host = host cost per BN layer, loader benchmark, benchmark suite (each as time allows); cifar = cifar10-94 (25 runs; GPU_CHECK_CIFAR_FLAGS
-# adds flags to them, e.g. a configuration the compare phase picked) and its MFU, and, if its
-# mean misses 94%, the same 25 seeds at 10.9 epochs instead of 9.9 (in the next phase on this
-# machine if this call's budget cannot hold it); fashion = fashion-94 (10 runs) and its MFU;
+# phase; host = host cost per BN layer, loader benchmark, benchmark suite (each as time
+# allows); cifar = cifar10-94 (25 runs; GPU_CHECK_CIFAR_FLAGS adds flags to them, e.g. a
+# configuration the compare phase picked) and its MFU, and, if its mean misses 94%, the same
+# 25 seeds at 10.9 epochs instead of 9.9 (in the next phase on this machine if this call's
+# budget cannot hold it); fashion = fashion-94 (10 runs) and its MFU;
 # compare = cifar10-94 over 5 seeds with the fused BN op or PyTorch's, each without and with CUDA
 # graphs (--compile-mode reduce-overhead), and the fused op as triton_op (FASTRES_BN_OP): what the
 # fused op, its registration and graphs are worth end to end.
@@ -49,8 +50,8 @@
 #   under it (took 299 s). Planned for the next run (bench/results/2026-11-28-next-gpu-run-
 #   protocol.md, its 2026-12-02 addendum): 1. kernels, 330 / 350 s, timeout_s 380 (tests ~60 s,
 #   sweep ~100 s, kernel benchmark ~110 s; host cost if time is left); 2. compare, 330 / 340 s,
-#   timeout_s 370; 3. at once, with what is left: --phase host, or the compare runs left. Use PYTHONUNBUFFERED=1 ...
-#   2>&1 | tee "$OUT/log" so a call cut short still returns its log.
+#   timeout_s 370; 3. at once, with what is left: --phase host, or the compare runs left.
+#   Use PYTHONUNBUFFERED=1 ... 2>&1 | tee "$OUT/log" so a call cut short still returns its log.
 #   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/);
 #   python bench/results_table.py bench/results/<those files> prints README's rows for them.
 set -uo pipefail

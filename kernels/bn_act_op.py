@@ -48,7 +48,7 @@ def _sm_count(index: int) -> int:
 # tests' unaligned shapes take the dx kernel to 149: 3); at 32 per thread (tile 4096) the
 # reduction needs 186-204 (2 programs) (bench/results/2026-11-27-cpu-amd-epyc-2c-5dc9272-compile-
 # check.json). No launch spills at any knob set bench/kernels.py's sweep can reach
-# (bench/results/2026-12-02-cpu-amd-epyc-2c-614d7a7-compile-check.json).
+# (bench/results/2026-12-02-cpu-amd-epyc-2c-aa7c622-compile-check.json).
 # acc2d (0 or 1): the reductions (forward statistics, backward sums) accumulate element-wise in
 # 2-D tiles and reduce once per program instead of once per tile (bn_stats_kernel's TWO_D).
 # block_p x finalize_c: the tile in which a finalize program walks the slab partials (one
@@ -63,7 +63,7 @@ def _sm_count(index: int) -> int:
 # and order: one launch fewer forward and backward (custom ops and eager calls; the
 # triton_op twins launch the finalize kernels). The tail's registers count for the whole kernel:
 # at the default tile the forward statistics kernel needs up to 154 instead of 72 (sm_90,
-# triton 3.6; bench/results/2026-12-02-cpu-amd-epyc-2c-614d7a7-compile-check.json).
+# triton 3.6; bench/results/2026-12-02-cpu-amd-epyc-2c-aa7c622-compile-check.json).
 GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0, "finalize_c": 32,
               "stages": 1, "fuse_finalize": 0}
 
