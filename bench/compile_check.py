@@ -22,6 +22,16 @@ and ints divisible by 16 marked so, ints equal to 1 made constants). Reported pe
 kernel: shared memory, checked against the architecture's limit (a launch over it fails on
 the GPU), and registers and spilled bytes from the cuobjdump bundled with Triton (when present),
 with the programs of this size that fit on one SM by registers.
+
+Instructions per element (streaming kernels, from the same cuobjdump's SASS): the machine
+instructions of the row loop's body (the first backward branch of the code) over the elements
+one thread handles per iteration, BLOCK_M x BLOCK_C / (32 x warps). An H100 SM issues at most
+4 warp instructions per cycle, so at ~1.75 GHz on 132 SMs one instruction per element costs
+about 0.034 ps per element, against 0.34 ps per byte of copy bandwidth (~2980 GB/s measured,
+bench/results/2026-11-28-h100-80gb-hbm3-5d9fdd7-kernels.json): a kernel moving B bytes per
+element cannot stream at copy speed once it issues more than about 10 x B instructions per
+element (20 for the statistics, 40 for apply, 60 for dx), and in practice issue overlaps
+memory well only below that.
 """
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -187,6 +198,25 @@ def resource_usage(cubin: bytes, tool: str) -> dict:
     raise RuntimeError(f"cuobjdump printed no REG: line:\n{out}")
 
 
+def loop_instructions(cubin: bytes, tool: str) -> int | None:
+    """SASS instructions in the body of the first loop of the cubin's code (from the target of
+    its first backward branch through that branch): a kernel's row loop, which comes before any
+    finalize tail in the source; None without a loop."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "kernel.cubin"
+        path.write_bytes(cubin)
+        sass = subprocess.run([tool, "-sass", str(path)], capture_output=True, text=True,
+                              check=True).stdout
+    code = [(int(m.group(1), 16), m.group(2)) for m in
+            re.finditer(r"^\s*/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass, re.MULTILINE)]
+    for i, (address, text) in enumerate(code):
+        branch = re.search(r"\bBRA\b.*?\b0x([0-9a-f]+)\b", text)
+        if branch and int(branch.group(1), 16) < address:
+            target = int(branch.group(1), 16)
+            return sum(1 for a, _ in code[:i + 1] if a >= target)
+    return None
+
+
 def compile_launch(launch: Launch, arch: int, tool: str | None) -> dict:
     """Compile one launch for sm_<arch> to a cubin; raises what Triton's compiler raises."""
     from triton.backends.compiler import GPUTarget
@@ -205,6 +235,12 @@ def compile_launch(launch: Launch, arch: int, tool: str | None) -> dict:
         row.update(resource_usage(kernel.asm["cubin"], tool))
         per_warp = -(-row["registers"] * 32 // 256) * 256        # allocated in units of 256
         row["programs_per_sm_by_registers"] = REGISTERS_PER_SM // (per_warp * launch.num_warps)
+        consts = dict(launch.constants)
+        if "STAGES" in consts:                   # a streaming kernel: a row loop over tiles
+            n = loop_instructions(kernel.asm["cubin"], tool)
+            per_thread = consts["BLOCK_M"] * consts["BLOCK_C"] / (32 * launch.num_warps)
+            row["loop_instructions"] = n
+            row["instructions_per_element"] = None if n is None else round(n / per_thread, 2)
     return row
 
 
@@ -214,6 +250,28 @@ def _probe_kernel(x_ptr, BLOCK: tl.constexpr):
     tl.store(x_ptr + offs, tl.load(x_ptr + offs) + 1.0)
 
 
+def _knob_key(r) -> str:
+    c = r["constants"]
+    key = f"{c.get('BLOCK_M', c.get('BLOCK_P'))}x{c['BLOCK_C']}, {r['num_warps']} warps"
+    key += f", stages {c['STAGES']}" if c.get("STAGES", 1) > 1 else ""
+    key += ", acc2d" if c.get("TWO_D") else ""
+    key += f", fused finalize {c['BLOCK_P']}x{c['BLOCK_CF']}" if c.get("FUSE_FIN") else ""
+    return key
+
+
+def instructions_by_act(rows) -> dict:
+    """Most row-loop instructions per element for each activation and knob setting:
+    {"gelu, 32x64, 4 warps[, ...]": 38.0} (the statistics kernel, which has no activation:
+    "-, ...")."""
+    names = {code: name for name, code in K.ACT_CODES.items()}
+    out: dict = {}
+    for r in rows:
+        if r.get("instructions_per_element") is not None:
+            key = f"{names.get(r['constants'].get('ACT'), '-')}, {_knob_key(r)}"
+            out[key] = max(out.get(key, 0), r["instructions_per_element"])
+    return dict(sorted(out.items()))
+
+
 def by_tile(rows) -> dict:
     """Most registers per thread and shared bytes for each tile shape and knob setting:
     {"BLOCK_MxBLOCK_C, W warps[, stages S][, acc2d][, fused finalize PxCF]": {...}} (BLOCK_P
@@ -221,12 +279,7 @@ def by_tile(rows) -> dict:
     `tile` knob)."""
     out: dict = {}
     for r in rows:
-        c = r["constants"]
-        key = f"{c.get('BLOCK_M', c.get('BLOCK_P'))}x{c['BLOCK_C']}, {r['num_warps']} warps"
-        key += f", stages {c['STAGES']}" if c.get("STAGES", 1) > 1 else ""
-        key += ", acc2d" if c.get("TWO_D") else ""
-        key += f", fused finalize {c['BLOCK_P']}x{c['BLOCK_CF']}" if c.get("FUSE_FIN") else ""
-        worst = out.setdefault(key, {"registers": 0, "shared_bytes": 0})
+        worst = out.setdefault(_knob_key(r), {"registers": 0, "shared_bytes": 0})
         worst["registers"] = max(worst["registers"], r["registers"])
         worst["shared_bytes"] = max(worst["shared_bytes"], r["shared_bytes"])
     return dict(sorted(out.items()))
@@ -333,12 +386,17 @@ def main(argv=None) -> int:
             # variants with asynchronous (pipelined) loads, by the STAGES they were compiled with
             "async_copy_variants_by_stages": pipelined_by_stages(krows),
             "min_programs_per_sm_by_registers": min(r["programs_per_sm_by_registers"] for r in krows),
-            "max_by_tile": by_tile(krows)}
+            "max_by_tile": by_tile(krows),
+            "instructions_per_element": instructions_by_act(krows)}
         print(f"  {kernel} sm_{arch}: {len(krows)} variants, registers <= {worst['registers']} "
               f"({worst['constants']}), spills <= {summary[f'{kernel}@sm_{arch}']['max_spilled_bytes']} B, "
               f"shared <= {summary[f'{kernel}@sm_{arch}']['max_shared_bytes']} B"
               + "".join(f", {k} pipelined {v}"
                         for k, v in summary[f"{kernel}@sm_{arch}"]["async_copy_variants_by_stages"].items()))
+        per_element = summary[f"{kernel}@sm_{arch}"]["instructions_per_element"]
+        if per_element and not args.sweep:
+            print("    row-loop instructions per element: "
+                  + "; ".join(f"{k}: {v:g}" for k, v in per_element.items()))
     seconds = time.perf_counter() - start
     print(f"compile_check: {len(rows) - failures}/{len(rows)} compiled in {seconds:.0f} s"
           + (f"; {failures} FAILED" if failures else ""))

@@ -56,6 +56,16 @@ def test_every_recipe_launch_compiles_for_sm90(tmp_path):
     if "registers" in rows[0]:             # cuobjdump is bundled with triton's wheels
         assert all(r["local_bytes"] == 0 for r in rows), "a kernel spills registers at the default knobs"
         assert all(r["programs_per_sm_by_registers"] >= 1 for r in rows)
+        # Every streaming kernel's row loop is found in its SASS, and its size follows the code:
+        # each activation's math costs instructions over the identity's, in every kernel.
+        streaming = [r for r in rows if "STAGES" in r["constants"]]
+        assert all(r["loop_instructions"] > 0 for r in streaming)
+        for kernel in ("bn_apply_kernel", "bn_bwd_reduce_kernel", "bn_bwd_dx_kernel"):
+            per_act = {}
+            for r in streaming:
+                if r["kernel"] == kernel and r["constants"]["BLOCK_C"] == 128:
+                    per_act[r["constants"]["ACT"]] = r["instructions_per_element"]
+            assert all(per_act[0] < per_act[act] for act in (2, 3, 4)), (kernel, per_act)
     # The default stages=1: every load waits for its data (no asynchronous copies anywhere).
     assert all(r["async_copies"] == 0 for r in rows)
 
