@@ -43,9 +43,43 @@ import triton.language as tl
 # tl.constexpr objects (plain ints pass the interpreter but fail the GPU compiler).
 ACT_CODES = {"identity": 0, "relu": 1, "celu": 2, "gelu": 3, "silu": 4}
 IDENTITY, RELU, CELU, GELU, SILU = (tl.constexpr(v) for v in ACT_CODES.values())
+LOG2E = tl.constexpr(1.4426950408889634)
+SQRT_HALF = tl.constexpr(0.7071067811865476)
+SQRT_HALF_LOG2E = tl.constexpr(0.8493218002880191)     # sqrt(log2(e) / 2)
 
 
 # ---------------------------------------------------------------- activation math (fp32)
+@triton.jit
+def _normal_cdf(z):
+    """(Phi(z), -z^2/2 * log2(e)) with Phi(z) = erfc(-z / sqrt(2)) / 2, the standard normal CDF.
+
+    erfc from Numerical Recipes (Press et al., Numerical Recipes in C, 2nd ed., 6.2, erfcc):
+    erfc(a) = t exp(-a^2 + P(t)), t = 1 / (1 + a/2), a >= 0, fractional error < 1.2e-7 for
+    every a. In fp32 |Phi - exact| < 3e-7, and the negative tail keeps its relative accuracy,
+    which 0.5 * (1 + erf) loses to cancellation (tests/test_bn_act.py measures both against
+    float64). tl.erf compiles to CUDA's erff, two polynomials selected per element; this is one
+    polynomial, and its division and exp are the cheap forms: 1/d = rsqrt(d^2) (one MUFU; fp32
+    division is ~8 instructions of range fix-ups) and exp2 with log2(e) and the 1/2 of
+    Phi = erfc/2 folded into P's coefficients. The second value serves the backward's
+    exp(-z^2/2) = exp2 of it (bench/compile_check.py counts the instructions)."""
+    a = tl.abs(z)
+    d = 1.0 + a * (0.5 * SQRT_HALF)                  # 1 + erfc's argument / 2
+    t = tl.rsqrt(d * d)
+    p = (0.17087277 * LOG2E) * t - 0.82215223 * LOG2E
+    p = p * t + 1.48851587 * LOG2E
+    p = p * t - 1.13520398 * LOG2E
+    p = p * t + 0.27886807 * LOG2E
+    p = p * t - 0.18628806 * LOG2E
+    p = p * t + 0.09678418 * LOG2E
+    p = p * t + 0.37409196 * LOG2E
+    p = p * t + 1.00002368 * LOG2E
+    p = p * t - (1.26551223 * LOG2E + 1.0)          # + 1.0: the 1/2 of erfc/2
+    b = a * SQRT_HALF_LOG2E
+    nb2 = -b * b                                      # -z^2/2 * log2(e)
+    half_erfc = t * tl.exp2(p + nb2)                  # Phi(-|z|)
+    return tl.where(z > 0, 1.0 - half_erfc, half_erfc), nb2
+
+
 @triton.jit
 def _act_fwd(z, alpha, ACT: tl.constexpr):
     if ACT == RELU:
@@ -53,8 +87,9 @@ def _act_fwd(z, alpha, ACT: tl.constexpr):
     elif ACT == CELU:
         # exp of min(z, 0): the z > 0 branch is discarded, but must not overflow to inf.
         z = tl.where(z > 0, z, alpha * (tl.exp(tl.minimum(z, 0.0) / alpha) - 1.0))
-    elif ACT == GELU:  # exact (erf) GELU, F.gelu's default
-        z = 0.5 * z * (1.0 + tl.erf(z * 0.7071067811865476))
+    elif ACT == GELU:  # exact (erf) GELU, F.gelu's default: z * Phi(z)
+        cdf, _ = _normal_cdf(z)
+        z = z * cdf
     elif ACT == SILU:
         z = z * tl.sigmoid(z)
     return z
@@ -68,8 +103,8 @@ def _act_grad(z, alpha, ACT: tl.constexpr):
     elif ACT == CELU:
         d = tl.where(z > 0, 1.0, tl.exp(tl.minimum(z, 0.0) / alpha))
     elif ACT == GELU:
-        cdf = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476))
-        d = cdf + z * tl.exp(-0.5 * z * z) * 0.3989422804014327
+        cdf, nb2 = _normal_cdf(z)
+        d = cdf + z * tl.exp2(nb2) * 0.3989422804014327      # Phi(z) + z phi(z)
     elif ACT == SILU:
         s = tl.sigmoid(z)
         d = s * (1.0 + z * (1.0 - s))

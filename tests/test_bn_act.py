@@ -8,11 +8,15 @@ shapes stay small but ragged: M not a multiple of the block, C = 40, batch 1 and
 Every fused run asserts that the reference path was NOT taken, so a silent fallback fails.
 """
 import copy
+import math
 
 import pytest
 import torch
 import torch.nn as nn
+import triton
+import triton.language as tl
 
+from fastres.kernels import bn_act_kernels as K
 from fastres.kernels import bn_act_layer, bn_act_op
 from fastres.kernels.bn_act_layer import ACTIVATIONS, BatchNormAct2d, activation, bn_act_reference
 from helpers import load_bench
@@ -295,6 +299,36 @@ def test_reference_helpers_agree_with_pytorch():
     y = bn_act_reference(x, w, b, rm, rv, True, 0.1, 1e-5, "silu", 1.0, ghost_batch=0)
     torch.testing.assert_close(y, activation(bn(x), "silu"))
     torch.testing.assert_close(rv, bn.running_var)
+
+
+@triton.jit
+def _normal_cdf_probe(z_ptr, cdf_ptr, pdf_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    z = tl.load(z_ptr + offs, mask=offs < n)
+    cdf, nb2 = K._normal_cdf(z)
+    tl.store(cdf_ptr + offs, cdf, mask=offs < n)
+    tl.store(pdf_ptr + offs, tl.exp2(nb2) * 0.3989422804014327, mask=offs < n)
+
+
+def test_gelu_normal_cdf_is_accurate_to_fp32():
+    """GELU's Phi(z) (and the backward's phi(z), from the same exponent) against float64 erfc
+    over the whole fp32 range that matters: as close as fp32 rounding of 0.5 * (1 + erf) in
+    absolute terms, and in the negative tail accurate relative to Phi itself, where PyTorch's
+    formula cancels (its relative error reaches 1 there)."""
+    z = torch.linspace(-12, 12, 48001, dtype=torch.float32, device=DEVICE)
+    cdf, pdf = torch.empty_like(z), torch.empty_like(z)
+    _normal_cdf_probe[(triton.cdiv(z.numel(), 1024),)](z, cdf, pdf, z.numel(), BLOCK=1024)
+    z64 = z.double().cpu()
+    exact = torch.tensor([0.5 * math.erfc(-v / math.sqrt(2)) for v in z64.tolist()], dtype=torch.float64)
+    err = (cdf.double().cpu() - exact).abs()
+    assert err.max() < 5e-7
+    tail = z64 < 0
+    assert (err / exact)[tail].max() < 1e-4
+    torch_err = (0.5 * (1 + torch.erf(z.cpu() * 0.7071067811865476))).double() - exact
+    assert (torch_err.abs() / exact)[tail].max() > 0.5          # what the tail test guards against
+    pdf64 = torch.exp(-z64 * z64 / 2) / math.sqrt(2 * math.pi)
+    near = z64.abs() < 9
+    assert ((pdf.double().cpu() - pdf64).abs() / pdf64)[near].max() < 2e-5
 
 
 def test_state_dict_compatible_with_batchnorm2d():
