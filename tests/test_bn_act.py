@@ -331,6 +331,30 @@ def test_gelu_normal_cdf_is_accurate_to_fp32():
     assert ((pdf.double().cpu() - pdf64).abs() / pdf64)[near].max() < 2e-5
 
 
+@triton.jit
+def _sigmoid_exp_probe(z_ptr, sig_ptr, exp_ptr, n, alpha, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    z = tl.load(z_ptr + offs, mask=offs < n)
+    tl.store(sig_ptr + offs, K._sigmoid(z), mask=offs < n)
+    tl.store(exp_ptr + offs, K._exp_over(z, alpha), mask=offs < n)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")   # exp(120): inf, on purpose
+def test_silu_sigmoid_and_celu_exp_are_accurate_to_fp32():
+    """SiLU's sigmoid (reciprocal as rsqrt(d^2)) and CELU's exp(min(z, 0) / alpha) (as exp2)
+    against float64, from far below fp32's range to far above it: relative error at fp32
+    rounding wherever the value is a normal fp32 number, 0 below it, no NaN or inf."""
+    z = torch.linspace(-120, 120, 24001, dtype=torch.float32, device=DEVICE)
+    sig, ex = torch.empty_like(z), torch.empty_like(z)
+    _sigmoid_exp_probe[(triton.cdiv(z.numel(), 1024),)](z, sig, ex, z.numel(), 0.3, BLOCK=1024)
+    z64, sig, ex = z.double().cpu(), sig.double().cpu(), ex.double().cpu()
+    assert torch.isfinite(sig).all() and torch.isfinite(ex).all()
+    for got, want in ((sig, torch.sigmoid(z64)), (ex, torch.exp(z64.clamp(max=0) / 0.3))):
+        normal = want > torch.finfo(torch.float32).tiny * 4
+        assert ((got - want).abs() / want)[normal].max() < 1e-5
+        assert (got[~normal] <= torch.finfo(torch.float32).tiny * 4).all()
+
+
 def test_state_dict_compatible_with_batchnorm2d():
     plain = nn.BatchNorm2d(40)
     fused = BatchNormAct2d(40, act="celu", freeze_scale=True)
