@@ -45,7 +45,6 @@ ACT_CODES = {"identity": 0, "relu": 1, "celu": 2, "gelu": 3, "silu": 4}
 IDENTITY, RELU, CELU, GELU, SILU = (tl.constexpr(v) for v in ACT_CODES.values())
 LOG2E = tl.constexpr(1.4426950408889634)
 SQRT_HALF = tl.constexpr(0.7071067811865476)
-SQRT_HALF_LOG2E = tl.constexpr(0.8493218002880191)     # sqrt(log2(e) / 2)
 
 
 # ---------------------------------------------------------------- activation math (fp32)
@@ -74,8 +73,7 @@ def _normal_cdf(z):
     p = p * t + 0.37409196 * LOG2E
     p = p * t + 1.00002368 * LOG2E
     p = p * t - (1.26551223 * LOG2E + 1.0)          # + 1.0: the 1/2 of erfc/2
-    b = a * SQRT_HALF_LOG2E
-    nb2 = -b * b                                      # -z^2/2 * log2(e)
+    nb2 = (z * z) * (-0.5 * LOG2E)                    # -z^2/2 * log2(e)
     half_erfc = t * tl.exp2(p + nb2)                  # Phi(-|z|)
     return tl.where(z > 0, 1.0 - half_erfc, half_erfc), nb2
 
