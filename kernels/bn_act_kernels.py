@@ -33,6 +33,16 @@ next STAGES - 1 tiles are in flight (cp.async into shared memory, one tile of it
 stage after the first) while one is processed. Checked on sm_90 code from Triton 3.6
 (bench/compile_check.py counts the asynchronous copies of every launch): STAGES=1 has none.
 
+Instruction budget: a kernel moving B bytes per element keeps up with HBM only while it issues
+fewer than about 10 x B machine instructions per element (an H100 issues ~3e13
+thread-instructions/s against ~3e12 bytes/s of copy bandwidth): ~20 for the statistics, 40
+for apply and the backward sums, 60 for dx. bench/compile_check.py counts each row loop's SASS
+instructions per element. The activations therefore avoid fp32 division (~8 instructions of
+range fix-ups around one reciprocal) and tl.erf (CUDA's erff: two polynomials, selected per
+element): see _normal_cdf, _sigmoid and _exp_over. The per-tile reductions of the statistics
+and backward-sum kernels cost more than their arithmetic (28 instructions per element for
+the statistics at the default tile, 7.7 with TWO_D).
+
 No block pointers (removed in triton 3.9), no libdevice (fails in the interpreter), and
 tl.exp only on fp32 (the interpreter rejects fp16).
 """
