@@ -309,7 +309,11 @@ compare_phase() {
   if [ ${#FUSED_FLAGS[@]} = 0 ]; then
     optional 70 recipe cifar10-94-cmp-fused cifar10-94 $EXTRA_RUNS
     optional 70 recipe cifar10-94-cmp-torch-bn cifar10-94 $EXTRA_RUNS --no-fused-bn
-    FASTRES_BN_OP=triton_op optional 80 recipe cifar10-94-cmp-fused-triton-op cifar10-94 $EXTRA_RUNS
+    if $PY -c "import sys, torch.library as L; sys.exit(not hasattr(L, 'triton_op'))"; then
+      FASTRES_BN_OP=triton_op optional 80 recipe cifar10-94-cmp-fused-triton-op cifar10-94 $EXTRA_RUNS
+    else
+      echo "gpu_check: skipped cifar10-94-cmp-fused-triton-op (FASTRES_BN_OP=triton_op needs torch >= 2.6)"
+    fi
     optional 110 recipe cifar10-94-cmp-fused-cudagraphs cifar10-94 $EXTRA_RUNS --compile-mode reduce-overhead
   else                             # the fused op failed its check: only PyTorch's BN to compare
     optional 70 recipe cifar10-94-cmp-torch-bn cifar10-94 $EXTRA_RUNS
