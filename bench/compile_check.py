@@ -89,11 +89,12 @@ class Launch:
     constants: tuple      # ((name, value), ...)
     aligned: tuple        # names of the arguments marked divisible by 16
     num_warps: int
+    fp_fusion: bool | None = None   # enable_fp_fusion as launched (None: Triton's default)
 
 
 def specialise(fn, args, kwargs) -> Launch:
     """The Launch Triton's launcher would compile for kernel[grid](*args, **kwargs)."""
-    options = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
+    options = {k: kwargs.pop(k) for k in ("num_warps", "num_stages", "enable_fp_fusion") if k in kwargs}
     values = dict(zip(fn.arg_names, args), **kwargs)
     signature, constants, aligned = [], [], []
     for param in fn.params:
@@ -117,7 +118,7 @@ def specialise(fn, args, kwargs) -> Launch:
             raise TypeError(f"{fn.__name__}: argument {name} of type {type(value).__name__}")
         signature.append((name, kind))
     return Launch(fn, tuple(signature), tuple(constants), tuple(aligned),
-                  options.get("num_warps", 4))
+                  options.get("num_warps", 4), options.get("enable_fp_fusion"))
 
 
 class Recorder:
@@ -225,8 +226,10 @@ def compile_launch(launch: Launch, arch: int, tool: str | None) -> dict:
     index = {name: i for i, name in enumerate(launch.fn.arg_names)}
     attrs = {(index[name],): [["tt.divisibility", 16]] for name in launch.aligned}
     source = ASTSource(launch.fn, dict(launch.signature), dict(launch.constants), attrs)
-    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                            options={"num_warps": launch.num_warps})
+    options = {"num_warps": launch.num_warps}
+    if launch.fp_fusion is not None:
+        options["enable_fp_fusion"] = launch.fp_fusion
+    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     shared = kernel.metadata.shared
     row = {"shared_bytes": shared, "shared_ok": shared <= SHARED_LIMIT.get(arch, 48 * 1024),
            # asynchronous global-to-shared copies: the software-pipelined loads of STAGES >= 2
@@ -303,7 +306,7 @@ def check_api() -> str | None:
     if "nvidia" not in triton.backends.backends:
         return f"triton {triton.__version__} has no nvidia backend"
     probe = Launch(_probe_kernel, (("x_ptr", "*fp32"), ("BLOCK", "constexpr")), (("BLOCK", 16),),
-                   ("x_ptr",), 4)
+                   ("x_ptr",), 4, True)
     try:
         compile_launch(probe, 90, None)
     except Exception as e:
@@ -353,6 +356,7 @@ def main(argv=None) -> int:
     for launch in sorted(launches, key=lambda la: (la.fn.__name__, repr(la))):
         for arch in archs:
             row = {"kernel": launch.fn.__name__, "arch": arch, "num_warps": launch.num_warps,
+                   "enable_fp_fusion": launch.fp_fusion,
                    "constants": dict(launch.constants), "signature": dict(launch.signature),
                    "aligned": list(launch.aligned), "launches": launches[launch]}
             t0 = time.perf_counter()

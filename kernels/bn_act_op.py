@@ -172,6 +172,17 @@ def _direct(kernel):
     return kernel
 
 
+# Launch options of the custom ops' launches: floating-point contraction (FMA) asked for, not
+# left to Triton's default, which triton 3.9 warns will turn it off in 3.10. The kernels' math,
+# its instruction counts (bench/compile_check.py) and its tested accuracy assume FMAs. Inductor
+# launches the triton_op twins' kernels with its own options (it refuses unknown launch kwargs).
+_DIRECT_OPTIONS = {"enable_fp_fusion": True}
+
+
+def _options(wrap) -> dict:
+    return _DIRECT_OPTIONS if wrap is _direct else {}
+
+
 def _fused_tiles(counters, geo: dict, writes=None) -> dict:
     """A reduction kernel's fused-finalize constants (its tail's tile and `writes` flags); without
     a fused finalize, tiles of 1 and no writes (unused), so that the finalize knobs do not compile
@@ -219,9 +230,9 @@ def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha:
     xr, y = _channels_last(x), _empty_cl(x)
     mean, rstd, var = (x.new_empty((G, C), dtype=torch.float32) for _ in range(3))
     pmean, pm2 = (_scratch(x, G * S, C) for _ in range(2))
-    grid = (G * S, geo["c_blocks"])
+    grid, options = (G * S, geo["c_blocks"]), _options(wrap)
     blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"],
-                  num_warps=geo["num_warps"])
+                  num_warps=geo["num_warps"], **options)
     counters = _fused_finalize(x, G, geo, wrap)
     # Without a fused finalize an input, which the kernel does not touch, stands in for the counters.
     wrap(K.bn_stats_kernel)[grid](xr, pmean, pm2, mean, rstd, var, xr if counters is None else counters,
@@ -230,7 +241,7 @@ def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha:
     if counters is None:
         wrap(K.bn_finalize_kernel)[(G, _cdiv(C, geo["BLOCK_CF"]))](
             pmean, pm2, mean, rstd, var, M, C, R, S, geo["SLAB"], eps,
-            BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"])
+            BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"], **options)
     wrap(K.bn_apply_kernel)[grid](xr, y, mean, rstd, weight, bias, M, C, R, S, geo["SLAB"], eps,
                                   alpha, ACT=K.ACT_CODES[act], FROM_VAR=False, **blocks)
     return y, mean, rstd, var
@@ -260,7 +271,8 @@ def _eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running
     wrap(K.bn_apply_kernel)[(geo["S"], geo["c_blocks"])](
         _channels_last(x), y, running_mean, running_var, weight, bias, M, x.shape[1],
         R, geo["S"], geo["SLAB"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=True,
-        BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"], num_warps=geo["num_warps"])
+        BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"], num_warps=geo["num_warps"],
+        **_options(wrap))
     return y
 
 
@@ -298,10 +310,10 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
     sum_g, sum_gx = (_scratch(x, G, C) for _ in range(2))
     dw = torch.empty(C if weight_grad else 0, dtype=weight.dtype, device=x.device)
     db = torch.empty(C, dtype=bias.dtype, device=x.device)
-    grid = (G * S, geo["c_blocks"])
+    grid, options = (G * S, geo["c_blocks"]), _options(wrap)
     act_code = K.ACT_CODES[act]
     blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"],
-                  num_warps=geo["num_warps"])
+                  num_warps=geo["num_warps"], **options)
     counters = _fused_finalize(x, G, geo, wrap)
     # Where dgamma (frozen scale), the totals (ghost groups) or the counters (no fused finalize)
     # are not written, an input the kernels only read stands in for their pointers: never an
@@ -316,7 +328,7 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
     if counters is None:
         wrap(K.bn_bwd_finalize_kernel)[(G, _cdiv(C, geo["BLOCK_CF"]))](
             psum_g, psum_gx, sum_g, sum_gx, dw_or, db_or, C, S, BLOCK_P=geo["BLOCK_P"],
-            BLOCK_C=geo["BLOCK_CF"], **totals)
+            BLOCK_C=geo["BLOCK_CF"], **totals, **options)
     if G > 1:   # ghost groups: dbeta, dgamma are sums over groups (torch's sum is deterministic)
         _sum_groups(sum_g, db)
         if weight_grad:

@@ -44,6 +44,9 @@ def test_every_recipe_launch_compiles_for_sm90(tmp_path):
     assert result["failed"] == 0 and result["compiled"] == len(rows) and result["archs"] == [90]
     assert {r["kernel"] for r in rows} == KERNELS
     assert all(r["ok"] and r["shared_ok"] and r["signature"] for r in rows)
+    # Every launch asks for FMA contraction itself (triton 3.9 warns that its default turns it
+    # off in 3.10), and was compiled with it.
+    assert all(r["enable_fp_fusion"] is True for r in rows)
     # Every activation the GPU recipes use was compiled, in training (batch statistics) and
     # eval (running statistics) form: read off the recipes' own models.
     bench = load_bench("kernels")
