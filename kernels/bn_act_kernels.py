@@ -39,9 +39,10 @@ thread-instructions/s against ~3e12 bytes/s of copy bandwidth): ~20 for the stat
 for apply and the backward sums, 60 for dx. bench/compile_check.py counts each row loop's SASS
 instructions per element. The activations therefore avoid fp32 division (~8 instructions of
 range fix-ups around one reciprocal) and tl.erf (CUDA's erff: two polynomials, selected per
-element): see _normal_cdf, _sigmoid and _exp_over. The per-tile reductions of the statistics
-and backward-sum kernels cost more than their arithmetic (28 instructions per element for
-the statistics at the default tile, 7.7 with TWO_D).
+element): see _normal_cdf, _sigmoid and _exp_over; the statistics kernel's per-tile weights
+are scalars. The per-tile reductions of the statistics and backward-sum kernels cost more
+than their arithmetic (18 instructions per element for the statistics at the default tile,
+7.7 with TWO_D; sm_90, triton 3.6).
 
 No block pointers (removed in triton 3.9), no libdevice (fails in the interpreter), and
 tl.exp only on fp32 (the interpreter rejects fp16).
@@ -200,22 +201,23 @@ def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, coun
         mean = pivot + s1 / n
         m2 = tl.maximum(tl.sum(acc2, axis=0) - s1 * (s1 / n), 0.0)
     else:
-        # Loop-carried values are all [BLOCK_C] fp32 vectors (the count too) so that their type
-        # never changes across iterations, under any triton version.
-        n = tl.zeros([BLOCK_C], tl.float32)
+        # Loop-carried values are [BLOCK_C] fp32 vectors, so that their type never changes across
+        # iterations, under any triton version. The counts are the same for every channel: scalars
+        # from the loop index, so each tile's weights are two scalar divisions per thread, not
+        # three per channel (fp32 division is ~8 instructions; bench/compile_check.py counts).
         mean = tl.zeros([BLOCK_C], tl.float32)
         m2 = tl.zeros([BLOCK_C], tl.float32)
         for start in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
             x, mask, _ = _tile(x_ptr, start, row_end, cols, C, BLOCK_M)
+            n = (start - row_start).to(tl.float32)              # rows merged so far
             nb = tl.minimum(row_end - start, BLOCK_M).to(tl.float32)
-            mean_b = tl.sum(x, axis=0) / nb
+            w = nb / (n + nb)
+            mean_b = tl.sum(x, axis=0) * (1.0 / nb)
             d = tl.where(mask, x - mean_b[None, :], 0.0)
             m2_b = tl.sum(d * d, axis=0)
             delta = mean_b - mean
-            n_ab = n + nb
-            mean = mean + delta * (nb / n_ab)
-            m2 = m2 + m2_b + delta * delta * (n * nb / n_ab)
-            n = n_ab
+            mean = mean + delta * w
+            m2 = m2 + m2_b + delta * delta * (n * w)
     out = tl.program_id(0) * C + cols
     tl.store(pmean_ptr + out, mean, mask=cols < C)
     tl.store(pm2_ptr + out, m2, mask=cols < C)
