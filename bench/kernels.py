@@ -79,18 +79,20 @@ EPS, MOMENTUM = 1e-5, 0.1
 # setting compiles the kernels anew, so the grid stays at about 25 points. 1: the tile, warps
 # and programs per SM, without and with software-pipelined row loops (stages 3), since
 # pipelining changes how many programs and how large a tile keep the memory busy. 2: the other
-# pipelining depths, and the element-wise reductions (acc2d); acc2d with pipelining and stages=4
-# take a kernel past 128 registers at the default tile (bench/compile_check.py), so only 3
-# programs of 4 warps fit on an SM: they are also timed at 3 programs per SM, since at 4 the
-# grid's last quarter would run as a second wave. 3: the finalize tile (block_p
+# pipelining depths, and the element-wise reductions (acc2d). 3: the finalize tile (block_p
 # partials x finalize_c channels; the default 128 x 32 gives a C = 64 layer two finalize
-# programs), in the finalize kernels or fused into the reductions' last programs.
+# programs), in the finalize kernels or fused into the reductions' last programs. Two points
+# run at 3 programs per SM: where a kernel needs more than 128 registers at the default tile
+# (bench/compile_check.py at 3f13bfc: acc2d at stages 4 on C = 64, 139; the statistics kernel
+# with the fused finalize's tail, 142-154), only 3 programs of 4 warps fit on an SM, and at 4
+# per SM the grid's last quarter would run as a second wave, hiding what the knob itself does.
 SWEEP_STAGES = [
     [dict(tile=t, warps=w, programs_per_sm=p, stages=s)
      for s in (1, 3) for t in (2048, 4096) for w in (4, 8) for p in (2, 4)],
     [dict(stages=2), dict(stages=4), dict(acc2d=1), dict(acc2d=1, stages=2), dict(acc2d=1, stages=4),
-     dict(stages=4, programs_per_sm=3), dict(acc2d=1, programs_per_sm=3)],
-    [dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p, c in ((128, 32), (512, 8))],
+     dict(acc2d=1, stages=4, programs_per_sm=3)],
+    [*(dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p, c in ((128, 32), (512, 8))),
+     dict(block_p=128, finalize_c=32, fuse_finalize=1, programs_per_sm=3)],
 ]
 SMOKE_STAGES = [
     [dict(tile=2048, warps=4, programs_per_sm=4, stages=1), dict(tile=1024, warps=8, programs_per_sm=2, stages=3)],
