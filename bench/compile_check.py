@@ -184,13 +184,17 @@ def cuobjdump() -> str | None:
     return str(bundled) if bundled.exists() else shutil.which("cuobjdump")
 
 
-def resource_usage(cubin: bytes, tool: str) -> dict:
-    """Registers, stack and local (spilled) bytes of the cubin's one function."""
+def disassemble(cubin: bytes, tool: str) -> str:
+    """cuobjdump's resource usage and SASS of a cubin, in one call."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "kernel.cubin"
         path.write_bytes(cubin)
-        out = subprocess.run([tool, "--dump-resource-usage", str(path)], capture_output=True,
-                             text=True, check=True).stdout
+        return subprocess.run([tool, "--dump-resource-usage", "--dump-sass", str(path)],
+                              capture_output=True, text=True, check=True).stdout
+
+
+def resource_usage(out: str) -> dict:
+    """Registers, stack and local (spilled) bytes of the cubin's one function (disassemble's text)."""
     for line in out.splitlines():
         if "REG:" in line:
             fields = dict(item.split(":", 1) for item in line.split() if ":" in item)
@@ -199,15 +203,10 @@ def resource_usage(cubin: bytes, tool: str) -> dict:
     raise RuntimeError(f"cuobjdump printed no REG: line:\n{out}")
 
 
-def loop_instructions(cubin: bytes, tool: str) -> int | None:
-    """SASS instructions in the body of the first loop of the cubin's code (from the target of
-    its first backward branch through that branch): a kernel's row loop, which comes before any
-    finalize tail in the source; None without a loop."""
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "kernel.cubin"
-        path.write_bytes(cubin)
-        sass = subprocess.run([tool, "-sass", str(path)], capture_output=True, text=True,
-                              check=True).stdout
+def loop_instructions(sass: str) -> int | None:
+    """SASS instructions in the body of the first loop of the code (disassemble's text; from the
+    target of its first backward branch through that branch): a kernel's row loop, which comes
+    before any finalize tail in the source; None without a loop."""
     code = [(int(m.group(1), 16), m.group(2)) for m in
             re.finditer(r"^\s*/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass, re.MULTILINE)]
     for i, (address, text) in enumerate(code):
@@ -235,12 +234,13 @@ def compile_launch(launch: Launch, arch: int, tool: str | None) -> dict:
            # asynchronous global-to-shared copies: the software-pipelined loads of STAGES >= 2
            "async_copies": sum(line.lstrip().startswith("cp.async.c") for line in kernel.asm["ptx"].splitlines())}
     if tool:
-        row.update(resource_usage(kernel.asm["cubin"], tool))
+        text = disassemble(kernel.asm["cubin"], tool)
+        row.update(resource_usage(text))
         per_warp = -(-row["registers"] * 32 // 256) * 256        # allocated in units of 256
         row["programs_per_sm_by_registers"] = REGISTERS_PER_SM // (per_warp * launch.num_warps)
         consts = dict(launch.constants)
         if "STAGES" in consts:                   # a streaming kernel: a row loop over tiles
-            n = loop_instructions(kernel.asm["cubin"], tool)
+            n = loop_instructions(text)
             per_thread = consts["BLOCK_M"] * consts["BLOCK_C"] / (32 * launch.num_warps)
             row["loop_instructions"] = n
             row["instructions_per_element"] = None if n is None else round(n / per_thread, 2)
