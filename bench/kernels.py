@@ -17,9 +17,10 @@ batch 512, CELU, ghost BN of 32: 32@28, 64@14 x3, 128@7, 256@3 x3). --recipes na
 all). --ghost overrides every layer's ghost-batch size.
 
 --sweep times the fused op's forward + backward summed over all layers (one training step's
-BN work per recipe, summed) for each launch configuration of SWEEP_STAGES, in three stages that
+BN work per recipe, summed) for each launch configuration of SWEEP_STAGES, in four stages that
 each start from the best so far (tile, warps, programs per SM and pipelining; pipelining depth
-and acc2d; the finalize tile, with the finalize kernels or fused), and reports the fastest; its
+and acc2d; the finalize tile, with the finalize kernels or fused; the second pass in reverse
+grid order, for L2 reuse), and reports the fastest; its
 knobs can be given to training as FASTRES_BN_TUNING="tile=...,warps=...,stages=...,...".
 On a GPU the sweep times CUDA-graph replays: the knobs change the GPU's work, not the host's,
 and launched from the host these layers are host-bound (the first H100 run, 2026-11-28, timed
@@ -86,6 +87,8 @@ EPS, MOMENTUM = 1e-5, 0.1
 # (bench/compile_check.py at 3f13bfc: acc2d at stages 4 on C = 64, 139; the statistics kernel
 # with the fused finalize's tail, 142-154), only 3 programs of 4 warps fit on an SM, and at 4
 # per SM the grid's last quarter would run as a second wave, hiding what the knob itself does.
+# 4: the second pass (apply, dx) in reverse grid order (bn_act_kernels.py, "L2 reuse"); it
+# changes which rows are still cached, so it is timed last, over the best launch shape.
 SWEEP_STAGES = [
     [dict(tile=t, warps=w, programs_per_sm=p, stages=s)
      for s in (1, 3) for t in (2048, 4096) for w in (4, 8) for p in (2, 4)],
@@ -93,11 +96,13 @@ SWEEP_STAGES = [
      dict(acc2d=1, stages=4, programs_per_sm=3)],
     [*(dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p, c in ((128, 32), (512, 8))),
      dict(block_p=128, finalize_c=32, fuse_finalize=1, programs_per_sm=3)],
+    [dict(reverse=1)],
 ]
 SMOKE_STAGES = [
     [dict(tile=2048, warps=4, programs_per_sm=4, stages=1), dict(tile=1024, warps=8, programs_per_sm=2, stages=3)],
     [dict(acc2d=1, stages=2)],
     [dict(block_p=4, finalize_c=32), dict(block_p=8, finalize_c=8, fuse_finalize=1)],
+    [dict(reverse=1)],
 ]
 
 

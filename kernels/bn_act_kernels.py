@@ -33,6 +33,16 @@ next STAGES - 1 tiles are in flight (cp.async into shared memory, one tile of it
 stage after the first) while one is processed. Checked on sm_90 code from Triton 3.6
 (bench/compile_check.py counts the asynchronous copies of every launch): STAGES=1 has none.
 
+L2 reuse (REVERSE): each pass reads its data twice, the reduction then apply (forward) or dx
+(backward). A GPU starts programs in grid order, so a second pass in the same order first reads
+what the first pass read first: the lines longest in the L2 cache, the first evicted once the
+data (the backward's x and dy) outgrow it, and then it evicts each line just before it needs
+it. With REVERSE the apply and dx kernels' program (p, cb) takes the place of (P-1-p, CB-1-cb):
+they start with the last-read, still-cached rows, and their own traffic evicts the rows they
+read last. For an LRU cache of L bytes and x, dy of B bytes each, dx then finds up to L / (3B)
+of its reads cached, against none in grid order once 2B > L (an H100's L2 is 50 MB; cifar10-94's
+largest BN layers are 24-28 MB, the speedrun's 37-42 MB). Off by default until a GPU measures it.
+
 Instruction budget: a kernel moving B bytes per element keeps up with HBM only while it issues
 fewer than about 10 x B machine instructions per element (an H100 issues ~3e13
 thread-instructions/s against ~3e12 bytes/s of copy bandwidth): ~20 for the statistics, 40
@@ -139,9 +149,18 @@ def _act_grad(z, alpha, ACT: tl.constexpr):
 
 # ---------------------------------------------------------------- shared indexing
 @triton.jit
-def _slab(M, R, S, SLAB):
-    """Group index and the [row_start, row_end) range of this program's slab."""
-    p = tl.program_id(0)
+def _program(REVERSE: tl.constexpr):
+    """This program's (slab program p, channel block): its own ids, or with REVERSE those of the
+    program at the same place from the grid's end (see "L2 reuse" above)."""
+    p, cb = tl.program_id(0), tl.program_id(1)
+    if REVERSE:
+        p, cb = tl.num_programs(0) - 1 - p, tl.num_programs(1) - 1 - cb
+    return p, cb
+
+
+@triton.jit
+def _slab(p, M, R, S, SLAB):
+    """Group index and the [row_start, row_end) range of slab program p's slab."""
     g = p // S
     row_start = g * R + (p % S) * SLAB
     row_end = tl.minimum(tl.minimum(row_start + SLAB, g * R + R), M)
@@ -182,7 +201,7 @@ def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, coun
     accumulate element-wise in [BLOCK_M, BLOCK_C] registers and are reduced once at the end
     (no reduction, so no barrier, inside the loop), the pivot being the slab's first row: one
     sample of the data, within a few std of the mean, so s2 - s1^2/n cancels only a few bits."""
-    g, row_start, row_end = _slab(M, R, S, SLAB)
+    g, row_start, row_end = _slab(tl.program_id(0), M, R, S, SLAB)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     if TWO_D:
         # An empty slab (past the end of a short last group) reads row M - 1, of that same group:
@@ -290,12 +309,13 @@ def bn_finalize_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, M, C, R,
 
 @triton.jit
 def bn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, M, C, R, S, SLAB, eps, alpha,
-                    ACT: tl.constexpr, FROM_VAR: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, STAGES: tl.constexpr):
+                    ACT: tl.constexpr, FROM_VAR: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_C: tl.constexpr, STAGES: tl.constexpr, REVERSE: tl.constexpr):
     """y = act(gamma * (x - mean) * rstd + beta), stored in y's dtype. Subtracting the mean
     before scaling (rather than x*scale + shift) keeps z accurate when |mean| >> std."""
-    g, row_start, row_end = _slab(M, R, S, SLAB)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    p, cb = _program(REVERSE)
+    g, row_start, row_end = _slab(p, M, R, S, SLAB)
+    cols = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     mean, rstd = _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR)
     w = tl.load(w_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
@@ -335,7 +355,7 @@ def bn_bwd_reduce_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, psum_g
     """Per-slab partial sums of g and g * x_hat per channel: reduced tile by tile, or with
     TWO_D accumulated element-wise in [BLOCK_M, BLOCK_C] registers and reduced once. The sums
     run over g * (x - mean), times rstd once at the end."""
-    g, row_start, row_end = _slab(M, R, S, SLAB)
+    g, row_start, row_end = _slab(tl.program_id(0), M, R, S, SLAB)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mean, rstd = _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR)
     w = tl.load(w_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
@@ -410,11 +430,12 @@ def bn_bwd_finalize_kernel(psum_g_ptr, psum_gx_ptr, sum_g_ptr, sum_gx_ptr, dw_pt
 def bn_bwd_dx_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, sum_g_ptr, sum_gx_ptr,
                      M, C, R, S, SLAB, eps, alpha, ACT: tl.constexpr, BATCH_STATS: tl.constexpr,
                      FROM_VAR: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
-                     STAGES: tl.constexpr):
+                     STAGES: tl.constexpr, REVERSE: tl.constexpr):
     """dx = gamma * rstd * (g - sum(g)/n - x_hat * sum(g*x_hat)/n) with n the group's rows;
     with running statistics (eval mode) the mean and rstd are constants: dx = gamma*rstd*g."""
-    g, row_start, row_end = _slab(M, R, S, SLAB)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    p, cb = _program(REVERSE)
+    g, row_start, row_end = _slab(p, M, R, S, SLAB)
+    cols = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     mean, rstd = _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR)
     w = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)

@@ -64,15 +64,21 @@ def _sm_count(index: int) -> int:
 # triton_op twins launch the finalize kernels). The tail's registers count for the whole kernel:
 # at the default tile the forward statistics kernel needs up to 154 instead of 72 (sm_90,
 # triton 3.6; bench/results/2026-12-02-cpu-amd-epyc-2c-aa7c622-compile-check.json).
+# reverse (0 or 1): the second pass over the data (apply, dx) runs its programs in reverse grid
+# order, so that it first reads what the first pass read last, still in the L2 cache
+# (bn_act_kernels.py, "L2 reuse").
 GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0, "finalize_c": 32,
-              "stages": 1, "fuse_finalize": 0}
+              "stages": 1, "fuse_finalize": 0, "reverse": 0}
+
+
+SWITCHES = ("acc2d", "fuse_finalize", "reverse")      # the knobs that are 0 or 1
 
 
 def parse_tuning(text: str) -> dict:
     """'tile=4096,warps=8' -> {'tile': 4096, 'warps': 8}: knobs of GPU_TUNING, as the environment
     variable FASTRES_BN_TUNING gives them (bench/gpu_check.sh sets it from a tuning sweep).
     tile, warps, block_p and finalize_c must be powers of two (Triton block shapes),
-    programs_per_sm and stages >= 1, acc2d and fuse_finalize 0 or 1."""
+    programs_per_sm and stages >= 1, acc2d, fuse_finalize and reverse 0 or 1."""
     tuning = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
@@ -81,9 +87,9 @@ def parse_tuning(text: str) -> dict:
             raise ValueError(f"FASTRES_BN_TUNING: expected knob=integer with knobs "
                              f"{', '.join(GPU_TUNING)}, got {item!r}")
         n = int(value)
-        if key in ("acc2d", "fuse_finalize") and n not in (0, 1):
+        if key in SWITCHES and n not in (0, 1):
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be 0 or 1, got {n}")
-        if key not in ("acc2d", "fuse_finalize") and n < 1:
+        if key not in SWITCHES and n < 1:
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be >= 1, got {n}")
         if key in ("tile", "warps", "block_p", "finalize_c") and n & (n - 1):
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be a power of two, got {n}")
@@ -122,7 +128,7 @@ def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tu
     return dict(BLOCK_M=block_m, BLOCK_C=block_c, S=slabs, SLAB=slab, c_blocks=c_blocks,
                 BLOCK_P=block_p, BLOCK_CF=min(knobs.get("finalize_c", 32), block_c), num_warps=warps,
                 TWO_D=bool(knobs.get("acc2d", 0)), STAGES=knobs.get("stages", 1),
-                FUSE_FIN=bool(knobs.get("fuse_finalize", 0)))
+                FUSE_FIN=bool(knobs.get("fuse_finalize", 0)), REVERSE=bool(knobs.get("reverse", 0)))
 
 
 def _groups(x: Tensor, ghost_batch: int) -> tuple[int, int]:
@@ -243,7 +249,8 @@ def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha:
             pmean, pm2, mean, rstd, var, M, C, R, S, geo["SLAB"], eps,
             BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"], **options)
     wrap(K.bn_apply_kernel)[grid](xr, y, mean, rstd, weight, bias, M, C, R, S, geo["SLAB"], eps,
-                                  alpha, ACT=K.ACT_CODES[act], FROM_VAR=False, **blocks)
+                                  alpha, ACT=K.ACT_CODES[act], FROM_VAR=False, REVERSE=geo["REVERSE"],
+                                  **blocks)
     return y, mean, rstd, var
 
 
@@ -272,7 +279,7 @@ def _eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running
         _channels_last(x), y, running_mean, running_var, weight, bias, M, x.shape[1],
         R, geo["S"], geo["SLAB"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=True,
         BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"], num_warps=geo["num_warps"],
-        **_options(wrap))
+        REVERSE=False, **_options(wrap))      # one pass over x: no first pass to follow
     return y
 
 
@@ -335,7 +342,7 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
             _sum_groups(sum_gx, dw)
     wrap(K.bn_bwd_dx_kernel)[grid](xr, dyr, dx, mean, rstd, weight, bias, sum_g, sum_gx, M, C, R, S,
                                    geo["SLAB"], eps, alpha, ACT=act_code, BATCH_STATS=batch_stats,
-                                   FROM_VAR=not batch_stats, **blocks)
+                                   FROM_VAR=not batch_stats, REVERSE=geo["REVERSE"], **blocks)
     return dx, dw, db
 
 

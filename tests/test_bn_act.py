@@ -274,6 +274,53 @@ def test_fused_finalize_gives_the_finalize_kernels_bits(fused_only, monkeypatch,
     assert not bn_act_op._COUNTERS[x.device].any()      # every launch left its counters at zero
 
 
+@pytest.mark.parametrize("case", [
+    dict(shape=(8, 96, 8, 8), act="gelu"),                                 # 8 slabs x 2 channel blocks
+    dict(shape=(6, 40, 3, 5), act="celu", ghost=4, freeze=True),           # a short last ghost group
+    dict(shape=(2, 40, 5, 25), act="silu", training=False),                # eval: dx over running stats
+], ids=lambda c: f"{'x'.join(map(str, c['shape']))}-g{c.get('ghost', 0)}{'-eval' if 'training' in c else ''}")
+def test_reverse_order_gives_the_same_bits(fused_only, monkeypatch, case):
+    """reverse=1 (apply and dx take their programs' places from the grid's end): every output
+    bit-identical to grid order, each element computed the same way by another program. Outputs
+    start as NaN, so a slab that no program wrote would show."""
+    monkeypatch.setattr(bn_act_op, "_empty_cl", lambda x, dtype=None: torch.full_like(
+        x, float("nan"), dtype=dtype, memory_format=torch.channels_last))
+    launched = []
+
+    class Spy:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append((grid, kwargs["REVERSE"]))
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    x = make_input(case["shape"], torch.float16)
+    dy = make_input(case["shape"], torch.float16, seed=3)
+    results = []
+    for reverse in (0, 1):
+        with monkeypatch.context() as m:
+            m.setitem(bn_act_op.GPU_TUNING, "reverse", reverse)
+            for name in ("bn_apply_kernel", "bn_bwd_dx_kernel"):
+                m.setattr(bn_act_op.K, name, Spy(getattr(bn_act_op.K, name)))
+            bn, _ = make_pair(case["shape"][1], case["act"], case.get("ghost", 0), case.get("freeze", False))
+            bn.train(case.get("training", True))
+            y, dx, g = run(bn, x, dy)
+        assert not (y.isnan().any() or dx.isnan().any())
+        results.append([y, dx, g["bias"], bn.running_mean, bn.running_var]
+                       + ([] if case.get("freeze") else [g["weight"]]))
+    for plain, reversed_ in zip(*results):
+        assert torch.equal(plain, reversed_)
+    # Reversed where there is a first pass to follow: training apply and every dx, not eval's apply.
+    training = case.get("training", True)
+    assert [r for _, r in launched] == [False, False, training, True]
+    assert all(grid[0] * grid[1] > 1 for grid, _ in launched)       # more than one program to reorder
+    if case["shape"][1] > 64:
+        assert all(grid[1] > 1 for grid, _ in launched)             # and more than one channel block
+
+
 def test_non_channels_last_input_and_grad(fused_only):
     """NCHW-contiguous x and a strided (non-channels-last) dy: copied, never misread."""
     x = make_input((2, 40, 5, 3), torch.float32).contiguous()
@@ -588,7 +635,7 @@ def test_bench_sweep_smoke_restores_tuning(tmp_path):
     assert sum(r["stage"] == 1 for r in rows) == len(bench.SMOKE_STAGES[0])
     assert result["best"] in rows and len({str(r["tuning"]) for r in rows}) == len(rows)   # none twice
     # each later stage changes only its own knobs, over the best configuration of the stages before
-    for stage in (2, 3):
+    for stage in range(2, len(bench.SMOKE_STAGES) + 1):
         best = min((r for r in rows if r["stage"] < stage), key=lambda r: r["step_ms"])["tuning"]
         own = {k for knobs in bench.SMOKE_STAGES[stage - 1] for k in knobs}
         assert 0 < sum(r["stage"] == stage for r in rows) <= len(bench.SMOKE_STAGES[stage - 1])
@@ -634,10 +681,10 @@ def test_parse_tuning_accepts_knobs_and_rejects_bad_ones():
     assert bn_act_op.parse_tuning("") == {}
     assert bn_act_op.parse_tuning("tile=4096, warps=8,programs-per-sm=3") == dict(tile=4096, warps=8,
                                                                                  programs_per_sm=3)
-    assert bn_act_op.parse_tuning("acc2d=0,finalize_c=8,block_p=512,stages=3,fuse_finalize=1") == dict(
-        acc2d=0, finalize_c=8, block_p=512, stages=3, fuse_finalize=1)
+    assert bn_act_op.parse_tuning("acc2d=0,finalize_c=8,block_p=512,stages=3,fuse_finalize=1,reverse=1") == dict(
+        acc2d=0, finalize_c=8, block_p=512, stages=3, fuse_finalize=1, reverse=1)
     for bad in ("tile=3000", "warps=0", "tiles=1024", "tile", "warps=four", "acc2d=2", "finalize_c=12",
-                "programs_per_sm=0", "stages=0", "fuse_finalize=2"):
+                "programs_per_sm=0", "stages=0", "fuse_finalize=2", "reverse=2"):
         with pytest.raises(ValueError, match="FASTRES_BN_TUNING"):
             bn_act_op.parse_tuning(bad)
 
@@ -659,7 +706,8 @@ def test_gpu_real_sizes(shape, ghost, act):
 @pytest.mark.parametrize("tuning", [dict(tile=1024, warps=8, programs_per_sm=2), dict(tile=4096, programs_per_sm=8),
                                     dict(acc2d=1), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1),
                                     dict(stages=3), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1, stages=4),
-                                    dict(fuse_finalize=1), dict(fuse_finalize=1, stages=3, finalize_c=8)])
+                                    dict(fuse_finalize=1), dict(fuse_finalize=1, stages=3, finalize_c=8),
+                                    dict(reverse=1, stages=3)])
 def test_gpu_other_launch_knobs(tuning, monkeypatch):
     # bench/kernels.py --sweep may hand any grid point to training via FASTRES_BN_TUNING.
     monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, **tuning})
