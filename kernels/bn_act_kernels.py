@@ -41,7 +41,8 @@ it. With REVERSE the apply and dx kernels' program (p, cb) takes the place of (P
 they start with the last-read, still-cached rows, and their own traffic evicts the rows they
 read last. For an LRU cache of L bytes and x, dy of B bytes each, dx then finds up to L / (3B)
 of its reads cached, against none in grid order once 2B > L (an H100's L2 is 50 MB; cifar10-94's
-largest BN layers are 24-28 MB, the speedrun's 37-42 MB). Off by default until a GPU measures it.
+largest BN layers are 24-28 MB, the speedrun's 37-42 MB; bench/l2_model.py simulates it). Off
+by default until a GPU measures it.
 
 Instruction budget: a kernel moving B bytes per element keeps up with HBM only while it issues
 fewer than about 10 x B machine instructions per element (an H100 issues ~3e13

@@ -321,6 +321,22 @@ def test_reverse_order_gives_the_same_bits(fused_only, monkeypatch, case):
         assert all(grid[1] > 1 for grid, _ in launched)             # and more than one channel block
 
 
+def test_l2_model_matches_the_lru_closed_forms():
+    """bench/l2_model.py (the reverse knob's prediction) against the closed forms of an LRU cache
+    of L MB with tensors of B MB: the backward's dx hits min(1, L / 3B) reversed and nothing in
+    grid order once 2B > L; apply hits (L - B) / B in grid order and L / 2B reversed for
+    L / 2 < B < L; a layer that fits with its output hits everywhere."""
+    model = load_bench("l2_model")
+    hits = model.second_pass_hits
+    for L, B in ((50, 28.1), (50, 42.2), (40, 24.5)):
+        assert hits(L, B, backward=True, reverse=True) == pytest.approx(min(1, L / (3 * B)), abs=0.01)
+        assert hits(L, B, backward=True, reverse=False) == 0
+    for L, B in ((50, 28.1), (50, 36.8)):
+        assert hits(L, B, backward=False, reverse=False) == pytest.approx((L - B) / B, abs=0.01)
+        assert hits(L, B, backward=False, reverse=True) == pytest.approx(L / (2 * B), abs=0.01)
+    assert all(hits(50, 4.5, b, r) == 1 for b in (False, True) for r in (False, True))
+
+
 def test_non_channels_last_input_and_grad(fused_only):
     """NCHW-contiguous x and a strided (non-channels-last) dy: copied, never misread."""
     x = make_input((2, 40, 5, 3), torch.float32).contiguous()
