@@ -22,8 +22,9 @@
 # if they should end within the call's time budget
 # GPU_CHECK_BUDGET (seconds from the script's start, default 540). GPU_CHECK_DEADLINE (seconds,
 # default none) interrupts whatever runs at that point, keeping the recipe runs that finished,
-# so a call ends before the device's limit kills it with nothing written. The sweep's best knobs are
-# kept in GPU_CHECK_STATE (default /tmp/fastres-gpu-check), which survives between calls on a
+# so a call ends before the device's limit kills it with nothing written. The sweep's best knobs,
+# adopted when its confirmation (the best and the defaults timed again in turn) puts them >= 3%
+# ahead, are kept in GPU_CHECK_STATE (default /tmp/fastres-gpu-check), which survives between calls on a
 # warm machine, and are given to later recipes as FASTRES_BN_TUNING.
 # If the fused kernel fails a quick check against PyTorch on the GPU, the recipes run with
 # --no-fused-bn and say so. Every file is named <date>-<device>-<commit>-<what>.json.
@@ -188,15 +189,19 @@ sweep_knobs() {
   # the kernels anew for each of its layer shapes (fashion-94's net is the same at half width).
   if capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --sweep --recipes cifar10-94 \
       --out "$PREFIX-kernel-sweep.json"; then
-    # Adopt the best knobs only if they beat the defaults by >= 3% (not timing noise).
+    # Adopt the best knobs only if they beat the defaults by >= 3% (not timing noise), on the
+    # sweep's confirmation (both timed again in turn), else on the grid's own timings.
     $PY - "$PREFIX-kernel-sweep.json" "$STATE/bn_tuning" <<'PYEOF'
 import json, sys
 sweep = json.load(open(sys.argv[1]))
-if sweep["best_speedup"] >= 1.03:
+speedup, how = sweep.get("confirmed_speedup"), "confirmed"
+if speedup is None:
+    speedup, how = sweep["best_speedup"], "unconfirmed"
+if speedup is not None and speedup >= 1.03:
     open(sys.argv[2], "w").write(sweep["best_env"])
-    print(f"adopting FASTRES_BN_TUNING={sweep['best_env']} ({sweep['best_speedup']:.2f}x the defaults)")
+    print(f"adopting FASTRES_BN_TUNING={sweep['best_env']} ({speedup:.2f}x the defaults, {how})")
 else:
-    print(f"keeping the default knobs (best is {sweep['best_speedup']:.2f}x)")
+    print(f"keeping the default knobs (best is {speedup if speedup is None else format(speedup, '.2f')}x, {how})")
 PYEOF
     [ -f "$STATE/bn_tuning" ] && export FASTRES_BN_TUNING=$(cat "$STATE/bn_tuning")
   else

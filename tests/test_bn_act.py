@@ -660,6 +660,7 @@ def test_bench_sweep_smoke_restores_tuning(tmp_path):
                 assert {k: v for k, v in r["tuning"].items() if k not in own} == \
                     {k: v for k, v in best.items() if k not in own}
     assert bn_act_op.parse_tuning(result["best_env"]) == result["best"]["tuning"]
+    assert result["confirm"][0]["tuning"] == before and result["confirmed_speedup"] > 0
 
 
 def test_sweep_times_the_defaults_first_and_keeps_what_it_timed_when_interrupted(monkeypatch):
@@ -682,6 +683,34 @@ def test_sweep_times_the_defaults_first_and_keeps_what_it_timed_when_interrupted
     seen[:] = [None] * 3    # interrupted before the defaults were timed: nothing to compare with
     result = bench.sweep(None, "cpu", torch.float32, [], True, stages)
     assert result["configs"] == [] and result["best_speedup"] is None and not result["complete"]
+
+
+def test_sweep_confirms_the_best_against_the_defaults_with_fresh_paired_timings(monkeypatch):
+    """After the stages, the defaults, the best and the best with `reverse` flipped are timed
+    again in turn; the confirmed speed-up is the ratio of those means, not of the grid's lucky
+    minimum. Fake timings: tile 4096 is 1 ms faster, reverse 0.5 ms, and the first timing of
+    the tile-4096 point is 2 ms luckier than its later ones (the winner's curse)."""
+    bench = load_bench("kernels")
+    before = dict(bn_act_op.GPU_TUNING)
+    seen = []
+
+    def step_ms(*_):
+        t = dict(bn_act_op.GPU_TUNING)
+        seen.append(t)
+        ms = 10.0 - (t["tile"] == 4096) - 0.5 * t["reverse"]
+        lucky = t["tile"] == 4096 and not t["reverse"] and seen.count(t) == 1
+        return ms - 2.0 * lucky
+    monkeypatch.setattr(bench, "fused_step_ms", step_ms)
+    stages = [[dict(tile=before["tile"]), dict(tile=4096), dict(warps=8)], [dict(reverse=1)]]
+    result = bench.sweep(None, "cpu", torch.float32, [], True, stages, rounds=2)
+    assert bn_act_op.GPU_TUNING == before and result["complete"]
+    best = {**before, "tile": 4096}
+    assert result["best"]["tuning"] == best and result["best"]["step_ms"] == 7.0      # the lucky timing
+    twin = {**best, "reverse": 1}
+    assert seen[-6:] == [before, best, twin] * 2
+    assert [c["tuning"] for c in result["confirm"]] == [before, best, twin]
+    assert [c["mean_ms"] for c in result["confirm"]] == [10.0, 9.0, 8.5]
+    assert result["best_speedup"] == 10.0 / 7.0 and result["confirmed_speedup"] == 10.0 / 9.0
 
 
 def test_sweep_reachable_covers_every_path_through_the_stages():
