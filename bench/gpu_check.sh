@@ -24,8 +24,8 @@
 # default none) interrupts whatever runs at that point, keeping the recipe runs that finished,
 # so a call ends before the device's limit kills it with nothing written. The sweep's best knobs,
 # adopted when its confirmation (the best and the defaults timed again in turn) puts them >= 3%
-# ahead, are kept in GPU_CHECK_STATE (default /tmp/fastres-gpu-check), which survives between calls on a
-# warm machine, and are given to later recipes as FASTRES_BN_TUNING.
+# ahead, are kept in GPU_CHECK_STATE (default /tmp/fastres-gpu-check), which survives between
+# calls on a warm machine, and are given to later recipes as FASTRES_BN_TUNING.
 # If the fused kernel fails a quick check against PyTorch on the GPU, the recipes run with
 # --no-fused-bn and say so. Every file is named <date>-<device>-<commit>-<what>.json.
 #
