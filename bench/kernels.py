@@ -465,6 +465,7 @@ def main(argv=None) -> dict:
         result = {"benchmark": "bn_act_sweep", "device": name, "torch": torch.__version__,
                   "triton": triton.__version__, "dtype": str(dtype), "ghost_override": args.ghost,
                   "freeze_scale": not args.trainable_scale, "smoke": args.smoke, "nets": nets,
+                  "graphs": device == "cuda",        # fused_step_ms times CUDA-graph replays on a GPU
                   **sweep(timer, device, dtype, nets, not args.trainable_scale,
                            SMOKE_STAGES if args.smoke else SWEEP_STAGES)}
         return write(result, args.out)

@@ -1,11 +1,11 @@
-"""README rows from gpu_check's result files: one Markdown row per recipe, MFU, kernel or host-cost file.
+"""README rows from gpu_check's result files: one Markdown row per recipe, MFU, kernel, sweep or host-cost file.
 
     python bench/results_table.py bench/results/2026-12-01-h100-80gb-hbm3-abc1234-*.json
 
 Columns as in README's Results table: what | device | date | commit | runs | result | file.
 Every number is read from the file, the date and commit from its name
 (<date>-<device>-<commit>-<what>.json, as gpu_check.sh writes it), so what README says of a GPU
-run is what the run wrote. Files of other kinds (env, sweep, loader, ...) are named on stderr
+run is what the run wrote. Files of other kinds (env, loader, ...) are named on stderr
 and skipped. A file that cannot be read: one line on stderr, exit status 2.
 """
 from __future__ import annotations
@@ -69,6 +69,34 @@ def kernels_row(d: dict) -> tuple[str, str, str, str]:
     return what, f"{d['device']}, torch {d['torch']}, triton {d['triton']}", "—", "; ".join(parts)
 
 
+def sweep_row(d: dict) -> tuple[str, str, str, str]:
+    """(what, device, runs, result) of a bench/kernels.py --sweep file: the defaults and the best
+    on the grid's single timings, then the confirmation's means where the sweep has one."""
+    default = d["default"]
+
+    def knobs(tuning: dict) -> str:
+        changed = ",".join(f"{k}={v}" for k, v in tuning.items() if default.get(k) != v)
+        return f"`{changed}`" if changed else "the defaults"
+    nets = ", ".join(net for net, *_ in d["nets"])
+    what = f"launch-knob sweep of the fused BN op (`bench/kernels.py --sweep`, {nets}" + (
+        ", cut short)" if not d.get("complete", True) else ")")
+    # Files before graph timing (the first H100 run's) have no "graphs": they timed host launches.
+    timing = "as CUDA graphs" if d.get("graphs") else "in the interpreter" if d.get("smoke") else \
+        "launched from the host"
+    parts = [f"BN fwd+bwd per training step {timing}: defaults {d['default_step_ms']:.3f} ms"]
+    if d.get("best"):
+        parts.append(f"best {knobs(d['best']['tuning'])} {d['best']['step_ms']:.3f} ms = "
+                     f"{d['best_speedup']:.2f}x (single timings)")
+    runs = f"{len(d['configs'])} configurations"
+    if d.get("confirm"):
+        rounds = len(d["confirm"][0]["step_ms"])
+        parts.append(f"confirmed ({rounds} rounds in turn, means): " + ", ".join(
+            f"{knobs(c['tuning'])} {c['mean_ms']:.3f} ms" for c in d["confirm"]))
+        parts.append(f"confirmed speed-up of the best over the defaults {d['confirmed_speedup']:.2f}x")
+        runs += f", then {len(d['confirm'])} of them x {rounds}"
+    return what, f"{d['device']}, torch {d['torch']}, triton {d['triton']}", runs, "; ".join(parts)
+
+
 def host_row(d: dict) -> tuple[str, str, str, str]:
     """(what, device, runs, result) of a bench/host_overhead.py file."""
     env = d["env"]
@@ -94,6 +122,8 @@ def row(path: Path) -> str | None:
         cells = mfu_row(d)
     elif kind == "host_overhead":
         cells = host_row(d)
+    elif kind == "bn_act_sweep":
+        cells = sweep_row(d)
     elif isinstance(d, dict) and "layers" in d and "summary" in d:      # bench/kernels.py's result
         cells = kernels_row(d)
     else:

@@ -95,3 +95,34 @@ def test_host_overhead_row_with_the_launch_split(tmp_path, capsys):
         "torch 2.13.0 | 2026-12-01 | abc1234 | 20 iterations | fused, triton_op compiled 12.3 µs; fused compiled "
         "failed (RuntimeError: x); one launch: "
         f"triton_apply_kernel 30.0 µs, torch_add_ 5.0 µs | `{path.as_posix()}` |")
+
+
+def test_sweep_rows_old_and_confirmed(tmp_path, capsys):
+    # The first H100 run's sweep (5d9fdd7) timed host launches and had no confirmation.
+    from pathlib import Path
+    old = Path(__file__).parents[1] / "bench" / "results" / "2026-11-28-h100-80gb-hbm3-5d9fdd7-kernel-sweep.json"
+    default = {"tile": 2048, "warps": 4, "reverse": 0}
+    best = {**default, "tile": 4096}
+    new = tmp_path / "2026-12-03-h200-abc1234-kernel-sweep.json"
+    new.write_text(json.dumps({
+        "benchmark": "bn_act_sweep", "device": "NVIDIA H200", "torch": "2.11.0", "triton": "3.6.0",
+        "nets": [["cifar10-94", 1024, []]], "graphs": True, "complete": True, "default": default,
+        "default_step_ms": 0.9, "configs": [{"tuning": default, "step_ms": 0.9}, {"tuning": best, "step_ms": 0.7}],
+        "best": {"tuning": best, "step_ms": 0.7}, "best_speedup": 0.9 / 0.7,
+        "confirm": [{"tuning": default, "step_ms": [0.9, 0.92], "mean_ms": 0.91},
+                    {"tuning": best, "step_ms": [0.8, 0.82], "mean_ms": 0.81},
+                    {"tuning": {**best, "reverse": 1}, "step_ms": [0.75, 0.77], "mean_ms": 0.76}],
+        "confirmed_speedup": 0.91 / 0.81}))
+    assert results_table.main([str(old), str(new)]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0].startswith(
+        "| launch-knob sweep of the fused BN op (`bench/kernels.py --sweep`, cifar10-94, fashion-94) | NVIDIA H100 "
+        "80GB HBM3, torch 2.11.0+cu130, triton 3.6.0 | 2026-11-28 | 5d9fdd7 | 18 configurations | BN fwd+bwd per "
+        "training step launched from the host: defaults 10.806 ms; best `programs_per_sm=8` 9.260 ms = 1.17x "
+        "(single timings) |")
+    assert rows[1] == (
+        "| launch-knob sweep of the fused BN op (`bench/kernels.py --sweep`, cifar10-94) | NVIDIA H200, torch 2.11.0, "
+        "triton 3.6.0 | 2026-12-03 | abc1234 | 2 configurations, then 3 of them x 2 | BN fwd+bwd per training step "
+        "as CUDA graphs: defaults 0.900 ms; best `tile=4096` 0.700 ms = 1.29x (single timings); confirmed (2 rounds "
+        "in turn, means): the defaults 0.910 ms, `tile=4096` 0.810 ms, `tile=4096,reverse=1` 0.760 ms; confirmed "
+        f"speed-up of the best over the defaults 1.12x | `{new.as_posix()}` |")
