@@ -90,7 +90,8 @@ def sweep_row(d: dict) -> tuple[str, str, str, str]:
     runs = f"{len(d['configs'])} configurations"
     if d.get("confirm"):
         rounds = len(d["confirm"][0]["step_ms"])
-        parts.append(f"confirmed ({rounds} rounds in turn, means): " + ", ".join(
+        cache = ", the L2 cache as in training" if d.get("confirm_cache") == "as in training" else ""
+        parts.append(f"confirmed ({rounds} rounds in turn, means{cache}): " + ", ".join(
             f"{knobs(c['tuning'])} {c['mean_ms']:.3f} ms" for c in d["confirm"]))
         parts.append(f"confirmed speed-up of the best over the defaults {d['confirmed_speedup']:.2f}x")
         runs += f", then {len(d['confirm'])} of them x {rounds}"

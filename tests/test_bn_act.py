@@ -713,6 +713,52 @@ def test_sweep_confirms_the_best_against_the_defaults_with_fresh_paired_timings(
     assert result["best_speedup"] == 10.0 / 7.0 and result["confirmed_speedup"] == 10.0 / 9.0
 
 
+@pytest.mark.skipif(CUDA, reason="stand-ins for CUDA's graphs and events, in the interpreter")
+def test_training_cache_timing_replays_each_pass_after_setting_up_the_cache(monkeypatch):
+    """bench/kernels.py's confirmation timing: per layer a forward and a backward graph, each
+    replayed (warm-up + iters) times after the cache set-up, only the replays between the
+    events; the backward graph is the op's backward for that forward (dx as autograd's)."""
+    bench = load_bench("kernels")
+    clock, graphs, made = [0.0], [], []
+
+    class Graph:                          # a CUDA graph stand-in: capture = one call, replay = call
+        def __init__(self, fn):
+            self.fn, self.out, self.replays = fn, fn(), 0
+            graphs.append(self)
+
+        def replay(self):                 # the forward costs 1 ms a replay, the backward 2 ms
+            self.out, self.replays = self.fn(), self.replays + 1
+            clock[0] += 1.0 if self is graphs[0] else 2.0
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self):
+            self.t = clock[0]
+
+        def elapsed_time(self, end):
+            return end.t - self.t
+
+    real_tensors = bench.layer_tensors
+
+    def tensors(*args):
+        made.append(real_tensors(*args))
+        return made[-1]
+    monkeypatch.setattr(bench, "layer_tensors", tensors)
+    timer = bench.Timer("cpu", warmup=1, iters=2)
+    net = ("smoke", 4, [(40, 5, "gelu", 0.3, 2, 3)])       # ghost groups of 2, the layer counted 3 times
+    ms = bench._training_cache_ms(timer, "cpu", torch.float32, [net], True, graph=Graph, event=Event,
+                                  sync=lambda: None, l2_bytes=1024)
+    assert ms == 3 * (1.0 + 2.0)                            # per replay of both, over iters, x count
+    assert [g.replays for g in graphs] == [3, 3]            # warm-up + iters each
+    x, dy, w, b, _ = made[0]
+    ref = x.detach().clone().requires_grad_()
+    y, *_ = bn_act_op.fused_train(ref, w, b, bench.EPS, "gelu", 0.3, 2)
+    (dx_ref,) = torch.autograd.grad(y, ref, dy)
+    assert torch.equal(graphs[1].out[0], dx_ref) and torch.equal(graphs[0].out[0], y.detach())
+
+
 def test_sweep_reachable_covers_every_path_through_the_stages():
     bench = load_bench("kernels")
     stages = [[dict(tile=1), dict(tile=2)], [dict(acc2d=1, stages=3)], [dict(block_p=8)]]
