@@ -411,27 +411,39 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
     defaults (see CONFIRM_ROUNDS); restore GPU_TUNING afterwards. Interrupted (gpu_check.sh's
     deadline sends SIGINT), it returns what it timed, incomplete and unconfirmed."""
     default = dict(bn_act_op.GPU_TUNING)
-    rows, complete, confirmed = [], True, None
+    rows, complete, confirmed, confirm_error = [], True, None, None
+
+    def fastest():
+        return min((r for r in rows if "step_ms" in r), key=lambda r: r["step_ms"], default=None)
     try:
         for stage, knob_list in enumerate(stages, 1):
-            base = min(rows, key=lambda r: r["step_ms"])["tuning"] if rows else default
+            base = fastest()["tuning"] if fastest() else default
             if stage == 1:      # the defaults' own point first: an interrupted sweep still has it
                 knob_list = sorted(knob_list, key=lambda k: {**default, **k} != default)
             for knobs in knob_list:
                 bn_act_op.GPU_TUNING.update(base, **knobs)
                 if any(r["tuning"] == bn_act_op.GPU_TUNING for r in rows):
                     continue
-                ms = fused_step_ms(timer, device, dtype, nets, freeze)
-                rows.append({"tuning": dict(bn_act_op.GPU_TUNING), "step_ms": ms, "stage": stage})
-                print(f"  {knobs}{' at the best so far' if stage > 1 else ''}: {ms:.3f} ms")
-        if rows and rounds:
-            best = min(rows, key=lambda r: r["step_ms"])["tuning"]
+                row = {"tuning": dict(bn_act_op.GPU_TUNING), "stage": stage}
+                try:
+                    row["step_ms"] = fused_step_ms(timer, device, dtype, nets, freeze)
+                    print(f"  {knobs}{' at the best so far' if stage > 1 else ''}: {row['step_ms']:.3f} ms")
+                except Exception as e:  # one knob set that fails must not cost the others
+                    row["error"] = f"{type(e).__name__}: {e}"[:300]
+                    print(f"  {knobs}: failed: {row['error']}")
+                rows.append(row)
+        if fastest() and rounds:
+            best = fastest()["tuning"]
             configs = []
             for c in (default, best, *({**best, k: 1 - best[k]} for k in CONFIRM_TWINS if k in best)):
                 if c not in configs:
                     configs.append(c)
-            confirmed = confirm(timer, device, dtype, nets, freeze, configs, rounds)
-            for c in confirmed:
+            try:
+                confirmed = confirm(timer, device, dtype, nets, freeze, configs, rounds)
+            except Exception as e:      # the grid's timings must survive a failed confirmation
+                confirm_error = f"{type(e).__name__}: {e}"[:300]
+                print(f"  confirmation failed: {confirm_error}")
+            for c in confirmed or []:
                 print(f"  confirm {c['tuning']}: " + ", ".join(f"{t:.3f}" for t in c["step_ms"]) + " ms")
     except KeyboardInterrupt:
         complete = False
@@ -440,15 +452,16 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
         bn_act_op.GPU_TUNING.clear()
         bn_act_op.GPU_TUNING.update(default)
     # The defaults' time: their own grid point when the grid has it (the same conditions as the
-    # others: comparing a minimum over the grid with a separate measurement favours the grid).
-    same = [r["step_ms"] for r in rows if r["tuning"] == default]
-    base = same[0] if same else fused_step_ms(timer, device, dtype, nets, freeze) if complete else None
+    # others: comparing a minimum over the grid with a separate measurement favours the grid);
+    # none if that point failed.
+    own = next((r for r in rows if r["tuning"] == default), None)
+    base = own.get("step_ms") if own else fused_step_ms(timer, device, dtype, nets, freeze) if complete else None
     out = {"default": default, "default_step_ms": base, "configs": rows, "complete": complete,
-           "confirm": confirmed, "confirmed_speedup": None,
+           "confirm": confirmed, "confirmed_speedup": None, "confirm_error": confirm_error,
            "confirm_cache": "as in training" if device == "cuda" else "none (interpreter)"}
-    if base is None or not rows:
+    best = fastest()
+    if base is None or best is None:
         return {**out, "best": None, "best_speedup": None, "best_env": None}
-    best = min(rows, key=lambda r: r["step_ms"])
     env = ",".join(f"{k}={v}" for k, v in best["tuning"].items())
     if confirmed:          # the defaults come first; the best is the first with its knobs
         mean_best = next(c["mean_ms"] for c in confirmed if c["tuning"] == best["tuning"])

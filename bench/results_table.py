@@ -87,7 +87,8 @@ def sweep_row(d: dict) -> tuple[str, str, str, str]:
     if d.get("best"):
         parts.append(f"best {knobs(d['best']['tuning'])} {d['best']['step_ms']:.3f} ms = "
                      f"{d['best_speedup']:.2f}x (single timings)")
-    runs = f"{len(d['configs'])} configurations"
+    failed = sum("error" in r for r in d["configs"])
+    runs = f"{len(d['configs'])} configurations" + (f" ({failed} failed)" if failed else "")
     if d.get("confirm"):
         rounds = len(d["confirm"][0]["step_ms"])
         cache = ", the L2 cache as in training" if d.get("confirm_cache") == "as in training" else ""
@@ -95,6 +96,8 @@ def sweep_row(d: dict) -> tuple[str, str, str, str]:
             f"{knobs(c['tuning'])} {c['mean_ms']:.3f} ms" for c in d["confirm"]))
         parts.append(f"confirmed speed-up of the best over the defaults {d['confirmed_speedup']:.2f}x")
         runs += f", then {len(d['confirm'])} of them x {rounds}"
+    elif d.get("confirm_error"):
+        parts.append(f"the confirmation failed ({d['confirm_error']})")
     return what, f"{d['device']}, torch {d['torch']}, triton {d['triton']}", runs, "; ".join(parts)
 
 

@@ -713,6 +713,31 @@ def test_sweep_confirms_the_best_against_the_defaults_with_fresh_paired_timings(
     assert result["best_speedup"] == 10.0 / 7.0 and result["confirmed_speedup"] == 10.0 / 9.0
 
 
+def test_sweep_keeps_its_timings_when_a_knob_set_or_the_confirmation_fails(monkeypatch):
+    """A knob set that raises is recorded with its error and skipped; a confirmation that raises
+    leaves the grid's timings, best and (unconfirmed) speed-up in the result."""
+    bench = load_bench("kernels")
+    before = dict(bn_act_op.GPU_TUNING)
+
+    def step_ms(*_):
+        if bn_act_op.GPU_TUNING["warps"] == 8:
+            raise RuntimeError("out of resources")
+        return 10.0 - (bn_act_op.GPU_TUNING["tile"] == 4096)
+
+    def confirm_fails(*_):
+        raise RuntimeError("capture failed")
+    monkeypatch.setattr(bench, "fused_step_ms", step_ms)
+    monkeypatch.setattr(bench, "step_ms_as_in_training", confirm_fails)
+    stages = [[dict(tile=before["tile"]), dict(warps=8), dict(tile=4096)], [dict(reverse=1)]]
+    result = bench.sweep(None, "cpu", torch.float32, [], True, stages)
+    assert bn_act_op.GPU_TUNING == before and result["complete"]
+    failed = [r for r in result["configs"] if "error" in r]
+    assert len(failed) == 1 and failed[0]["tuning"]["warps"] == 8 and "out of resources" in failed[0]["error"]
+    assert result["best"]["tuning"] == {**before, "tile": 4096} and result["best_speedup"] == 10.0 / 9.0
+    assert result["confirm"] is None and result["confirmed_speedup"] is None
+    assert result["confirm_error"] == "RuntimeError: capture failed"
+
+
 @pytest.mark.skipif(CUDA, reason="stand-ins for CUDA's graphs and events, in the interpreter")
 def test_training_cache_timing_replays_each_pass_after_setting_up_the_cache(monkeypatch):
     """bench/kernels.py's confirmation timing: per layer a forward and a backward graph, each

@@ -107,7 +107,8 @@ def test_sweep_rows_old_and_confirmed(tmp_path, capsys):
     new.write_text(json.dumps({
         "benchmark": "bn_act_sweep", "device": "NVIDIA H200", "torch": "2.11.0", "triton": "3.6.0",
         "nets": [["cifar10-94", 1024, []]], "graphs": True, "complete": True, "default": default,
-        "default_step_ms": 0.9, "configs": [{"tuning": default, "step_ms": 0.9}, {"tuning": best, "step_ms": 0.7}],
+        "default_step_ms": 0.9, "configs": [{"tuning": default, "step_ms": 0.9}, {"tuning": best, "step_ms": 0.7},
+                                            {"tuning": {**default, "warps": 8}, "error": "RuntimeError: x"}],
         "best": {"tuning": best, "step_ms": 0.7}, "best_speedup": 0.9 / 0.7,
         "confirm": [{"tuning": default, "step_ms": [0.9, 0.92], "mean_ms": 0.91},
                     {"tuning": best, "step_ms": [0.8, 0.82], "mean_ms": 0.81},
@@ -122,7 +123,7 @@ def test_sweep_rows_old_and_confirmed(tmp_path, capsys):
         "(single timings) |")
     assert rows[1] == (
         "| launch-knob sweep of the fused BN op (`bench/kernels.py --sweep`, cifar10-94) | NVIDIA H200, torch 2.11.0, "
-        "triton 3.6.0 | 2026-12-03 | abc1234 | 2 configurations, then 3 of them x 2 | BN fwd+bwd per training step "
+        "triton 3.6.0 | 2026-12-03 | abc1234 | 3 configurations (1 failed), then 3 of them x 2 | BN fwd+bwd per training step "
         "as CUDA graphs: defaults 0.900 ms; best `tile=4096` 0.700 ms = 1.29x (single timings); confirmed (2 rounds "
         "in turn, means, the L2 cache as in training): the defaults 0.910 ms, `tile=4096` 0.810 ms, `tile=4096,reverse=1` 0.760 ms; confirmed "
         f"speed-up of the best over the defaults 1.12x | `{new.as_posix()}` |")
