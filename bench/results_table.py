@@ -83,7 +83,9 @@ def sweep_row(d: dict) -> tuple[str, str, str, str]:
     # Files before graph timing (the first H100 run's) have no "graphs": they timed host launches.
     timing = "as CUDA graphs" if d.get("graphs") else "in the interpreter" if d.get("smoke") else \
         "launched from the host"
-    parts = [f"BN fwd+bwd per training step {timing}: defaults {d['default_step_ms']:.3f} ms"]
+    base = d["default_step_ms"]
+    parts = [f"BN fwd+bwd per training step {timing}: defaults "
+             + ("not timed" if base is None else f"{base:.3f} ms")]
     if d.get("best"):
         parts.append(f"best {knobs(d['best']['tuning'])} {d['best']['step_ms']:.3f} ms = "
                      f"{d['best_speedup']:.2f}x (single timings)")

@@ -127,3 +127,16 @@ def test_sweep_rows_old_and_confirmed(tmp_path, capsys):
         "as CUDA graphs: defaults 0.900 ms; best `tile=4096` 0.700 ms = 1.29x (single timings); confirmed (2 rounds "
         "in turn, means, the L2 cache as in training): the defaults 0.910 ms, `tile=4096` 0.810 ms, `tile=4096,reverse=1` 0.760 ms; confirmed "
         f"speed-up of the best over the defaults 1.12x | `{new.as_posix()}` |")
+
+
+def test_sweep_row_cut_short_before_the_defaults(tmp_path, capsys):
+    path = tmp_path / "2026-12-03-h200-abc1234-kernel-sweep.json"
+    path.write_text(json.dumps({
+        "benchmark": "bn_act_sweep", "device": "NVIDIA H200", "torch": "2.11.0", "triton": "3.6.0",
+        "nets": [["cifar10-94", 1024, []]], "graphs": True, "complete": False, "default": {"tile": 2048},
+        "default_step_ms": None, "configs": [], "best": None, "best_speedup": None, "confirm": None}))
+    assert results_table.main([str(path)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "| launch-knob sweep of the fused BN op (`bench/kernels.py --sweep`, cifar10-94, cut short) | NVIDIA H200, "
+        "torch 2.11.0, triton 3.6.0 | 2026-12-03 | abc1234 | 0 configurations | BN fwd+bwd per training step as "
+        f"CUDA graphs: defaults not timed | `{path.as_posix()}` |")
