@@ -21,7 +21,8 @@ BN work per recipe, summed) for each launch configuration of SWEEP_STAGES, in fo
 each start from the best so far (tile, warps, programs per SM and pipelining; pipelining depth
 and acc2d; the finalize tile, with the finalize kernels or fused; the second pass in reverse
 grid order, for L2 reuse), and reports the fastest; then it times the defaults and the fastest
-again, in turn (CONFIRM_ROUNDS), for a speed-up that is not the grid's luckiest timing. Its
+again, in turn (CONFIRM_ROUNDS) and with the L2 cache as a training step leaves it, for a
+speed-up that is neither the grid's luckiest timing nor helped by a layer's own replays. Its
 knobs can be given to training as FASTRES_BN_TUNING="tile=...,warps=...,stages=...,...".
 On a GPU the sweep times CUDA-graph replays: the knobs change the GPU's work, not the host's,
 and launched from the host these layers are host-bound (the first H100 run, 2026-11-28, timed
