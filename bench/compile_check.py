@@ -26,12 +26,12 @@ with the programs of this size that fit on one SM by registers.
 Instructions per element (streaming kernels, from the same cuobjdump's SASS): the machine
 instructions of the row loop's body (the first backward branch of the code) over the elements
 one thread handles per iteration, BLOCK_M x BLOCK_C / (32 x warps). An H100 SM issues at most
-4 warp instructions per cycle, so at ~1.75 GHz on 132 SMs one instruction per element costs
-about 0.034 ps per element, against 0.34 ps per byte of copy bandwidth (~2980 GB/s measured,
-bench/results/2026-11-28-h100-80gb-hbm3-5d9fdd7-kernels.json): a kernel moving B bytes per
-element cannot stream at copy speed once it issues more than about 10 x B instructions per
-element (20 for the statistics, 40 for apply, 60 for dx), and in practice issue overlaps
-memory well only below that.
+4 warp instructions per cycle, so at 1.98 GHz (the first H100 run's clocks.max.sm) on 132 SMs
+one instruction per element costs about 0.030 ps per element, against 0.34 ps per byte of copy
+bandwidth (~2980 GB/s measured, bench/results/2026-11-28-h100-80gb-hbm3-5d9fdd7-kernels.json):
+a kernel moving B bytes per element cannot stream at copy speed once it issues more than about
+10 x B instructions per element (20 for the statistics, 40 for apply, 60 for dx; 11 x B at that
+clock, rounded down), and in practice issue overlaps memory well only below that.
 """
 from __future__ import annotations
 

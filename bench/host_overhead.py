@@ -14,10 +14,10 @@ reference figures include its (tiny) CPU compute.
 On a GPU the compiled chain also runs with FASTRES_BN_OP=triton_op ("fused, triton_op": Inductor
 launches the kernels itself), the fused op also runs with its fused finalize, eager and
 compiled ("fused, fused finalize": 4 Triton launches per layer instead of 6), and two more
-measurements split the fused op's cost: the same chains with the Triton kernels replaced by no-ops ("fused, kernels stubbed": the Python and
-dispatch around them), and the host time of one Triton launch (the forward's apply kernel,
-launched alone with its recorded arguments) against one PyTorch elementwise launch on the same
-tensor.
+measurements split the fused op's cost: the same chains with the Triton kernels replaced by
+no-ops ("fused, kernels stubbed": the Python and dispatch around them), and the host time of
+one Triton launch (the forward's apply kernel, launched alone with its recorded arguments)
+against one PyTorch elementwise launch on the same tensor.
 
 Compare a training step's host time (layers x this cost + the rest) with its GPU time: when the
 host is slower, the step is host-bound and CUDA graphs (--compile-mode reduce-overhead) or fewer

@@ -78,7 +78,8 @@ def _normal_cdf(z):
     erfc(a) = t exp(-a^2 + P(t)), t = 1 / (1 + a/2), a >= 0, fractional error < 1.2e-7 for
     every a. In fp32 |Phi - exact| <= 2.1e-7 (interpreter; the tests allow 5e-7 for a GPU's
     approximate rsqrt and exp2), and the negative tail keeps its relative accuracy, which
-    0.5 * (1 + erf) loses to cancellation (tests/test_bn_act.py measures both against float64). tl.erf compiles to CUDA's erff, two polynomials selected per element; this is one
+    0.5 * (1 + erf) loses to cancellation (tests/test_bn_act.py measures both against float64).
+    tl.erf compiles to CUDA's erff, two polynomials selected per element; this is one
     polynomial, and its division and exp are the cheap forms: 1/d = rsqrt(d^2) (one MUFU; fp32
     division is ~8 instructions of range fix-ups) and exp2 with log2(e) and the 1/2 of
     Phi = erfc/2 folded into P's coefficients. The second value serves the backward's

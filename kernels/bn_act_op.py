@@ -48,7 +48,7 @@ def _sm_count(index: int) -> int:
 # tests' unaligned shapes take the dx kernel to 149: 3); at 32 per thread (tile 4096) the
 # reduction needs 186-204 (2 programs) (bench/results/2026-11-27-cpu-amd-epyc-2c-5dc9272-compile-
 # check.json). No launch spills at any knob set bench/kernels.py's sweep can reach
-# (bench/results/2026-12-02-cpu-amd-epyc-2c-aa7c622-compile-check.json).
+# (bench/results/2026-12-02-cpu-amd-epyc-2c-ff7bfb8-compile-check.json, reverse included).
 # acc2d (0 or 1): the reductions (forward statistics, backward sums) accumulate element-wise in
 # 2-D tiles and reduce once per program instead of once per tile (bn_stats_kernel's TWO_D).
 # block_p x finalize_c: the tile in which a finalize program walks the slab partials (one
