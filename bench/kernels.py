@@ -17,10 +17,10 @@ batch 512, CELU, ghost BN of 32: 32@28, 64@14 x3, 128@7, 256@3 x3). --recipes na
 all). --ghost overrides every layer's ghost-batch size.
 
 --sweep times the fused op's forward + backward summed over all layers (one training step's
-BN work per recipe, summed) for each launch configuration of SWEEP_STAGES, in four stages that
+BN work per recipe, summed) for each launch configuration of SWEEP_STAGES, in five stages that
 each start from the best so far (tile, warps, programs per SM and pipelining; pipelining depth
-and acc2d; the finalize tile, with the finalize kernels or fused; the second pass in reverse
-grid order, for L2 reuse), and reports the fastest; then it times the defaults and the fastest
+and acc2d; the finalize tile, with the finalize kernels or fused; more programs for the second
+pass; the second pass in reverse grid order, for L2 reuse), and reports the fastest; then it times the defaults and the fastest
 again, in turn (CONFIRM_ROUNDS) and with the L2 cache as a training step leaves it, for a
 speed-up that is neither the grid's luckiest timing nor helped by a layer's own replays. Its
 knobs can be given to training as FASTRES_BN_TUNING="tile=...,warps=...,stages=...,...".
@@ -79,7 +79,7 @@ SMOKE_NETS = [("smoke", 4, [(40, 5, "celu", 0.3, 0, 1), (64, 3, "celu", 0.3, 0, 
 EPS, MOMENTUM = 1e-5, 0.1
 # --sweep's stages: each times its knob sets over the best configuration so far (the first over
 # the defaults), skipping any already timed. Each new tile, warps, stages, acc2d or finalize
-# setting compiles the kernels anew, so the grid stays at about 25 points. 1: the tile, warps
+# setting compiles the kernels anew, so the grid stays at about 30 points. 1: the tile, warps
 # and programs per SM, without and with software-pipelined row loops (stages 3), since
 # pipelining changes how many programs and how large a tile keep the memory busy. 2: the other
 # pipelining depths, and the element-wise reductions (acc2d). 3: the finalize tile (block_p
@@ -89,8 +89,11 @@ EPS, MOMENTUM = 1e-5, 0.1
 # (bench/compile_check.py at 3f13bfc: acc2d at stages 4 on C = 64, 139; the statistics kernel
 # with the fused finalize's tail, 142-154), only 3 programs of 4 warps fit on an SM, and at 4
 # per SM the grid's last quarter would run as a second wave, hiding what the knob itself does.
-# 4: the second pass (apply, dx) in reverse grid order (bn_act_kernels.py, "L2 reuse"); it
-# changes which rows are still cached, so it is timed last, over the best launch shape.
+# 4: the second pass (apply, dx) with more programs than the reductions (pass2_per_sm, in
+# bn_act_op): 8 and 16 per SM, as many as its registers let fit (4-10 of 4 warps at the default
+# tile) or more in a second wave; a runtime grid, nothing compiles anew. 5: the second pass in
+# reverse grid order (bn_act_kernels.py, "L2 reuse"); it changes which rows are still cached, so
+# it is timed last, over the best launch shape.
 SWEEP_STAGES = [
     [dict(tile=t, warps=w, programs_per_sm=p, stages=s)
      for s in (1, 3) for t in (2048, 4096) for w in (4, 8) for p in (2, 4)],
@@ -98,12 +101,14 @@ SWEEP_STAGES = [
      dict(acc2d=1, stages=4, programs_per_sm=3)],
     [*(dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p, c in ((128, 32), (512, 8))),
      dict(block_p=128, finalize_c=32, fuse_finalize=1, programs_per_sm=3)],
+    [dict(pass2_per_sm=8), dict(pass2_per_sm=16)],
     [dict(reverse=1)],
 ]
 SMOKE_STAGES = [
     [dict(tile=2048, warps=4, programs_per_sm=4, stages=1), dict(tile=1024, warps=8, programs_per_sm=2, stages=3)],
     [dict(acc2d=1, stages=2)],
     [dict(block_p=4, finalize_c=32), dict(block_p=8, finalize_c=8, fuse_finalize=1)],
+    [dict(pass2_per_sm=16)],
     [dict(reverse=1)],
 ]
 

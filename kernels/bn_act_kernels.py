@@ -9,12 +9,14 @@ Data layout: a channels-last activation [N, C, H, W] is the row-major matrix [M 
 so a tile [BLOCK_M, BLOCK_C] reads BLOCK_M contiguous row segments (coalesced), unlike the
 one-program-per-channel kernels of attorch/FlagGems that walk M with stride C.
 
-Work split (shared by every kernel over [M, C], so partials line up): rows form G statistics
-groups of R rows (ghost batch norm; G = 1, R = M otherwise; the last group may be shorter);
-each group is cut into S slabs of SLAB rows; program (p, cb) with p = g*S + s walks slab s
-of group g in BLOCK_M steps for channel block cb. Reductions write one fp32 partial per
-program into [G*S, C] buffers that a finalize kernel combines in a fixed order: no atomics
-on the data, so results are bit-identical from call to call.
+Work split (the same in every kernel over [M, C]): rows form G statistics groups of R rows
+(ghost batch norm; G = 1, R = M otherwise; the last group may be shorter); each group is cut
+into S slabs of SLAB rows; program (p, cb) with p = g*S + s walks slab s of group g in BLOCK_M
+steps for channel block cb. Reductions write one fp32 partial per program into [G*S, C]
+buffers that a finalize kernel combines in a fixed order: no atomics on the data, so results
+are bit-identical from call to call. Apply and dx, which write no partials, may be launched
+with another S and SLAB (more, shorter slabs: bn_act_op's pass2_per_sm); each element's result
+does not depend on which program computes it.
 
 Fused finalize (FUSE_FIN): the reduction kernel's last program of each group and channel block,
 found with one atomic counter per (group, channel block), combines the partials itself, tile

@@ -67,8 +67,14 @@ def _sm_count(index: int) -> int:
 # reverse (0 or 1): the second pass over the data (apply, dx) runs its programs in reverse grid
 # order, so that it first reads what the first pass read last, still in the L2 cache
 # (bn_act_kernels.py, "L2 reuse").
+# pass2_per_sm: programs per SM of the second pass (apply, dx; eval's apply), 0 = programs_per_sm.
+# The reductions' grid sets how many partials the finalize combines; apply and dx write no
+# partials, so their grid can be as large as occupancy allows (their slabs need not match the
+# reductions': each element's result is the same whichever program computes it). At the default
+# tile on cifar10-94's layers, apply needs 48-80 registers and dx 72-115 (ff7bfb8's compile
+# check): 4-10 programs of 4 warps fit on an SM, each with one tile's loads in flight (stages=1).
 GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0, "finalize_c": 32,
-              "stages": 1, "fuse_finalize": 0, "reverse": 0}
+              "stages": 1, "fuse_finalize": 0, "reverse": 0, "pass2_per_sm": 0}
 
 
 SWITCHES = ("acc2d", "fuse_finalize", "reverse")      # the knobs that are 0 or 1
@@ -78,7 +84,7 @@ def parse_tuning(text: str) -> dict:
     """'tile=4096,warps=8' -> {'tile': 4096, 'warps': 8}: knobs of GPU_TUNING, as the environment
     variable FASTRES_BN_TUNING gives them (bench/gpu_check.sh sets it from a tuning sweep).
     tile, warps, block_p and finalize_c must be powers of two (Triton block shapes),
-    programs_per_sm and stages >= 1, acc2d, fuse_finalize and reverse 0 or 1."""
+    programs_per_sm and stages >= 1, pass2_per_sm >= 0, acc2d, fuse_finalize and reverse 0 or 1."""
     tuning = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
@@ -89,7 +95,7 @@ def parse_tuning(text: str) -> dict:
         n = int(value)
         if key in SWITCHES and n not in (0, 1):
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be 0 or 1, got {n}")
-        if key not in SWITCHES and n < 1:
+        if key not in (*SWITCHES, "pass2_per_sm") and n < 1:       # (digits only: never < 0)
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be >= 1, got {n}")
         if key in ("tile", "warps", "block_p", "finalize_c") and n & (n - 1):
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be a power of two, got {n}")
@@ -107,12 +113,15 @@ def _cdiv(a: int, b: int) -> int:
 
 @functools.lru_cache(maxsize=1024)
 def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tuple):
-    """Blocks and the slab split for a [M, C] problem with G groups of R rows.
+    """Blocks and the slab splits for a [M, C] problem with G groups of R rows: (S, SLAB) for
+    the reductions, (S2, SLAB2) for the second pass (apply, dx).
 
     GPU: BLOCK_C up to 128 (a row segment of >= 128 bytes in fp16 from C = 64), tiles of
-    `tile` elements, about `programs_per_sm` programs per SM so each streams a long slab.
+    `tile` elements, about `programs_per_sm` programs per SM so each streams a long slab, and
+    `pass2_per_sm` (if not 0) for the second pass.
     Interpreter: programs run one after another and cost per instance, so few programs and small
-    tiles (which still exercise the multi-tile loops, ragged tails and chunked finalize)."""
+    tiles (which still exercise the multi-tile loops, ragged tails and chunked finalize); its
+    "SM count" is 1, so pass2_per_sm, when set, is the second pass's program count."""
     knobs = dict(tuning)
     if on_gpu:
         block_c = min(128, max(16, triton.next_power_of_2(C)))
@@ -122,11 +131,17 @@ def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tu
         block_c = min(64, max(16, triton.next_power_of_2(C)))
         block_m, target, block_p, warps = 32, 8, 4, 4
     c_blocks = _cdiv(C, block_c)
-    slabs = max(1, min(_cdiv(target, G * c_blocks), _cdiv(R, block_m)))
-    slab = _cdiv(_cdiv(R, slabs), block_m) * block_m
-    slabs = _cdiv(R, slab)
-    return dict(BLOCK_M=block_m, BLOCK_C=block_c, S=slabs, SLAB=slab, c_blocks=c_blocks,
-                BLOCK_P=block_p, BLOCK_CF=min(knobs.get("finalize_c", 32), block_c), num_warps=warps,
+
+    def split(programs: int) -> tuple[int, int]:
+        """(slabs per group, rows per slab, a multiple of BLOCK_M) for about `programs` programs."""
+        slabs = max(1, min(_cdiv(programs, G * c_blocks), _cdiv(R, block_m)))
+        slab = _cdiv(_cdiv(R, slabs), block_m) * block_m
+        return _cdiv(R, slab), slab
+
+    (slabs, slab), pass2 = split(target), knobs.get("pass2_per_sm", 0)
+    slabs2, slab2 = split(pass2 * sms) if pass2 else (slabs, slab)
+    return dict(BLOCK_M=block_m, BLOCK_C=block_c, S=slabs, SLAB=slab, S2=slabs2, SLAB2=slab2,
+                c_blocks=c_blocks, BLOCK_P=block_p, BLOCK_CF=min(knobs.get("finalize_c", 32), block_c), num_warps=warps,
                 TWO_D=bool(knobs.get("acc2d", 0)), STAGES=knobs.get("stages", 1),
                 FUSE_FIN=bool(knobs.get("fuse_finalize", 0)), REVERSE=bool(knobs.get("reverse", 0)))
 
@@ -248,9 +263,9 @@ def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha:
         wrap(K.bn_finalize_kernel)[(G, _cdiv(C, geo["BLOCK_CF"]))](
             pmean, pm2, mean, rstd, var, M, C, R, S, geo["SLAB"], eps,
             BLOCK_P=geo["BLOCK_P"], BLOCK_C=geo["BLOCK_CF"], **options)
-    wrap(K.bn_apply_kernel)[grid](xr, y, mean, rstd, weight, bias, M, C, R, S, geo["SLAB"], eps,
-                                  alpha, ACT=K.ACT_CODES[act], FROM_VAR=False, REVERSE=geo["REVERSE"],
-                                  **blocks)
+    wrap(K.bn_apply_kernel)[(G * geo["S2"], geo["c_blocks"])](
+        xr, y, mean, rstd, weight, bias, M, C, R, geo["S2"], geo["SLAB2"], eps, alpha,
+        ACT=K.ACT_CODES[act], FROM_VAR=False, REVERSE=geo["REVERSE"], **blocks)
     return y, mean, rstd, var
 
 
@@ -275,9 +290,9 @@ def _eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running
     _check(x, weight, act)
     M, R, geo = _launch(x, 1, int(x.shape[0]))
     y = _empty_cl(x)
-    wrap(K.bn_apply_kernel)[(geo["S"], geo["c_blocks"])](
+    wrap(K.bn_apply_kernel)[(geo["S2"], geo["c_blocks"])](
         _channels_last(x), y, running_mean, running_var, weight, bias, M, x.shape[1],
-        R, geo["S"], geo["SLAB"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=True,
+        R, geo["S2"], geo["SLAB2"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=True,
         BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"], num_warps=geo["num_warps"],
         REVERSE=False, **_options(wrap))      # one pass over x: no first pass to follow
     return y
@@ -340,9 +355,10 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
         _sum_groups(sum_g, db)
         if weight_grad:
             _sum_groups(sum_gx, dw)
-    wrap(K.bn_bwd_dx_kernel)[grid](xr, dyr, dx, mean, rstd, weight, bias, sum_g, sum_gx, M, C, R, S,
-                                   geo["SLAB"], eps, alpha, ACT=act_code, BATCH_STATS=batch_stats,
-                                   FROM_VAR=not batch_stats, REVERSE=geo["REVERSE"], **blocks)
+    wrap(K.bn_bwd_dx_kernel)[(G * geo["S2"], geo["c_blocks"])](
+        xr, dyr, dx, mean, rstd, weight, bias, sum_g, sum_gx, M, C, R, geo["S2"], geo["SLAB2"], eps,
+        alpha, ACT=act_code, BATCH_STATS=batch_stats, FROM_VAR=not batch_stats, REVERSE=geo["REVERSE"],
+        **blocks)
     return dx, dw, db
 
 

@@ -279,37 +279,48 @@ def test_fused_finalize_gives_the_finalize_kernels_bits(fused_only, monkeypatch,
     dict(shape=(6, 40, 3, 5), act="celu", ghost=4, freeze=True),           # a short last ghost group
     dict(shape=(2, 40, 5, 25), act="silu", training=False),                # eval: dx over running stats
 ], ids=lambda c: f"{'x'.join(map(str, c['shape']))}-g{c.get('ghost', 0)}{'-eval' if 'training' in c else ''}")
-def test_reverse_order_gives_the_same_bits(fused_only, monkeypatch, case):
-    """reverse=1 (apply and dx take their programs' places from the grid's end): every output
-    bit-identical to grid order, each element computed the same way by another program. Outputs
-    start as NaN, so a slab that no program wrote would show."""
+@pytest.mark.parametrize("knobs", [dict(reverse=1), dict(pass2_per_sm=1), dict(pass2_per_sm=24, reverse=1)],
+                         ids=lambda k: ",".join(f"{n}={v}" for n, v in k.items()))
+def test_second_pass_order_and_split_give_the_same_bits(fused_only, monkeypatch, case, knobs):
+    """The second pass (apply, dx) in reverse grid order (reverse=1: programs take their places
+    from the grid's end) or split into its own slabs (pass2_per_sm; in the interpreter, whose
+    "SM count" is 1, the number of programs): every output bit-identical to the defaults, each
+    element computed the same way by another program. Outputs start as NaN, so a row that no
+    program wrote would show."""
     monkeypatch.setattr(bn_act_op, "_empty_cl", lambda x, dtype=None: torch.full_like(
         x, float("nan"), dtype=dtype, memory_format=torch.channels_last))
     record_launches = load_bench("kernels").record_launches
     x = make_input(case["shape"], torch.float16)
     dy = make_input(case["shape"], torch.float16, seed=3)
-    results, launched = [], []
-    for reverse in (0, 1):
+    results = []
+    for tuning in ({}, knobs):
         with monkeypatch.context() as m:
-            m.setitem(bn_act_op.GPU_TUNING, "reverse", reverse)
+            m.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, **tuning})
             bn, _ = make_pair(case["shape"][1], case["act"], case.get("ghost", 0), case.get("freeze", False))
             bn.train(case.get("training", True))
             out = []
             calls = record_launches(lambda: out.append(run(bn, x, dy)))
             y, dx, g = out[0]
-        launched += [(grid, kw["REVERSE"]) for name, _, grid, _, kw in calls
-                     if name in ("bn_apply_kernel", "bn_bwd_dx_kernel")]
         assert not (y.isnan().any() or dx.isnan().any())
         results.append([y, dx, g["bias"], bn.running_mean, bn.running_var]
                        + ([] if case.get("freeze") else [g["weight"]]))
-    for plain, reversed_ in zip(*results):
-        assert torch.equal(plain, reversed_)
+    for default, changed in zip(*results):
+        assert torch.equal(default, changed)
+    second = [(grid, kw["REVERSE"]) for name, _, grid, _, kw in calls
+              if name in ("bn_apply_kernel", "bn_bwd_dx_kernel")]
+    first = [grid for name, _, grid, _, _ in calls if name in ("bn_stats_kernel", "bn_bwd_reduce_kernel")]
     # Reversed where there is a first pass to follow: training apply and every dx, not eval's apply.
     training = case.get("training", True)
-    assert [r for _, r in launched] == [False, False, training, True]
-    assert all(grid[0] * grid[1] > 1 for grid, _ in launched)       # more than one program to reorder
-    if case["shape"][1] > 64:
-        assert all(grid[1] > 1 for grid, _ in launched)             # and more than one channel block
+    assert [r for _, r in second] == [training and "reverse" in knobs, "reverse" in knobs]
+    groups = -(-case["shape"][0] // case.get("ghost", 0)) if case.get("ghost") else 1
+    for grid, _ in second:
+        assert grid[1] == first[-1][1] and grid[1] == -(-case["shape"][1] // 64)   # channel blocks
+        if knobs.get("pass2_per_sm") == 1:      # one slab per group, where the reductions have several
+            assert grid[0] == groups < first[-1][0]
+        elif "pass2_per_sm" in knobs:
+            assert grid[0] >= first[-1][0]
+        else:
+            assert grid[0] == first[-1][0] and grid[0] * grid[1] > 1        # more than one program to reorder
 
 
 def test_l2_model_matches_the_lru_closed_forms():
@@ -790,8 +801,9 @@ def test_parse_tuning_accepts_knobs_and_rejects_bad_ones():
                                                                                  programs_per_sm=3)
     assert bn_act_op.parse_tuning("acc2d=0,finalize_c=8,block_p=512,stages=3,fuse_finalize=1,reverse=1") == dict(
         acc2d=0, finalize_c=8, block_p=512, stages=3, fuse_finalize=1, reverse=1)
+    assert bn_act_op.parse_tuning("pass2_per_sm=0,pass2_per_sm=8") == dict(pass2_per_sm=8)   # 0: as the reductions
     for bad in ("tile=3000", "warps=0", "tiles=1024", "tile", "warps=four", "acc2d=2", "finalize_c=12",
-                "programs_per_sm=0", "stages=0", "fuse_finalize=2", "reverse=2"):
+                "programs_per_sm=0", "stages=0", "fuse_finalize=2", "reverse=2", "pass2_per_sm=-1", "pass2_per_sm=3000x"):
         with pytest.raises(ValueError, match="FASTRES_BN_TUNING"):
             bn_act_op.parse_tuning(bad)
 
@@ -814,7 +826,8 @@ def test_gpu_real_sizes(shape, ghost, act):
                                     dict(acc2d=1), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1),
                                     dict(stages=3), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1, stages=4),
                                     dict(fuse_finalize=1), dict(fuse_finalize=1, stages=3, finalize_c=8),
-                                    dict(reverse=1, stages=3)])
+                                    dict(reverse=1, stages=3), dict(pass2_per_sm=16),
+                                    dict(programs_per_sm=2, pass2_per_sm=8, reverse=1)])
 def test_gpu_other_launch_knobs(tuning, monkeypatch):
     # bench/kernels.py --sweep may hand any grid point to training via FASTRES_BN_TUNING.
     monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, **tuning})
