@@ -79,7 +79,7 @@ SMOKE_NETS = [("smoke", 4, [(40, 5, "celu", 0.3, 0, 1), (64, 3, "celu", 0.3, 0, 
 EPS, MOMENTUM = 1e-5, 0.1
 # --sweep's stages: each times its knob sets over the best configuration so far (the first over
 # the defaults), skipping any already timed. Each new tile, warps, stages, acc2d or finalize
-# setting compiles the kernels anew, so the grid stays at about 30 points. 1: the tile, warps
+# setting compiles the kernels anew, so the grid stays at about 32 points. 1: the tile, warps
 # and programs per SM, without and with software-pipelined row loops (stages 3), since
 # pipelining changes how many programs and how large a tile keep the memory busy. 2: the other
 # pipelining depths, and the element-wise reductions (acc2d). 3: the finalize tile (block_p
@@ -91,7 +91,9 @@ EPS, MOMENTUM = 1e-5, 0.1
 # per SM the grid's last quarter would run as a second wave, hiding what the knob itself does.
 # 4: the second pass (apply, dx) with more programs than the reductions (pass2_per_sm, in
 # bn_act_op): 8 and 16 per SM, as many as its registers let fit (4-10 of 4 warps at the default
-# tile) or more in a second wave; a runtime grid, nothing compiles anew. 5: the second pass in
+# tile) or more in a second wave, with the reductions' programs per SM as the best has them
+# and at 2 (fewer partials to finalize, now that the second pass no longer follows them);
+# runtime grids, nothing compiles anew. 5: the second pass in
 # reverse grid order (bn_act_kernels.py, "L2 reuse"); it changes which rows are still cached, so
 # it is timed last, over the best launch shape.
 SWEEP_STAGES = [
@@ -101,7 +103,7 @@ SWEEP_STAGES = [
      dict(acc2d=1, stages=4, programs_per_sm=3)],
     [*(dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p, c in ((128, 32), (512, 8))),
      dict(block_p=128, finalize_c=32, fuse_finalize=1, programs_per_sm=3)],
-    [dict(pass2_per_sm=8), dict(pass2_per_sm=16)],
+    [*(dict(pass2_per_sm=q) for q in (8, 16)), *(dict(programs_per_sm=2, pass2_per_sm=q) for q in (8, 16))],
     [dict(reverse=1)],
 ]
 SMOKE_STAGES = [
@@ -393,11 +395,17 @@ def step_ms_as_in_training(timer, device, dtype, nets, freeze: bool) -> float:
 # defaults' own point is biased upwards; the confirmed speed-up (means of the fresh timings) is
 # not, and gpu_check.sh adopts the best on it. The confirmation also times each layer's forward
 # and backward with the L2 cache as a training step leaves it (_training_cache_ms), where the
-# grid's back-to-back replays of one layer leave its own rows cached. CONFIRM_TWINS: knobs under a written prediction
-# (bench/results/2026-11-28-next-gpu-run-protocol.md, addendum 3) whose flipped twin of the best
-# is timed in the same rounds, so the prediction is judged on a paired comparison.
+# grid's back-to-back replays of one layer leave its own rows cached. CONFIRM_TWINS: knobs under
+# a written prediction (bench/results/2026-11-28-next-gpu-run-protocol.md, addenda 3 and 4), each
+# with two values: the best with the knob at the other value (the first, where the best has
+# neither) is timed in the same rounds, so the prediction is judged on a paired comparison.
 CONFIRM_ROUNDS = 3
-CONFIRM_TWINS = ("reverse",)
+CONFIRM_TWINS = {"reverse": (0, 1), "pass2_per_sm": (0, 16)}
+
+
+def confirm_twins(best: dict) -> list[dict]:
+    """The best with each CONFIRM_TWINS knob moved to its other value, one knob at a time."""
+    return [{**best, k: pair[best[k] == pair[0]]} for k, pair in CONFIRM_TWINS.items() if k in best]
 
 
 def confirm(timer, device, dtype, nets, freeze: bool, configs: list[dict], rounds: int) -> list[dict]:
@@ -441,7 +449,7 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
         if fastest() and rounds:
             best = fastest()["tuning"]
             configs = []
-            for c in (default, best, *({**best, k: 1 - best[k]} for k in CONFIRM_TWINS if k in best)):
+            for c in (default, best, *confirm_twins(best)):
                 if c not in configs:
                     configs.append(c)
             try:

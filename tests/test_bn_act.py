@@ -688,10 +688,11 @@ def test_sweep_times_the_defaults_first_and_keeps_what_it_timed_when_interrupted
 
 
 def test_sweep_confirms_the_best_against_the_defaults_with_fresh_paired_timings(monkeypatch):
-    """After the stages, the defaults, the best and the best with `reverse` flipped are timed
-    again in turn; the confirmed speed-up is the ratio of those means, not of the grid's lucky
-    minimum. Fake timings: tile 4096 is 1 ms faster, reverse 0.5 ms, and the first timing of
-    the tile-4096 point is 2 ms luckier than its later ones (the winner's curse)."""
+    """After the stages, the defaults, the best and its twins (`reverse` flipped; `pass2_per_sm`
+    at 0, or 16 where the best has 0) are timed again in turn; the confirmed speed-up is the
+    ratio of those means, not of the grid's lucky minimum. Fake timings: tile 4096 is 1 ms
+    faster, reverse 0.5 ms, pass2_per_sm=16 0.25 ms, and the first timing of the best grid point
+    is 2 ms luckier than its later ones (the winner's curse)."""
     bench = load_bench("kernels")
     before = dict(bn_act_op.GPU_TUNING)
     seen = []
@@ -699,19 +700,21 @@ def test_sweep_confirms_the_best_against_the_defaults_with_fresh_paired_timings(
     def step_ms(*_):
         t = dict(bn_act_op.GPU_TUNING)
         seen.append(t)
-        ms = 10.0 - (t["tile"] == 4096) - 0.5 * t["reverse"]
-        lucky = t["tile"] == 4096 and not t["reverse"] and seen.count(t) == 1
+        ms = 10.0 - (t["tile"] == 4096) - 0.5 * t["reverse"] - 0.25 * (t["pass2_per_sm"] == 16)
+        lucky = t["tile"] == 4096 and not t["reverse"] and t["pass2_per_sm"] == 8 and seen.count(t) == 1
         return ms - 2.0 * lucky
     monkeypatch.setattr(bench, "fused_step_ms", step_ms)
-    stages = [[dict(tile=before["tile"]), dict(tile=4096), dict(warps=8)], [dict(reverse=1)]]
+    stages = [[dict(tile=before["tile"]), dict(tile=4096), dict(warps=8)], [dict(pass2_per_sm=8)], [dict(reverse=1)]]
     result = bench.sweep(None, "cpu", torch.float32, [], True, stages, rounds=2)
     assert bn_act_op.GPU_TUNING == before and result["complete"]
-    best = {**before, "tile": 4096}
+    best = {**before, "tile": 4096, "pass2_per_sm": 8}
     assert result["best"]["tuning"] == best and result["best"]["step_ms"] == 7.0      # the lucky timing
-    twin = {**best, "reverse": 1}
-    assert seen[-6:] == [before, best, twin] * 2
-    assert [c["tuning"] for c in result["confirm"]] == [before, best, twin]
-    assert [c["mean_ms"] for c in result["confirm"]] == [10.0, 9.0, 8.5]
+    twins = [{**best, "reverse": 1}, {**best, "pass2_per_sm": 0}]    # pass2_per_sm 8 is neither 0 nor 16
+    assert seen[-8:] == [before, best, *twins] * 2
+    assert [c["tuning"] for c in result["confirm"]] == [before, best, *twins]
+    assert [c["mean_ms"] for c in result["confirm"]] == [10.0, 9.0, 8.5, 9.0]
+    assert bench.confirm_twins({"reverse": 1, "pass2_per_sm": 0, "tile": 1}) == [
+        {"reverse": 0, "pass2_per_sm": 0, "tile": 1}, {"reverse": 1, "pass2_per_sm": 16, "tile": 1}]
     assert result["best_speedup"] == 10.0 / 7.0 and result["confirmed_speedup"] == 10.0 / 9.0
 
 
