@@ -19,11 +19,13 @@ all). --ghost overrides every layer's ghost-batch size.
 --sweep times the fused op's forward + backward summed over all layers (one training step's
 BN work per recipe, summed) for each launch configuration of SWEEP_STAGES, in five stages that
 each start from the best so far (tile, warps, programs per SM and pipelining; pipelining depth
-and acc2d; the finalize tile, with the finalize kernels or fused; more programs for the second
-pass; the second pass in reverse grid order, for L2 reuse), and reports the fastest; then it times the defaults and the fastest
-again, in turn (CONFIRM_ROUNDS) and with the L2 cache as a training step leaves it, for a
-speed-up that is neither the grid's luckiest timing nor helped by a layer's own replays. Its
-knobs can be given to training as FASTRES_BN_TUNING="tile=...,warps=...,stages=...,...".
+and acc2d; more programs for the second pass; the second pass in reverse grid order, for L2
+reuse; the finalize tile, with the finalize kernels or fused), and reports the fastest; then it
+times the defaults and the fastest again, in turn (CONFIRM_ROUNDS) and with the L2 cache as a
+training step leaves it, for a speed-up that is neither the grid's luckiest timing nor helped
+by a layer's own replays. --sweep-seconds stops starting knob sets after that long (the
+confirmation still runs). Its knobs can be given to training as
+FASTRES_BN_TUNING="tile=...,warps=...,stages=...,...".
 On a GPU the sweep times CUDA-graph replays: the knobs change the GPU's work, not the host's,
 and launched from the host these layers are host-bound (the first H100 run, 2026-11-28, timed
 host launches and picked knobs from noise).
@@ -78,40 +80,41 @@ GEOMETRY = {"cifar10": (3, 32), "fashion-mnist": (1, 28)}     # input channels, 
 SMOKE_NETS = [("smoke", 4, [(40, 5, "celu", 0.3, 0, 1), (64, 3, "celu", 0.3, 0, 2)])]
 EPS, MOMENTUM = 1e-5, 0.1
 # --sweep's stages: each times its knob sets over the best configuration so far (the first over
-# the defaults), skipping any already timed. Each new tile, warps, stages, acc2d or finalize
-# setting compiles the kernels anew, so the grid stays at about 32 points. 1: the tile, warps
-# and programs per SM, without and with software-pipelined row loops (stages 3), since
-# pipelining changes how many programs and how large a tile keep the memory busy. 2: the other
-# pipelining depths, and the element-wise reductions (acc2d). 3: the finalize tile (block_p
-# partials x finalize_c channels; the default 128 x 32 gives a C = 64 layer two finalize
-# programs), in the finalize kernels or fused into the reductions' last programs. Two points
-# run at 3 programs per SM: where a kernel needs more than 128 registers at the default tile
-# (bench/compile_check.py at 3f13bfc: acc2d at stages 4 on C = 64, 139; the statistics kernel
-# with the fused finalize's tail, 142-154), only 3 programs of 4 warps fit on an SM, and at 4
-# per SM the grid's last quarter would run as a second wave, hiding what the knob itself does.
-# 4: the second pass (apply, dx) with more programs than the reductions (pass2_per_sm, in
-# bn_act_op): 8 and 16 per SM, as many as its registers let fit (4-10 of 4 warps at the default
-# tile) or more in a second wave, with the reductions' programs per SM as the best has them
-# and at 2 (fewer partials to finalize, now that the second pass no longer follows them);
-# runtime grids, nothing compiles anew. 5: the second pass in
-# reverse grid order (bn_act_kernels.py, "L2 reuse"); it changes which rows are still cached, so
-# it is timed last, over the best launch shape.
+# the defaults), skipping any already timed. Each new tile, warps, stages, acc2d, reverse or
+# finalize setting compiles the kernels anew, so the grid stays at about 32 points, and the
+# stages that compile least come before the finalize's, which a sweep out of time (gpu_check's
+# --sweep-seconds) drops first. 1: the tile, warps and programs per SM, without and with
+# software-pipelined row loops (stages 3), since pipelining changes how many programs and how
+# large a tile keep the memory busy. 2: the other pipelining depths, and the element-wise
+# reductions (acc2d). 3: the second pass (apply, dx) with more programs than the reductions
+# (pass2_per_sm, in bn_act_op): 8 and 16 per SM, as many as its registers let fit (4-10 of 4
+# warps at the default tile) or more in a second wave, with the reductions' programs per SM as
+# the best has them and at 2 (fewer partials to finalize, now that the second pass no longer
+# follows them); runtime grids, nothing compiles anew. 4: the second pass in reverse grid order
+# (bn_act_kernels.py, "L2 reuse"), over the best launch shape, since that shape decides which
+# rows are still cached. 5: the finalize tile (block_p partials x finalize_c channels; the
+# default 128 x 32 gives a C = 64 layer two finalize programs), in the finalize kernels or fused
+# into the reductions' last programs. Two points run at 3 programs per SM: where a kernel needs
+# more than 128 registers at the default tile (bench/compile_check.py at 3f13bfc: acc2d at
+# stages 4 on C = 64, 139; the statistics kernel with the fused finalize's tail, 142-154), only
+# 3 programs of 4 warps fit on an SM, and at 4 per SM the grid's last quarter would run as a
+# second wave, hiding what the knob itself does.
 SWEEP_STAGES = [
     [dict(tile=t, warps=w, programs_per_sm=p, stages=s)
      for s in (1, 3) for t in (2048, 4096) for w in (4, 8) for p in (2, 4)],
     [dict(stages=2), dict(stages=4), dict(acc2d=1), dict(acc2d=1, stages=2), dict(acc2d=1, stages=4),
      dict(acc2d=1, stages=4, programs_per_sm=3)],
-    [*(dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p, c in ((128, 32), (512, 8))),
-     dict(block_p=128, finalize_c=32, fuse_finalize=1, programs_per_sm=3)],
     [*(dict(pass2_per_sm=q) for q in (8, 16)), *(dict(programs_per_sm=2, pass2_per_sm=q) for q in (8, 16))],
     [dict(reverse=1)],
+    [*(dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p, c in ((128, 32), (512, 8))),
+     dict(block_p=128, finalize_c=32, fuse_finalize=1, programs_per_sm=3)],
 ]
 SMOKE_STAGES = [
     [dict(tile=2048, warps=4, programs_per_sm=4, stages=1), dict(tile=1024, warps=8, programs_per_sm=2, stages=3)],
     [dict(acc2d=1, stages=2)],
-    [dict(block_p=4, finalize_c=32), dict(block_p=8, finalize_c=8, fuse_finalize=1)],
     [dict(pass2_per_sm=16)],
     [dict(reverse=1)],
+    [dict(block_p=4, finalize_c=32), dict(block_p=8, finalize_c=8, fuse_finalize=1)],
 ]
 
 
@@ -419,13 +422,17 @@ def confirm(timer, device, dtype, nets, freeze: bool, configs: list[dict], round
     return [{"tuning": c, "step_ms": t, "mean_ms": sum(t) / len(t)} for c, t in zip(configs, times)]
 
 
-def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], rounds: int = CONFIRM_ROUNDS) -> dict:
+def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], rounds: int = CONFIRM_ROUNDS,
+          seconds: float | None = None) -> dict:
     """Time each stage's knob sets over the best configuration so far (the first stage's over
     the defaults), skipping configurations already timed, then confirm the best against the
-    defaults (see CONFIRM_ROUNDS); restore GPU_TUNING afterwards. Interrupted (gpu_check.sh's
+    defaults (see CONFIRM_ROUNDS); restore GPU_TUNING afterwards. After `seconds` it starts no
+    more knob sets (listed as `not_timed`, the sweep incomplete) but still confirms what it has,
+    so that a caller with a deadline keeps time for what follows. Interrupted (gpu_check.sh's
     deadline sends SIGINT), it returns what it timed, incomplete and unconfirmed."""
     default = dict(bn_act_op.GPU_TUNING)
-    rows, complete, confirmed, confirm_error = [], True, None, None
+    rows, complete, confirmed, confirm_error, not_timed = [], True, None, None, []
+    start = time.perf_counter()
 
     def fastest():
         return min((r for r in rows if "step_ms" in r), key=lambda r: r["step_ms"], default=None)
@@ -437,6 +444,9 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
             for knobs in knob_list:
                 bn_act_op.GPU_TUNING.update(base, **knobs)
                 if any(r["tuning"] == bn_act_op.GPU_TUNING for r in rows):
+                    continue
+                if seconds is not None and time.perf_counter() - start > seconds and rows:
+                    not_timed.append({"stage": stage, "knobs": knobs})
                     continue
                 row = {"tuning": dict(bn_act_op.GPU_TUNING), "stage": stage}
                 try:
@@ -459,6 +469,9 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
                 print(f"  confirmation failed: {confirm_error}")
             for c in confirmed or []:
                 print(f"  confirm {c['tuning']}: " + ", ".join(f"{t:.3f}" for t in c["step_ms"]) + " ms")
+        if not_timed:
+            complete = False
+            print(f"sweep: time budget of {seconds:.0f} s spent; {len(not_timed)} knob sets not timed")
     except KeyboardInterrupt:
         complete = False
         print(f"sweep interrupted after {len(rows)} configurations")
@@ -471,6 +484,7 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
     own = next((r for r in rows if r["tuning"] == default), None)
     base = own.get("step_ms") if own else fused_step_ms(timer, device, dtype, nets, freeze) if complete else None
     out = {"default": default, "default_step_ms": base, "configs": rows, "complete": complete,
+           "not_timed": not_timed,
            "confirm": confirmed, "confirmed_speedup": None, "confirm_error": confirm_error,
            "confirm_cache": "as in training" if device == "cuda" else "none (interpreter)"}
     best = fastest()
@@ -513,6 +527,8 @@ def main(argv=None) -> dict:
     p.add_argument("--trainable-scale", action="store_true", help="train gamma (recipes freeze it)")
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--sweep", action="store_true", help="time the fused op over SWEEP_STAGES' launch knobs only")
+    p.add_argument("--sweep-seconds", type=float, help="--sweep: start no knob set after this many seconds "
+                   "(the confirmation still runs)")
     p.add_argument("--no-graphs", action="store_true", help="GPU: skip the CUDA-graph replay timings")
     p.add_argument("--compile-mode", default="inductor", help="torch.compile backend for (c)")
     for knob, default in bn_act_op.GPU_TUNING.items():
@@ -549,7 +565,7 @@ def main(argv=None) -> dict:
                   "freeze_scale": not args.trainable_scale, "smoke": args.smoke, "nets": nets,
                   "graphs": device == "cuda",        # fused_step_ms times CUDA-graph replays on a GPU
                   **sweep(timer, device, dtype, nets, not args.trainable_scale,
-                           SMOKE_STAGES if args.smoke else SWEEP_STAGES)}
+                           SMOKE_STAGES if args.smoke else SWEEP_STAGES, seconds=args.sweep_seconds)}
         return write(result, args.out)
     header = f"{'layer':>30} {'MB':>6} | " + " | ".join(
         f"{v:>8} fwd/bwd ms   GB/s (%copy)" for v in ("fused", "eager", "compiled"))

@@ -91,6 +91,9 @@ def sweep_row(d: dict) -> tuple[str, str, str, str]:
                      f"{d['best_speedup']:.2f}x (single timings)")
     failed = sum("error" in r for r in d["configs"])
     runs = f"{len(d['configs'])} configurations" + (f" ({failed} failed)" if failed else "")
+    if d.get("not_timed"):      # the grid's time budget ran out (gpu_check's --sweep-seconds)
+        runs += f", {len(d['not_timed'])} not timed (time budget; stages " + \
+            ", ".join(map(str, sorted({n["stage"] for n in d["not_timed"]}))) + ")"
     if d.get("confirm"):
         rounds = len(d["confirm"][0]["step_ms"])
         cache = ", the L2 cache as in training" if d.get("confirm_cache") == "as in training" else ""

@@ -718,6 +718,29 @@ def test_sweep_confirms_the_best_against_the_defaults_with_fresh_paired_timings(
     assert result["best_speedup"] == 10.0 / 7.0 and result["confirmed_speedup"] == 10.0 / 9.0
 
 
+def test_sweep_stops_starting_knob_sets_after_its_time_budget_and_still_confirms(monkeypatch):
+    """--sweep-seconds: a fake clock advances 1 s per timing; with 2.5 s the sweep times three
+    knob sets, lists the rest as not timed (incomplete), and confirms its best of those."""
+    bench = load_bench("kernels")
+    before = dict(bn_act_op.GPU_TUNING)
+    clock = [0.0]
+
+    def step_ms(*_):
+        clock[0] += 1.0
+        return 10.0 - (bn_act_op.GPU_TUNING["tile"] == 4096) - 0.5 * (bn_act_op.GPU_TUNING["warps"] == 8)
+    monkeypatch.setattr(bench, "fused_step_ms", step_ms)
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    stages = [[dict(tile=before["tile"]), dict(tile=4096), dict(warps=8)], [dict(stages=3), dict(reverse=1)]]
+    result = bench.sweep(None, "cpu", torch.float32, [], True, stages, rounds=1, seconds=2.5)
+    assert [r["tuning"] for r in result["configs"]] == [before, {**before, "tile": 4096}, {**before, "warps": 8}]
+    assert result["not_timed"] == [{"stage": 2, "knobs": dict(stages=3)}, {"stage": 2, "knobs": dict(reverse=1)}]
+    assert not result["complete"] and result["best"]["tuning"] == {**before, "tile": 4096}
+    assert result["confirmed_speedup"] == 10.0 / 9.0 and bn_act_op.GPU_TUNING == before
+    # no budget: every knob set is timed
+    result = bench.sweep(None, "cpu", torch.float32, [], True, stages, rounds=1)
+    assert result["complete"] and result["not_timed"] == [] and len(result["configs"]) == 5
+
+
 def test_sweep_keeps_its_timings_when_a_knob_set_or_the_confirmation_fails(monkeypatch):
     """A knob set that raises is recorded with its error and skipped; a confirmation that raises
     leaves the grid's timings, best and (unconfirmed) speed-up in the result."""

@@ -106,7 +106,8 @@ def test_sweep_rows_old_and_confirmed(tmp_path, capsys):
     new = tmp_path / "2026-12-03-h200-abc1234-kernel-sweep.json"
     new.write_text(json.dumps({
         "benchmark": "bn_act_sweep", "device": "NVIDIA H200", "torch": "2.11.0", "triton": "3.6.0",
-        "nets": [["cifar10-94", 1024, []]], "graphs": True, "complete": True, "default": default,
+        "nets": [["cifar10-94", 1024, []]], "graphs": True, "complete": False, "default": default,
+        "not_timed": [{"stage": 5, "knobs": {"block_p": 512}}, {"stage": 5, "knobs": {"fuse_finalize": 1}}],
         "default_step_ms": 0.9, "configs": [{"tuning": default, "step_ms": 0.9}, {"tuning": best, "step_ms": 0.7},
                                             {"tuning": {**default, "warps": 8}, "error": "RuntimeError: x"}],
         "best": {"tuning": best, "step_ms": 0.7}, "best_speedup": 0.9 / 0.7,
@@ -122,8 +123,9 @@ def test_sweep_rows_old_and_confirmed(tmp_path, capsys):
         "training step launched from the host: defaults 10.806 ms; best `programs_per_sm=8` 9.260 ms = 1.17x "
         "(single timings) |")
     assert rows[1] == (
-        "| launch-knob sweep of the fused BN op (`bench/kernels.py --sweep`, cifar10-94) | NVIDIA H200, torch 2.11.0, "
-        "triton 3.6.0 | 2026-12-03 | abc1234 | 3 configurations (1 failed), then 3 of them x 2 | BN fwd+bwd per training step "
+        "| launch-knob sweep of the fused BN op (`bench/kernels.py --sweep`, cifar10-94, cut short) | NVIDIA H200, "
+        "torch 2.11.0, triton 3.6.0 | 2026-12-03 | abc1234 | 3 configurations (1 failed), 2 not timed (time budget; "
+        "stages 5), then 3 of them x 2 | BN fwd+bwd per training step "
         "as CUDA graphs: defaults 0.900 ms; best `tile=4096` 0.700 ms = 1.29x (single timings); confirmed (2 rounds "
         "in turn, means, the L2 cache as in training): the defaults 0.910 ms, `tile=4096` 0.810 ms, `tile=4096,reverse=1` 0.760 ms; confirmed "
         f"speed-up of the best over the defaults 1.12x | `{new.as_posix()}` |")
