@@ -9,7 +9,7 @@ Data layout: a channels-last activation [N, C, H, W] is the row-major matrix [M 
 so a tile [BLOCK_M, BLOCK_C] reads BLOCK_M contiguous row segments (coalesced), unlike the
 one-program-per-channel kernels of attorch/FlagGems that walk M with stride C.
 
-Work split (the same in every kernel over [M, C]): rows form G statistics groups of R rows
+Work split (how every kernel over [M, C] walks its rows): rows form G statistics groups of R rows
 (ghost batch norm; G = 1, R = M otherwise; the last group may be shorter); each group is cut
 into S slabs of SLAB rows; program (p, cb) with p = g*S + s walks slab s of group g in BLOCK_M
 steps for channel block cb. Reductions write one fp32 partial per program into [G*S, C]

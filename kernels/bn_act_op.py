@@ -95,7 +95,7 @@ def parse_tuning(text: str) -> dict:
         n = int(value)
         if key in SWITCHES and n not in (0, 1):
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be 0 or 1, got {n}")
-        if key not in (*SWITCHES, "pass2_per_sm") and n < 1:       # (digits only: never < 0)
+        if key not in (*SWITCHES, "pass2_per_sm") and n < 1:   # pass2_per_sm may be 0 (digits: never < 0)
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be >= 1, got {n}")
         if key in ("tile", "warps", "block_p", "finalize_c") and n & (n - 1):
             raise ValueError(f"FASTRES_BN_TUNING: {key} must be a power of two, got {n}")
@@ -141,7 +141,8 @@ def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tu
     (slabs, slab), pass2 = split(target), knobs.get("pass2_per_sm", 0)
     slabs2, slab2 = split(pass2 * sms) if pass2 else (slabs, slab)
     return dict(BLOCK_M=block_m, BLOCK_C=block_c, S=slabs, SLAB=slab, S2=slabs2, SLAB2=slab2,
-                c_blocks=c_blocks, BLOCK_P=block_p, BLOCK_CF=min(knobs.get("finalize_c", 32), block_c), num_warps=warps,
+                c_blocks=c_blocks, BLOCK_P=block_p, BLOCK_CF=min(knobs.get("finalize_c", 32), block_c),
+                num_warps=warps,
                 TWO_D=bool(knobs.get("acc2d", 0)), STAGES=knobs.get("stages", 1),
                 FUSE_FIN=bool(knobs.get("fuse_finalize", 0)), REVERSE=bool(knobs.get("reverse", 0)))
 
