@@ -187,11 +187,12 @@ sweep_knobs() {
   step "fused-kernel launch-knob sweep"
   # The main recipe's net only: each new tile, warps, stages, acc2d or finalize setting compiles
   # the kernels anew for each of its layer shapes (fashion-94's net is the same at half width).
-  # Its grid starts no knob set once the kernel benchmark after it (111 s at 5d9fdd7, now with a
-  # per-kernel breakdown: ~150 s) and its own confirmation (~30 s) would no longer fit.
+  # Its grid starts no knob set once the kernel benchmark after it (111 s at 5d9fdd7; now with a
+  # per-kernel breakdown and timings with the L2 cache as in training: ~170 s) and its own
+  # confirmation (~30 s) would no longer fit.
   local end=$BUDGET sweep_flags=()
   [ "$DEADLINE" -gt 0 ] && end=$DEADLINE
-  local seconds=$((end - SECONDS - 180))
+  local seconds=$((end - SECONDS - 200))
   [ $SMOKE = 0 ] && sweep_flags=(--sweep-seconds $((seconds > 30 ? seconds : 30)))
   if capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --sweep "${sweep_flags[@]}" --recipes cifar10-94 \
       --out "$PREFIX-kernel-sweep.json"; then

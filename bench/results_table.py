@@ -62,6 +62,10 @@ def kernels_row(d: dict) -> tuple[str, str, str, str]:
                 f"compiled (goal 1.3x {'met' if r['goal_1_3x_met'] else 'missed'})")
         if "fused_vs_compiled_graph" in r:
             part += f"; as CUDA graphs {r['fused_vs_compiled_graph']:.2f}x"
+        if "fused_vs_compiled_as_in_training" in r:     # each pass after a training step's L2 set-up
+            t = r["step_ms_as_in_training"]
+            part += (f"; with the L2 cache as in training fused {t['fused']:.3f} ms, compiled {t['compiled']:.3f} ms"
+                     f" = {r['fused_vs_compiled_as_in_training']:.2f}x")
         parts.append(part)
     parts.append(f"copy bandwidth {d['copy_gbs']:.0f} GB/s; layers >= 32 MB at >= 80% of it (forward and "
                  f"backward): {len(s['layers_ge_32MB_at_80pct_copy'])} of {s['layers_ge_32MB']}")

@@ -812,6 +812,49 @@ def test_training_cache_timing_replays_each_pass_after_setting_up_the_cache(monk
     assert torch.equal(graphs[1].out[0], dx_ref) and torch.equal(graphs[0].out[0], y.detach())
 
 
+@pytest.mark.skipif(CUDA, reason="stand-ins for CUDA's graphs and events, in the interpreter")
+@pytest.mark.parametrize("variant", ["fused", "eager", "compiled"])
+def test_each_variant_timed_with_the_l2_cache_as_in_training(variant):
+    """bench/kernels.py's *_as_in_training timings (the kernel benchmark's fused, eager and
+    compiled variants alike): a forward graph (autograd recording) and a backward graph
+    (autograd's gradients of that forward's y), each replayed (warm-up + iters) times after the
+    cache set-up, only the replays between the events; the backward's gradients are autograd's."""
+    bench = load_bench("kernels")
+    clock, graphs = [0.0], []
+
+    class Graph:                          # capture = one call, replay = a call; 1 ms forward, 2 ms backward
+        def __init__(self, fn):
+            self.fn, self.out, self.replays = fn, fn(), 0
+            graphs.append(self)
+
+        def replay(self):
+            self.out, self.replays = self.fn(), self.replays + 1
+            clock[0] += 1.0 if self is graphs[0] else 2.0
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self):
+            self.t = clock[0]
+
+        def elapsed_time(self, end):
+            return end.t - self.t
+
+    fn = bench.variants("gelu", 0.3, 2, "eager")[variant]
+    x, dy, w, b, inputs = bench.layer_tensors("cpu", torch.float32, 4, 40, 5, False)
+    rm, rv = torch.zeros(40), torch.ones(40)
+    evict = bench.l2_evict_buffer("cpu", 1024)
+    assert evict.numel() == 4096
+    timer = bench.Timer("cpu", warmup=1, iters=2)
+    ms = bench.autograd_as_in_training_ms(timer, lambda: fn(x, w, b, rm, rv), x, dy, inputs, evict,
+                                          graph=Graph, event=Event, sync=lambda: None)
+    assert ms == (1.0, 2.0) and [g.replays for g in graphs] == [3, 3]
+    fresh = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    want = torch.autograd.grad(fn(*fresh, rm.clone(), rv.clone()), fresh, dy)
+    assert len(graphs[1].out) == 3 and all(torch.equal(g, r) for g, r in zip(graphs[1].out, want))
+
+
 def test_sweep_reachable_covers_every_path_through_the_stages():
     bench = load_bench("kernels")
     stages = [[dict(tile=1), dict(tile=2)], [dict(acc2d=1, stages=3)], [dict(block_p=8)]]
