@@ -49,9 +49,10 @@
 #   without host, loader and suite); 2. 300 / 330 s, timeout_s 360 (took 189 s: cifar10-94's 25
 #   runs in 157 s with its warm-up); 3. timeout_s = budget_left_s - 60 with the deadline 30 s
 #   under it (took 299 s). Planned for the next run (bench/results/2026-11-28-next-gpu-run-
-#   protocol.md, its 2026-12-02 addendum): 1. kernels, 330 / 350 s, timeout_s 380 (tests ~60 s,
-#   sweep ~100 s, kernel benchmark ~110 s; host cost if time is left); 2. compare, 330 / 340 s,
-#   timeout_s 370; 3. at once, with what is left: --phase host, or the compare runs left.
+#   protocol.md, its addendum 4): 1. kernels, 450 / 470 s, timeout_s 500 (tests ~60-90 s, the
+#   sweep's grid until 200 s before the deadline, its confirmation ~30 s, kernel benchmark
+#   ~170 s); 2. compare, 290 / 300 s, timeout_s 320 (cmp-fused, cmp-torch-bn,
+#   cmp-fused-cudagraphs; the others if time is left); no third call.
 #   Use PYTHONUNBUFFERED=1 ... 2>&1 | tee "$OUT/log" so a call cut short still returns its log.
 #   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/);
 #   python bench/results_table.py bench/results/<those files> prints README's rows for them.
@@ -321,12 +322,14 @@ compare_phase() {
   if [ ${#FUSED_FLAGS[@]} = 0 ]; then
     optional 70 recipe cifar10-94-cmp-fused cifar10-94 $EXTRA_RUNS
     optional 70 recipe cifar10-94-cmp-torch-bn cifar10-94 $EXTRA_RUNS --no-fused-bn
+    # CUDA graphs before triton_op: they remove the host's cost per launch altogether, the direct
+    # test of whether the fused op's host cost holds training back (protocol addendum 4).
+    optional 110 recipe cifar10-94-cmp-fused-cudagraphs cifar10-94 $EXTRA_RUNS --compile-mode reduce-overhead
     if $PY -c "import sys, torch.library as L; sys.exit(not hasattr(L, 'triton_op'))"; then
       FASTRES_BN_OP=triton_op optional 80 recipe cifar10-94-cmp-fused-triton-op cifar10-94 $EXTRA_RUNS
     else
       echo "gpu_check: skipped cifar10-94-cmp-fused-triton-op (FASTRES_BN_OP=triton_op needs torch >= 2.6)"
     fi
-    optional 110 recipe cifar10-94-cmp-fused-cudagraphs cifar10-94 $EXTRA_RUNS --compile-mode reduce-overhead
   else                             # the fused op failed its check: only PyTorch's BN to compare
     optional 70 recipe cifar10-94-cmp-torch-bn cifar10-94 $EXTRA_RUNS
   fi
