@@ -766,20 +766,18 @@ def test_sweep_keeps_its_timings_when_a_knob_set_or_the_confirmation_fails(monke
     assert result["confirm_error"] == "RuntimeError: capture failed"
 
 
-@pytest.mark.skipif(CUDA, reason="stand-ins for CUDA's graphs and events, in the interpreter")
-def test_training_cache_timing_replays_each_pass_after_setting_up_the_cache(monkeypatch):
-    """bench/kernels.py's confirmation timing: per layer a forward and a backward graph, each
-    replayed (warm-up + iters) times after the cache set-up, only the replays between the
-    events; the backward graph is the op's backward for that forward (dx as autograd's)."""
-    bench = load_bench("kernels")
-    clock, graphs, made = [0.0], [], []
+def graph_stand_ins():
+    """Stand-ins for a CUDA graph (capture = one call of fn, replay = another) and CUDA events, on
+    a fake clock: the first graph made costs 1 ms a replay (the forward), later ones 2 ms (the
+    backward). Returns (Graph, Event, the graphs made)."""
+    clock, graphs = [0.0], []
 
-    class Graph:                          # a CUDA graph stand-in: capture = one call, replay = call
+    class Graph:
         def __init__(self, fn):
             self.fn, self.out, self.replays = fn, fn(), 0
             graphs.append(self)
 
-        def replay(self):                 # the forward costs 1 ms a replay, the backward 2 ms
+        def replay(self):
             self.out, self.replays = self.fn(), self.replays + 1
             clock[0] += 1.0 if self is graphs[0] else 2.0
 
@@ -792,7 +790,17 @@ def test_training_cache_timing_replays_each_pass_after_setting_up_the_cache(monk
 
         def elapsed_time(self, end):
             return end.t - self.t
+    return Graph, Event, graphs
 
+
+@pytest.mark.skipif(CUDA, reason="stand-ins for CUDA's graphs and events, in the interpreter")
+def test_training_cache_timing_replays_each_pass_after_setting_up_the_cache(monkeypatch):
+    """bench/kernels.py's confirmation timing: per layer a forward and a backward graph, each
+    replayed (warm-up + iters) times after the cache set-up, only the replays between the
+    events; the backward graph is the op's backward for that forward (dx as autograd's)."""
+    bench = load_bench("kernels")
+    Graph, Event, graphs = graph_stand_ins()
+    made = []
     real_tensors = bench.layer_tensors
 
     def tensors(*args):
@@ -820,27 +828,7 @@ def test_each_variant_timed_with_the_l2_cache_as_in_training(variant):
     (autograd's gradients of that forward's y), each replayed (warm-up + iters) times after the
     cache set-up, only the replays between the events; the backward's gradients are autograd's."""
     bench = load_bench("kernels")
-    clock, graphs = [0.0], []
-
-    class Graph:                          # capture = one call, replay = a call; 1 ms forward, 2 ms backward
-        def __init__(self, fn):
-            self.fn, self.out, self.replays = fn, fn(), 0
-            graphs.append(self)
-
-        def replay(self):
-            self.out, self.replays = self.fn(), self.replays + 1
-            clock[0] += 1.0 if self is graphs[0] else 2.0
-
-    class Event:
-        def __init__(self, enable_timing):
-            assert enable_timing
-
-        def record(self):
-            self.t = clock[0]
-
-        def elapsed_time(self, end):
-            return end.t - self.t
-
+    Graph, Event, graphs = graph_stand_ins()
     fn = bench.variants("gelu", 0.3, 2, "eager")[variant]
     x, dy, w, b, inputs = bench.layer_tensors("cpu", torch.float32, 4, 40, 5, False)
     rm, rv = torch.zeros(40), torch.ones(40)
