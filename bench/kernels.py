@@ -558,17 +558,13 @@ def step_summary(net: str, batch: int, totals: dict, graph_totals: dict, train_t
     out = {"batch": batch, "step_ms": totals, "fused_vs_compiled": speedup, "goal_1_3x_met": speedup >= 1.3}
     print(f"{net} (batch {batch}), BN fwd+bwd per training step, launched from the host: " +
           ", ".join(f"{k} {v:.3f} ms" for k, v in totals.items()) + f"; fused vs compiled {speedup:.2f}x (goal >= 1.3x)")
-    if graph_totals:                # every layer of the net replayed as a CUDA graph, every variant
-        g = graph_totals["compiled"] / graph_totals["fused"]
-        out.update(step_ms_graph=graph_totals, fused_vs_compiled_graph=g, goal_1_3x_met_graph=g >= 1.3)
-        print(f"{net}, the same replayed as CUDA graphs (GPU time only): " +
-              ", ".join(f"{k} {v:.3f} ms" for k, v in graph_totals.items()) + f"; fused vs compiled {g:.2f}x")
-    if train_totals:                # the same, each pass after the L2 set-up of a training step
-        g = train_totals["compiled"] / train_totals["fused"]
-        out.update(step_ms_as_in_training=train_totals, fused_vs_compiled_as_in_training=g,
-                   goal_1_3x_met_as_in_training=g >= 1.3)
-        print(f"{net}, the same with the L2 cache as a training step leaves it: " +
-              ", ".join(f"{k} {v:.3f} ms" for k, v in train_totals.items()) + f"; fused vs compiled {g:.2f}x")
+    for key, t, how in (("graph", graph_totals, "replayed as CUDA graphs (GPU time only)"),
+                        ("as_in_training", train_totals, "with the L2 cache as a training step leaves it")):
+        if t:                       # every layer of the net timed this way, every variant
+            g = t["compiled"] / t["fused"]
+            out.update({f"step_ms_{key}": t, f"fused_vs_compiled_{key}": g, f"goal_1_3x_met_{key}": g >= 1.3})
+            print(f"{net}, the same {how}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in t.items())
+                  + f"; fused vs compiled {g:.2f}x")
     return out
 
 
