@@ -843,6 +843,102 @@ def test_each_variant_timed_with_the_l2_cache_as_in_training(variant):
     assert len(graphs[1].out) == 3 and all(torch.equal(g, r) for g, r in zip(graphs[1].out, want))
 
 
+def clock_stand_ins():
+    """Stand-ins for a CUDA graph (capture = one call of fn, replay = another) and CUDA events
+    on a fake clock that only the code under test advances. Returns (Graph, Event, clock, graphs)."""
+    clock, graphs = [0.0], []
+
+    class Graph:
+        def __init__(self, fn):
+            self.fn, self.replays = fn, 0
+            fn()
+            graphs.append(self)
+
+        def replay(self):
+            self.fn()
+            self.replays += 1
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self):
+            self.t = clock[0]
+
+        def elapsed_time(self, end):
+            return end.t - self.t
+    return Graph, Event, clock, graphs
+
+
+@pytest.mark.skipif(CUDA, reason="stand-ins for CUDA's graphs and events")
+def test_in_sequence_timing_gives_each_launch_the_time_it_adds_to_its_pass():
+    """bench/kernels.py's in_sequence_us: per pass a graph of its first k launches for k = 0..n,
+    each replayed (warm-up + iters) times after the cache set-up (its pass's input rewritten);
+    launch k's time is the difference of the means with k and k - 1 launches. Fake launches
+    advance a fake clock by known milliseconds, the second by more on its first call of each
+    round (a slow replay the means average out)."""
+    bench = load_bench("kernels")
+    Graph, Event, clock, graphs = clock_stand_ins()
+    calls = []
+
+    def launch(ms):
+        def run():
+            calls.append(ms)
+            clock[0] += ms
+        return run
+    x, dy = torch.ones(3), torch.ones(2)
+    written = []
+    x.mul_ = lambda v: written.append("x")          # the cache set-up rewrites the pass's input
+    dy.mul_ = lambda v: written.append("dy")
+    passes = [([launch(0.004), launch(0.010), launch(0.020)], x), ([launch(0.030), launch(0.002)], dy)]
+    timer = bench.Timer("cpu", warmup=1, iters=4)
+    us = bench.in_sequence_us(timer, passes, bench.l2_evict_buffer("cpu", 64), graph=Graph, event=Event,
+                              sync=lambda: None)
+    assert [[round(u, 6) for u in part] for part in us] == [[4.0, 10.0, 20.0], [30.0, 2.0]]
+    assert len(graphs) == 4 + 3 and all(g.replays == 5 for g in graphs)      # k = 0..n per pass
+    assert written == (["x"] * 4 + ["dy"] * 3) * 5
+
+
+@pytest.mark.skipif(CUDA, reason="stand-ins for CUDA's graphs and events, in the interpreter")
+@pytest.mark.parametrize("fuse_finalize", [0, 1])
+def test_kernels_in_sequence_times_the_ops_own_launches_in_order(monkeypatch, fuse_finalize):
+    """bench/kernels.py's kernels_in_sequence on the fused op (interpreter): the op's Triton
+    kernels, each made to advance the fake clock by its own cost, come back in launch order with
+    their own costs, the forward's as one pass (x rewritten before each replay) and the
+    backward's as another (dy rewritten)."""
+    bench = load_bench("kernels")
+    Graph, Event, clock, _ = clock_stand_ins()
+    costs = {"bn_stats_kernel": 0.001, "bn_finalize_kernel": 0.002, "bn_apply_kernel": 0.004,
+             "bn_bwd_reduce_kernel": 0.008, "bn_bwd_finalize_kernel": 0.016, "bn_bwd_dx_kernel": 0.032}
+
+    class Costed:
+        def __init__(self, name):
+            self.name, self.kernel = name, getattr(bn_act_op.K, name)
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                clock[0] += costs[self.name]
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+    for name in costs:
+        monkeypatch.setattr(bn_act_op.K, name, Costed(name))
+    monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, "fuse_finalize": fuse_finalize})
+    x, dy, w, b, inputs = bench.layer_tensors("cpu", torch.float32, 4, 40, 5, True)
+    written = []
+    x.mul_ = lambda v: written.append("x")
+    dy.mul_ = lambda v: written.append("dy")
+    fn = bench.variants("gelu", 0.3, 0, "eager")["fused"]
+    rm, rv = torch.zeros(40), torch.ones(40)
+    timer = bench.Timer("cpu", warmup=1, iters=2)
+    us = bench.kernels_in_sequence(timer, lambda: torch.autograd.grad(fn(x, w, b, rm, rv), inputs, dy), x, dy,
+                                   bench.l2_evict_buffer("cpu", 64), graph=Graph, event=Event, sync=lambda: None)
+    order = ["bn_stats_kernel", "bn_apply_kernel", "bn_bwd_reduce_kernel", "bn_bwd_dx_kernel"] if fuse_finalize \
+        else list(costs)
+    assert [round(u, 6) for u in us] == [1e3 * costs[n] for n in order]
+    forward = 2 if fuse_finalize else 3         # x rewritten before each forward graph, dy before each backward one
+    assert written == (["x"] * (forward + 1) + ["dy"] * (len(order) - forward + 1)) * 3
+
+
 def test_sweep_reachable_covers_every_path_through_the_stages():
     bench = load_bench("kernels")
     stages = [[dict(tile=1), dict(tile=2)], [dict(acc2d=1, stages=3)], [dict(block_p=8)]]
