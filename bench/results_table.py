@@ -1,6 +1,7 @@
 """README rows from gpu_check's result files: one Markdown row per recipe, MFU, kernel, sweep or host-cost file.
 
     python bench/results_table.py bench/results/2026-12-01-h100-80gb-hbm3-abc1234-*.json
+    python bench/results_table.py --breakdown bench/results/...-kernels.json   # time by Triton kernel
 
 Columns as in README's Results table: what | device | date | commit | runs | result | file.
 Every number is read from the file, the date and commit from its name
@@ -67,8 +68,10 @@ def kernels_row(d: dict) -> tuple[str, str, str, str]:
             part += (f"; with the L2 cache as in training fused {t['fused']:.3f} ms, compiled {t['compiled']:.3f} ms"
                      f" = {r['fused_vs_compiled_as_in_training']:.2f}x")
         parts.append(part)
+    # Files before 2026-12-02 judged it on host launches, without saying so.
     parts.append(f"copy bandwidth {d['copy_gbs']:.0f} GB/s; layers >= 32 MB at >= 80% of it (forward and "
-                 f"backward): {len(s['layers_ge_32MB_at_80pct_copy'])} of {s['layers_ge_32MB']}")
+                 f"backward, {s.get('pct_copy_timing', 'launched from the host')}): "
+                 f"{len(s['layers_ge_32MB_at_80pct_copy'])} of {s['layers_ge_32MB']}")
     what = "fused BN+act kernel (`bench/kernels.py`" + (", cut short)" if not d["complete"] else ")")
     return what, f"{d['device']}, torch {d['torch']}, triton {d['triton']}", "—", "; ".join(parts)
 
@@ -123,6 +126,46 @@ def host_row(d: dict) -> tuple[str, str, str, str]:
     return what, where, f"{d['iters']} iterations", "; ".join(parts)
 
 
+# Bytes each of the fused op's kernels must move per element of the layer, in units of its
+# element size: the statistics read x; apply reads x and writes y; the backward sums read x and
+# dy; dx reads x and dy and writes dx. The finalize kernels move only fp32 partials (no figure).
+KERNEL_ACCESSES = {"stats": 1, "apply": 2, "bwd_reduce": 2, "bwd_dx": 3}
+
+
+def breakdown(d: dict) -> str:
+    """The fused op's GPU time by Triton kernel from a bench/kernels.py file (its layers'
+    kernels_us): a Markdown table, a row per kernel and layer, with the bandwidth the kernel
+    reaches on the bytes it must move, then per recipe each kernel's share of a training step
+    (every layer times its count). Times in sequence (the cache as a training step leaves it)
+    where the file has them, else those of each kernel replayed alone."""
+    lines = ["| recipe | layer | MB | kernel | grid | µs alone | µs in sequence | GB/s | % of copy |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|"]
+    steps: dict = {}
+    for layer in d["layers"]:
+        fused = layer["variants"]["fused"]
+        if "kernels_us" not in fused:
+            continue
+        _, c, h, _ = layer["shape"]
+        count, step = layer.get("count", 1), steps.setdefault(layer.get("net", "?"), {})
+        for k in fused["kernels_us"]:
+            seq = k.get("us_in_sequence")
+            us = k["us"] if seq is None else seq
+            accesses = KERNEL_ACCESSES.get(k["kernel"].removesuffix("+finalize"))
+            gbs = accesses * layer["mbytes"] * 2**20 / us / 1e3 if accesses and us > 0 else None
+            bandwidth = "— | —" if gbs is None else f"{gbs:.0f} | {100 * gbs / d['copy_gbs']:.0f}"
+            lines.append(f"| {layer.get('net', '?')} | {c}@{h} x{count} | {layer['mbytes']:.1f} | {k['kernel']} | "
+                         f"{'x'.join(map(str, k['grid']))} | {k['us']:.1f} | "
+                         f"{'—' if seq is None else f'{seq:.1f}'} | {bandwidth} |")
+            step[k["kernel"]] = step.get(k["kernel"], 0.0) + count * us
+    if not steps:
+        raise ValueError("no layer has a kernel breakdown (kernels_us)")
+    for net, step in steps.items():
+        total = sum(step.values())
+        lines.append(f"\n{net}, per training step: " + ", ".join(
+            f"{k} {us:.1f} µs ({100 * us / total:.0f}%)" for k, us in step.items()) + f"; sum {total:.1f} µs")
+    return "\n".join(lines)
+
+
 def row(path: Path) -> str | None:
     m = NAME.match(path.name)
     if not m:
@@ -149,7 +192,17 @@ def row(path: Path) -> str | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--breakdown", action="store_true",
+                   help="for bench/kernels.py files: the fused op's time by Triton kernel, not README rows")
     args = p.parse_args(argv)
+    if args.breakdown:
+        for path in args.files:
+            try:
+                print(f"{path}:\n{breakdown(json.loads(path.read_text()))}")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                print(f"results_table: {path}: no breakdown ({type(e).__name__}: {e})", file=sys.stderr)
+                return 2
+        return 0
     rows = []
     for path in args.files:
         try:

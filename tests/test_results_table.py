@@ -37,7 +37,7 @@ def test_recipe_mfu_and_kernel_rows(tmp_path, capsys):
             "batch": 1024, "step_ms": {"fused": 1.0, "eager": 3.0, "compiled": 1.5}, "fused_vs_compiled": 1.5,
             "goal_1_3x_met": True, "fused_vs_compiled_graph": 1.25,
             "step_ms_as_in_training": {"fused": 0.8, "eager": 0.9, "compiled": 0.88}, "fused_vs_compiled_as_in_training": 1.1}},
-            "layers_ge_32MB": 4, "layers_ge_32MB_at_80pct_copy": ["a", "b", "c"]}}))
+            "layers_ge_32MB": 4, "layers_ge_32MB_at_80pct_copy": ["a", "b", "c"], "pct_copy_timing": "CUDA graphs"}}))
     env = tmp_path / "2026-12-01-h100-80gb-hbm3-abc1234-cifar-env.json"
     env.write_text(json.dumps(GPU_ENV))
     assert results_table.main([str(p) for p in (full, short, mfu, kernels, env)]) == 0
@@ -57,7 +57,45 @@ def test_recipe_mfu_and_kernel_rows(tmp_path, capsys):
                               "training step fused 1.000 ms, eager 3.000 ms, compiled 1.500 ms = 1.50x compiled "
                               "(goal 1.3x met); as CUDA graphs 1.25x; with the L2 cache as in training fused "
                               "0.800 ms, compiled 0.880 ms = 1.10x; copy bandwidth 2900 GB/s; layers >= 32 MB "
-                              "at >= 80% of it (forward and backward): 3 of 4 |")
+                              "at >= 80% of it (forward and backward, CUDA graphs): 3 of 4 |")
+
+
+def test_breakdown_gives_each_kernels_bandwidth_and_share_of_the_step(tmp_path, capsys):
+    """--breakdown: a row per layer and kernel; GB/s on the bytes the kernel must move (statistics
+    1 access per element, apply and the backward sums 2, dx 3, in the element's size; none for
+    the finalize), from the in-sequence time where the file has it; then each kernel's share of
+    the recipe's step, every layer times its count."""
+    mib = 2**20
+    kernels = [{"kernel": "stats", "grid": [528, 1], "us": 10.0, "us_in_sequence": 16.0},
+               {"kernel": "finalize", "grid": [1, 2], "us": 8.0, "us_in_sequence": 4.0},
+               {"kernel": "apply", "grid": [528, 1], "us": 20.0, "us_in_sequence": 32.0},
+               {"kernel": "bwd_reduce+finalize", "grid": [528, 1], "us": 30.0, "us_in_sequence": 32.0},
+               {"kernel": "bwd_dx", "grid": [528, 1], "us": 40.0, "us_in_sequence": 48.0}]
+    old = [{"kernel": "stats", "grid": [8, 1], "us": 2.0}]            # no in-sequence timing: the alone one
+    layer = {"net": "cifar10-94", "count": 2, "shape": [1024, 64, 15, 15], "mbytes": 32e6 / mib,
+             "variants": {"fused": {"kernels_us": kernels}}}
+    small = {"net": "cifar10-94", "count": 1, "shape": [1024, 256, 3, 3], "mbytes": 1e6 / mib,
+             "variants": {"fused": {"kernels_us": old}}}
+    path = tmp_path / "2026-12-01-h200-abc1234-kernels.json"
+    path.write_text(json.dumps({"copy_gbs": 4000.0, "layers": [layer, small]}))
+    assert results_table.main(["--breakdown", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| cifar10-94")]
+    # 32 MB (32e6 bytes) moved once in 16 us = 2000 GB/s, half of the copy's 4000
+    assert rows[0] == "| cifar10-94 | 64@15 x2 | 30.5 | stats | 528x1 | 10.0 | 16.0 | 2000 | 50 |"
+    assert rows[1] == "| cifar10-94 | 64@15 x2 | 30.5 | finalize | 1x2 | 8.0 | 4.0 | — | — |"
+    assert rows[2].endswith("| apply | 528x1 | 20.0 | 32.0 | 2000 | 50 |")
+    assert rows[3].endswith("| bwd_reduce+finalize | 528x1 | 30.0 | 32.0 | 2000 | 50 |")
+    assert rows[4].endswith("| bwd_dx | 528x1 | 40.0 | 48.0 | 2000 | 50 |")
+    assert rows[5] == "| cifar10-94 | 256@3 x1 | 1.0 | stats | 8x1 | 2.0 | — | 500 | 12 |"
+    # the step: stats 2 x 16 + 2 = 34 us of 2 x 132 + 2 = 266
+    assert out[-1] == ("cifar10-94, per training step: stats 34.0 µs (13%), finalize 8.0 µs (3%), apply 64.0 µs "
+                       "(24%), bwd_reduce+finalize 64.0 µs (24%), bwd_dx 96.0 µs (36%); sum 266.0 µs")
+    # a kernels file without a breakdown (before 2026-12-02): one line, exit status 2
+    path.write_text(json.dumps({"copy_gbs": 4000.0, "layers": [{**small, "variants": {"fused": {}}}]}))
+    assert results_table.main(["--breakdown", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no layer has a kernel breakdown" in err[0]
 
 
 def test_bad_files_are_one_line(tmp_path, capsys):
