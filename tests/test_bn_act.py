@@ -766,10 +766,10 @@ def test_sweep_keeps_its_timings_when_a_knob_set_or_the_confirmation_fails(monke
     assert result["confirm_error"] == "RuntimeError: capture failed"
 
 
-def graph_stand_ins():
-    """Stand-ins for a CUDA graph (capture = one call of fn, replay = another) and CUDA events, on
-    a fake clock: the first graph made costs 1 ms a replay (the forward), later ones 2 ms (the
-    backward). Returns (Graph, Event, the graphs made)."""
+def clock_stand_ins(cost=None):
+    """Stand-ins for a CUDA graph (capture = one call of fn, replay = another, its result kept as
+    `out`) and CUDA events, on a fake clock that the code under test advances, and each replay
+    by cost(graph, graphs made) if given. Returns (Graph, Event, clock, the graphs made)."""
     clock, graphs = [0.0], []
 
     class Graph:
@@ -779,7 +779,7 @@ def graph_stand_ins():
 
         def replay(self):
             self.out, self.replays = self.fn(), self.replays + 1
-            clock[0] += 1.0 if self is graphs[0] else 2.0
+            clock[0] += cost(self, graphs) if cost else 0.0
 
     class Event:
         def __init__(self, enable_timing):
@@ -790,6 +790,13 @@ def graph_stand_ins():
 
         def elapsed_time(self, end):
             return end.t - self.t
+    return Graph, Event, clock, graphs
+
+
+def graph_stand_ins():
+    """clock_stand_ins where the first graph made costs 1 ms a replay (the forward) and later ones
+    2 ms (the backward). Returns (Graph, Event, the graphs made)."""
+    Graph, Event, _, graphs = clock_stand_ins(lambda graph, graphs: 1.0 if graph is graphs[0] else 2.0)
     return Graph, Event, graphs
 
 
@@ -841,33 +848,6 @@ def test_each_variant_timed_with_the_l2_cache_as_in_training(variant):
     fresh = [t.detach().clone().requires_grad_() for t in (x, w, b)]
     want = torch.autograd.grad(fn(*fresh, rm.clone(), rv.clone()), fresh, dy)
     assert len(graphs[1].out) == 3 and all(torch.equal(g, r) for g, r in zip(graphs[1].out, want))
-
-
-def clock_stand_ins():
-    """Stand-ins for a CUDA graph (capture = one call of fn, replay = another) and CUDA events
-    on a fake clock that only the code under test advances. Returns (Graph, Event, clock, graphs)."""
-    clock, graphs = [0.0], []
-
-    class Graph:
-        def __init__(self, fn):
-            self.fn, self.replays = fn, 0
-            fn()
-            graphs.append(self)
-
-        def replay(self):
-            self.fn()
-            self.replays += 1
-
-    class Event:
-        def __init__(self, enable_timing):
-            assert enable_timing
-
-        def record(self):
-            self.t = clock[0]
-
-        def elapsed_time(self, end):
-            return end.t - self.t
-    return Graph, Event, clock, graphs
 
 
 @pytest.mark.skipif(CUDA, reason="stand-ins for CUDA's graphs and events")
