@@ -140,7 +140,7 @@ def breakdown(d: dict) -> str:
     where the file has them, else those of each kernel replayed alone."""
     lines = ["| recipe | layer | MB | kernel | grid | µs alone | µs in sequence | GB/s | % of copy |",
              "|---|---|---:|---|---|---:|---:|---:|---:|"]
-    steps: dict = {}
+    steps, alone = {}, set()         # alone: the recipes with a kernel timed only alone
     for layer in d["layers"]:
         fused = layer["variants"]["fused"]
         if "kernels_us" not in fused:
@@ -157,11 +157,14 @@ def breakdown(d: dict) -> str:
                          f"{'x'.join(map(str, k['grid']))} | {k['us']:.1f} | "
                          f"{'—' if seq is None else f'{seq:.1f}'} | {bandwidth} |")
             step[k["kernel"]] = step.get(k["kernel"], 0.0) + count * us
+            if seq is None:
+                alone.add(layer.get("net", "?"))
     if not steps:
         raise ValueError("no layer has a kernel breakdown (kernels_us)")
     for net, step in steps.items():
         total = sum(step.values())
-        lines.append(f"\n{net}, per training step: " + ", ".join(
+        how = "some timed alone only" if net in alone else "in sequence"
+        lines.append(f"\n{net}, Triton kernels per training step ({how}): " + ", ".join(
             f"{k} {us:.1f} µs ({100 * us / total:.0f}%)" for k, us in step.items()) + f"; sum {total:.1f} µs")
     return "\n".join(lines)
 

@@ -89,8 +89,12 @@ def test_breakdown_gives_each_kernels_bandwidth_and_share_of_the_step(tmp_path, 
     assert rows[4].endswith("| bwd_dx | 528x1 | 40.0 | 48.0 | 2000 | 50 |")
     assert rows[5] == "| cifar10-94 | 256@3 x1 | 1.0 | stats | 8x1 | 2.0 | — | 500 | 12 |"
     # the step: stats 2 x 16 + 2 = 34 us of 2 x 132 + 2 = 266
-    assert out[-1] == ("cifar10-94, per training step: stats 34.0 µs (13%), finalize 8.0 µs (3%), apply 64.0 µs "
+    assert out[-1] == ("cifar10-94, Triton kernels per training step (some timed alone only): stats 34.0 µs (13%), "
+                       "finalize 8.0 µs (3%), apply 64.0 µs "
                        "(24%), bwd_reduce+finalize 64.0 µs (24%), bwd_dx 96.0 µs (36%); sum 266.0 µs")
+    path.write_text(json.dumps({"copy_gbs": 4000.0, "layers": [layer]}))     # every kernel in sequence
+    assert results_table.main(["--breakdown", str(path)]) == 0
+    assert "Triton kernels per training step (in sequence): stats 32.0 µs (12%)" in capsys.readouterr().out
     # a kernels file without a breakdown (before 2026-12-02): one line, exit status 2
     path.write_text(json.dumps({"copy_gbs": 4000.0, "layers": [{**small, "variants": {"fused": {}}}]}))
     assert results_table.main(["--breakdown", str(path)]) == 2
