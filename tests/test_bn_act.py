@@ -855,15 +855,12 @@ def test_in_sequence_timing_gives_each_launch_the_time_it_adds_to_its_pass():
     """bench/kernels.py's in_sequence_us: per pass a graph of its first k launches for k = 0..n,
     each replayed (warm-up + iters) times after the cache set-up (its pass's input rewritten);
     launch k's time is the difference of the means with k and k - 1 launches. Fake launches
-    advance a fake clock by known milliseconds, the second by more on its first call of each
-    round (a slow replay the means average out)."""
+    advance a fake clock by known milliseconds."""
     bench = load_bench("kernels")
     Graph, Event, clock, graphs = clock_stand_ins()
-    calls = []
 
     def launch(ms):
         def run():
-            calls.append(ms)
             clock[0] += ms
         return run
     x, dy = torch.ones(3), torch.ones(2)
