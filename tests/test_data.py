@@ -388,8 +388,15 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
 
 def test_npz_not_a_zip_or_absent(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip file")
-    with pytest.raises(FastresError, match="cannot read .*junk.npz"):
-        load_dataset(str(tmp_path / "junk.npz"))
+    np.save(tmp_path / "array.npy", np.zeros((6, 8, 8, 3), np.uint8))       # one array, not an archive
+    (tmp_path / "array.npy").rename(tmp_path / "array.npz")
+    for name in ("junk.npz", "array.npz"):
+        with pytest.raises(FastresError, match=f"cannot read .*{name}: not a .npz archive"):
+            load_dataset(str(tmp_path / name))
+    np.savez(tmp_path / "whole.npz", **npz_arrays())
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:200])     # truncated
+    with pytest.raises(FastresError, match="cannot read .*cut.npz"):
+        load_dataset(str(tmp_path / "cut.npz"))
     with pytest.raises(FastresError, match="dataset file .*absent.npz not found"):
         load_dataset(str(tmp_path / "absent.npz"))
 

@@ -19,6 +19,12 @@ MAX_CLASSES = 10_000    # a larger label is far more likely a wrong array than a
 
 
 def parse_npz(path: Path) -> ImageSet:
+    # np.load takes any other content for a .npy array (an ndarray, not an archive) or a pickle
+    # (refused with a message about pickled data): say what the file is not instead.
+    with open(path, "rb") as f:
+        if f.read(2) != b"PK":
+            raise FastresError(f"cannot read {path}: not a .npz archive (a zip of .npy arrays, "
+                               f"as numpy.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in KEYS if k not in npz.files]
