@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import FastresError
 
@@ -109,9 +110,20 @@ class Config:
             raise FastresError(msg)
         if not 0 < self.target <= 1:
             bad(f"--target must be in (0, 1], got {self.target}")
-        for name in ("epochs", "lr", "batch_size", "runs", "eval_batch_size", "ema_every", "muon_norm_every"):
+        for name in ("epochs", "lr", "batch_size", "runs", "eval_batch_size", "ema_every", "muon_norm_every",
+                     "width", "celu_alpha", "bn_eps", "logit_scale"):
             if getattr(self, name) <= 0:
                 bad(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("threads", "train_subset", "test_subset", "eval_every", "whiten_bias_epochs", "weight_decay",
+                     "bias_lr_scale", "bias_decay_scale", "start_lr_frac", "final_lr_frac"):
+            if getattr(self, name) < 0:
+                bad(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name, low, high in (("warmup_frac", 0, 1), ("momentum", 0, 1), ("muon_momentum", 0, 1),
+                                ("bn_momentum", 0, 1)):
+            if not low <= getattr(self, name) <= high:
+                bad(f"--{name.replace('_', '-')} must be in [{low}, {high}], got {getattr(self, name)}")
+        if self.output and Path(self.output).exists() and not Path(self.output).is_dir():
+            bad(f"--output {self.output} is a file: give a directory (it is created if missing)")
         for name, allowed in (("flip", ("none", "random", "alternating")),
                               ("schedule", ("piecewise", "onecycle", "constant")),
                               ("optimizer", ("sgd", "muon")),

@@ -70,9 +70,17 @@ def run_main(argv, capsys):
     (["--recipe", "fashion-cpu", "--muon-ns", "fast"], "--muon-ns must be one of airbench, speedrun"),
     (["--recipe", "fashion-cpu", "--muon-norm-every", "0"], "--muon-norm-every must be positive"),
     (["--recipe", "fashion-cpu", "--whiten-act", "tanh"], "--whiten-act must be one of"),
+    (["--recipe", "fashion-cpu", "--width", "0"], "--width must be positive, got 0.0"),
+    (["--recipe", "fashion-cpu", "--celu-alpha", "0"], "--celu-alpha must be positive"),
+    (["--recipe", "fashion-cpu", "--threads", "-1"], "--threads must be >= 0, got -1"),
+    (["--recipe", "fashion-cpu", "--weight-decay", "-0.1"], "--weight-decay must be >= 0"),
+    (["--recipe", "fashion-cpu", "--momentum", "1.5"], "--momentum must be in [0, 1], got 1.5"),
+    (["--recipe", "fashion-cpu", "--warmup-frac", "2"], "--warmup-frac must be in [0, 1]"),
+    (["--recipe", "fashion-cpu", "--output", "a_file"], "--output a_file is a file: give a directory"),
 ])
 def test_bad_input_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a directory")
     code, err = run_main(argv, capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("fastres: error:") and message in err[0], err
 
