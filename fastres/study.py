@@ -393,6 +393,8 @@ def run(args: argparse.Namespace, printer=print) -> int:
         return 0
     if args.runs < 1:
         raise FastresError(f"--runs must be positive, got {args.runs}")
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise FastresError(f"--output {args.output} is a file: give a directory (it is created if missing)")
     overrides = parse_set(args.set)
     for key in ("device", "dataset", "data_dir"):
         if getattr(args, key):
