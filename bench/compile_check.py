@@ -329,6 +329,9 @@ def main(argv=None) -> int:
         archs = [int(a) for a in args.arch.split(",")]
     except ValueError:
         p.error(f"--arch: expected comma-separated integers such as 80,90, got {args.arch!r}")
+    if min(archs) < 50:         # below, Triton's LLVM can abort the process (--arch 12 did, triton 3.6)
+        p.error(f"--arch: compute capabilities start at 50 (5.0, the oldest that triton 3.6's bundled "
+                f"ptxas, CUDA 12.8, compiles for), got {args.arch!r}")
     reason = check_api()
     if reason:
         print(f"compile_check: skipped: {reason}")

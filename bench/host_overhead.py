@@ -118,6 +118,8 @@ def main(argv=None) -> dict:
     p.add_argument("--no-compile", action="store_true", help="eager variants only")
     p.add_argument("--out", default="", help="write the result as JSON here")
     args = p.parse_args(argv)
+    if args.iters < 1:
+        p.error(f"--iters must be positive, got {args.iters}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         stub_kernels()

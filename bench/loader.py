@@ -114,6 +114,9 @@ def main(argv=None):
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--json", default="", help="write results here (atomically)")
     args = ap.parse_args(argv)
+    if args.batch_size < 1 or args.n < args.batch_size or args.epochs < 1 or min(args.workers) < 0:
+        ap.error(f"need --batch-size >= 1, --n >= --batch-size, --epochs >= 1 and --workers >= 0; got "
+                 f"--batch-size {args.batch_size}, --n {args.n}, --epochs {args.epochs}, --workers {args.workers}")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
 

@@ -24,6 +24,7 @@ from datetime import date
 import torch
 
 from fastres.config import Config, get_recipe
+from fastres.errors import FastresError
 from fastres.evaluate import tta_views
 from fastres.model import build_model, model_flops
 from fastres.report import atomic_write, environment
@@ -67,12 +68,26 @@ def main(argv=None) -> int:
     p.add_argument("--from-json", default="", help="a recipe result of bench/gpu_check.sh: no new runs")
     p.add_argument("--out", default="", help="write the result as JSON here")
     args = p.parse_args(argv)
+    if args.runs < 1:
+        p.error(f"--runs must be positive, got {args.runs}")
+    try:
+        return measure(args)
+    except FastresError as e:            # unknown recipe, missing data, ...: one line
+        print(f"mfu.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+def measure(args: argparse.Namespace) -> int:
     if args.from_json:      # the runs gpu_check.sh already timed: only the matmul rate is measured
-        record = json.loads(open(args.from_json).read())
-        config = {k: tuple(v) if isinstance(v, list) else v for k, v in record["start"]["config"].items()}
-        cfg, summary = Config(**config), record["summary"]
-        results = [RunResult(**r) for r in record["runs"] if r.pop("type", None) == "run"]
-        args.recipe = record["recipe"]
+        try:
+            record = json.loads(open(args.from_json).read())
+            config = {k: tuple(v) if isinstance(v, list) else v for k, v in record["start"]["config"].items()}
+            cfg, summary = Config(**config), record["summary"]
+            results = [RunResult(**r) for r in record["runs"] if r.pop("type", None) == "run"]
+            args.recipe = record["recipe"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise FastresError(f"--from-json {args.from_json}: not a recipe result of bench/gpu_check.sh "
+                               f"({type(e).__name__}: {e})") from e
     else:
         cfg = get_recipe(args.recipe).config
         if args.smoke:

@@ -34,6 +34,14 @@ def skip_if_unsupported(proc):
         pytest.skip(proc.stdout.strip())
 
 
+@pytest.mark.parametrize("arch, message", [("8.0", "expected comma-separated integers"),
+                                           ("90,12", "compute capabilities start at 50 (5.0")])
+def test_bad_arch_is_one_error_line(tmp_path, arch, message):
+    # --arch 12 reached Triton's compiler, whose LLVM aborted the process (triton 3.6)
+    out = python([str(SCRIPT), "--arch", arch], tmp_path)
+    assert out.returncode == 2 and message in out.stderr.strip().splitlines()[-1] and "Traceback" not in out.stderr
+
+
 def test_every_recipe_launch_compiles_for_sm90(tmp_path):
     out = tmp_path / "compile.json"
     proc = python([str(SCRIPT), "--rows", "--out", str(out)], tmp_path)

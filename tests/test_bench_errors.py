@@ -1,0 +1,26 @@
+"""Bad arguments to the bench/ scripts: one error line naming the problem, exit status 2, no
+traceback (before 2026-12-02 these raised UnboundLocalError, FastresError and ZeroDivisionError).
+bench/compile_check.py's are in tests/test_compile_check.py (it runs in a subprocess)."""
+import pytest
+
+from helpers import load_bench
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("loader", ["--n", "0"], "need --batch-size >= 1, --n >= --batch-size"),
+    ("loader", ["--n", "100", "--batch-size", "512"], "--n 100"),
+    ("host_overhead", ["--iters", "0"], "--iters must be positive, got 0"),
+    ("mfu", ["--recipe", "nope"], "mfu.py: error: unknown recipe 'nope'"),
+    ("mfu", ["--runs", "0"], "--runs must be positive, got 0"),
+    ("mfu", ["--from-json", "not-a-result.json"], "--from-json not-a-result.json: not a recipe result"),
+])
+def test_bad_arguments_are_one_error_line(script, argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "not-a-result.json").write_text("{}")
+    main = load_bench(script).main
+    try:
+        code = main(argv)
+    except SystemExit as e:              # argparse's error()
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err), err
