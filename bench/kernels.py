@@ -645,6 +645,12 @@ def main(argv=None) -> dict:
         p.add_argument(f"--{knob.replace('_', '-')}", type=int, default=default,
                        help=f"fused-kernel launch knob (default {default})")
     args = p.parse_args(argv)
+    if args.iters < 1 or (args.ghost or 0) < 0 or (args.sweep_seconds is not None and args.sweep_seconds <= 0):
+        p.error("--iters must be >= 1, --ghost >= 0 and --sweep-seconds > 0")
+    try:                # the knobs as FASTRES_BN_TUNING would give them: the same checks
+        bn_act_op.parse_tuning(",".join(f"{k}={getattr(args, k)}" for k in bn_act_op.GPU_TUNING))
+    except ValueError as e:
+        p.error(str(e).removeprefix("FASTRES_BN_TUNING: "))
     for name in recipe_names(args.recipes):
         if name not in RECIPES or dataset_key(RECIPES[name].config.dataset) not in GEOMETRY:
             p.error(f"--recipes: {name!r} is not a recipe with fixed image geometry; choose from "

@@ -1,5 +1,6 @@
 """Bad arguments to the bench/ scripts: one error line naming the problem, exit status 2, no
-traceback (before 2026-12-02 these raised UnboundLocalError, FastresError and ZeroDivisionError).
+traceback (before 2026-12-02 these raised UnboundLocalError, FastresError and ZeroDivisionError, or
+bench/kernels.py took a knob that FASTRES_BN_TUNING refuses).
 bench/compile_check.py's are in tests/test_compile_check.py (it runs in a subprocess)."""
 import pytest
 
@@ -13,6 +14,10 @@ from helpers import load_bench
     ("mfu", ["--recipe", "nope"], "mfu.py: error: unknown recipe 'nope'"),
     ("mfu", ["--runs", "0"], "--runs must be positive, got 0"),
     ("mfu", ["--from-json", "not-a-result.json"], "--from-json not-a-result.json: not a recipe result"),
+    ("kernels", ["--smoke", "--iters", "0"], "--iters must be >= 1"),
+    ("kernels", ["--smoke", "--tile", "3000"], "tile must be a power of two, got 3000"),
+    ("kernels", ["--smoke", "--warps", "0"], "warps must be >= 1, got 0"),
+    ("kernels", ["--smoke", "--fuse-finalize", "2"], "fuse_finalize must be 0 or 1, got 2"),
 ])
 def test_bad_arguments_are_one_error_line(script, argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
