@@ -55,6 +55,8 @@ def main(argv=None) -> None:
     p.add_argument("--l2", type=float, nargs="+", default=[50.0, 40.0], help="cache sizes in MB")
     p.add_argument("--mb", type=float, help="one tensor size in MB instead of the recipes' layers")
     args = p.parse_args(argv)
+    if min(args.l2) <= 0 or (args.mb is not None and args.mb <= 0):
+        p.error(f"--l2 and --mb must be positive sizes in MB, got --l2 {args.l2} --mb {args.mb}")
     layers = {f"{args.mb} MB": args.mb} if args.mb else LAYERS
     print("L2 MB  layer                 tensor MB  apply hits: grid  reversed   dx hits: grid  reversed")
     for l2 in args.l2:

@@ -14,6 +14,8 @@ from helpers import load_bench
     ("mfu", ["--recipe", "nope"], "mfu.py: error: unknown recipe 'nope'"),
     ("mfu", ["--runs", "0"], "--runs must be positive, got 0"),
     ("mfu", ["--from-json", "not-a-result.json"], "--from-json not-a-result.json: not a recipe result"),
+    ("l2_model", ["--l2", "0"], "--l2 and --mb must be positive sizes in MB"),
+    ("l2_model", ["--mb", "-5"], "--l2 and --mb must be positive sizes in MB"),
     ("kernels", ["--smoke", "--iters", "0"], "--iters must be >= 1"),
     ("kernels", ["--smoke", "--tile", "3000"], "tile must be a power of two, got 3000"),
     ("kernels", ["--smoke", "--warps", "0"], "warps must be >= 1, got 0"),
