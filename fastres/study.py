@@ -311,7 +311,12 @@ def load_study_file(path: str) -> list[str]:
         raise FastresError(f"--file {path}: no such file")
     before = set(STUDIES)
     if p.suffix == ".py":
-        runpy.run_path(str(p))
+        try:
+            runpy.run_path(str(p))
+        except FastresError:
+            raise
+        except Exception as e:          # the user's Python: its error, in one line
+            raise FastresError(f"--file {path}: {type(e).__name__}: {e}") from e
         return sorted(set(STUDIES) - before)
     try:
         specs = json.loads(p.read_text(encoding="utf-8"))

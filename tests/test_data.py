@@ -164,6 +164,10 @@ def test_cifar_found_via_env_and_data_dir_may_be_the_folder_itself(tmp_path, mon
     monkeypatch.setenv("FASTRES_DATA", str(tmp_path / "env"))
     assert_matches(load_dataset("cifar10", download=False), *expected)
     assert_matches(load_dataset("cifar10", str(tmp_path / "env" / cifar10.FOLDER), download=False), *expected)
+    for wrong in (tmp_path / "nowhere", tmp_path / "env" / cifar10.FOLDER / "test_batch.bin"):  # absent, a file
+        monkeypatch.setenv("FASTRES_DATA", str(wrong))
+        with pytest.raises(FastresError, match=r"\$FASTRES_DATA .* is not a directory"):
+            load_dataset("cifar10", download=False)
 
 
 def test_cifar_archive_is_extracted_into_the_cache(tmp_path):

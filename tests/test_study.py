@@ -266,10 +266,14 @@ def test_user_study_from_python_file(tmp_path, monkeypatch):
     (["study", "backbone", "--set", "lr=fast"], "not a valid float"),
     (["study", "backbone", "--file", "/nonexistent.json"], "no such file"),
     (["study", "backbone", "--output", "a_file"], "--output a_file is a file: give a directory"),
+    (["study", "--file", "broken.py"], "--file broken.py: SyntaxError: '[' was never closed"),
+    (["study", "--file", "raises.py"], "--file raises.py: NameError: name 'undefined_name' is not defined"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "broken.py").write_text("rows = [\n")
+    (tmp_path / "raises.py").write_text("undefined_name\n")
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err

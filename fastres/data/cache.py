@@ -39,7 +39,9 @@ def search_dirs(data_dir: str = "") -> list[Path]:
         if not Path(data_dir).is_dir():
             raise FastresError(f"--data-dir {data_dir} is not a directory")
         dirs.append(Path(data_dir))
-    if os.environ.get("FASTRES_DATA"):
+    if os.environ.get("FASTRES_DATA"):      # a wrong setting is an error, not silently skipped
+        if not Path(os.environ["FASTRES_DATA"]).is_dir():
+            raise FastresError(f"$FASTRES_DATA {os.environ['FASTRES_DATA']} is not a directory")
         dirs.append(Path(os.environ["FASTRES_DATA"]))
     dirs += [cache_dir(), DEFAULT_CACHE]
     unique = {}
