@@ -93,9 +93,13 @@ EPS, MOMENTUM = 1e-5, 0.1
 # the defaults), skipping any already timed. Each new tile, warps, stages, acc2d, reverse or
 # finalize setting compiles the kernels anew, so the grid stays at about 32 points, and the
 # stages that compile least come before the finalize's, which a sweep out of time (gpu_check's
-# --sweep-seconds) drops first. 1: the tile, warps and programs per SM, without and with
-# software-pipelined row loops (stages 3), since pipelining changes how many programs and how
-# large a tile keep the memory busy. 2: the other pipelining depths, and the element-wise
+# --sweep-seconds) drops first. 1: four launch shapes (SWEEP_SHAPES), programs per SM, without
+# and with software-pipelined row loops (stages 3), since pipelining changes how many programs
+# and how large a tile keep the memory busy. The shapes give a thread 16 or 32 elements of a
+# tile with 4 or 8 warps, up to 128 rows a tile at C = 64 (shared/docs/kernel-notes.md puts
+# BLOCK_M at 64-256; the default tile has 32 rows there). At 8192 x 8 warps the backward sums
+# need 182 registers (1 program per SM; 128 with acc2d), the statistics 80, no spills, at most
+# 96 KB of shared memory at stages 4 (bench/compile_check.py, sm_90, triton 3.6). 2: the other pipelining depths, and the element-wise
 # reductions (acc2d). 3: the second pass (apply, dx) with more programs than the reductions
 # (pass2_per_sm, in bn_act_op): 8 and 16 per SM, as many as its registers let fit (4-10 of 4
 # warps at the default tile) or more in a second wave, with the reductions' programs per SM as
@@ -109,9 +113,10 @@ EPS, MOMENTUM = 1e-5, 0.1
 # stages 4 on C = 64, 139; the statistics kernel with the fused finalize's tail, 142-154), only
 # 3 programs of 4 warps fit on an SM, and at 4 per SM the grid's last quarter would run as a
 # second wave, hiding what the knob itself does.
+SWEEP_SHAPES = ((2048, 4), (4096, 4), (4096, 8), (8192, 8))    # (tile, warps); the first: the defaults
 SWEEP_STAGES = [
     [dict(tile=t, warps=w, programs_per_sm=p, stages=s)
-     for s in (1, 3) for t in (2048, 4096) for w in (4, 8) for p in (2, 4)],
+     for s in (1, 3) for t, w in SWEEP_SHAPES for p in (2, 4)],
     [dict(stages=2), dict(stages=4), dict(acc2d=1), dict(acc2d=1, stages=2), dict(acc2d=1, stages=4),
      dict(acc2d=1, stages=4, programs_per_sm=3)],
     [*(dict(pass2_per_sm=q) for q in (8, 16)), *(dict(programs_per_sm=2, pass2_per_sm=q) for q in (8, 16))],

@@ -957,7 +957,8 @@ def test_gpu_real_sizes(shape, ghost, act):
                                     dict(stages=3), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1, stages=4),
                                     dict(fuse_finalize=1), dict(fuse_finalize=1, stages=3, finalize_c=8),
                                     dict(reverse=1, stages=3), dict(pass2_per_sm=16),
-                                    dict(programs_per_sm=2, pass2_per_sm=8, reverse=1)])
+                                    dict(programs_per_sm=2, pass2_per_sm=8, reverse=1),
+                                    dict(tile=8192, warps=8, stages=3)])
 def test_gpu_other_launch_knobs(tuning, monkeypatch):
     # bench/kernels.py --sweep may hand any grid point to training via FASTRES_BN_TUNING.
     monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, **tuning})
