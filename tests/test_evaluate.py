@@ -38,10 +38,14 @@ def test_shift_matches_reflect_padding(dtype):
             assert torch.equal(shift(xm, dy, dx), expected)
 
 
-def test_tta_weights_and_level_two_average():
+def test_tta_levels_average_their_views():
     for level in (0, 1, 2):
         assert abs(sum(w for w, *_ in tta_views(level)) - 1) < 1e-12
     model, x = Probe(), torch.randn(5, 1, 6, 6)
+    assert torch.allclose(predict_logits(model, x, 0, batch_size=2), model(x), atol=1e-6)
+    # level 1: the image and its mirror, equally weighted (airbench's TTA level 1)
+    assert torch.allclose(predict_logits(model, x, 1, batch_size=2),
+                          0.5 * (model(x) + model(x.flip(-1))), atol=1e-5)
     expected = 0.25 * (model(x) + model(x.flip(-1)))
     for d in (-1, 1):
         v = shift(x, d, d)
