@@ -70,3 +70,26 @@ def test_speedrun_coefficients_differ_and_still_orthogonalise():
     assert opt.param_groups[0]["ns_coefficients"] == NS_COEFFICIENTS["speedrun"]
     with pytest.raises(ValueError, match="norm_every"):
         Muon(conv.parameters(), norm_every=0)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_momentum_follows_the_written_rule(nesterov):
+    """Over three steps, for a wide filter and a tall matrix (scaled by sqrt(rows / cols)):
+    buf = momentum x buf + grad; update = grad + momentum x buf (Nesterov) or buf; each matrix
+    moves by -lr x its Newton-Schulz orthogonalisation (no renormalisation: norm_every 1000)."""
+    torch.manual_seed(5)
+    wide, tall = torch.randn(4, 3, 3, 3), torch.randn(12, 3)
+    params = [torch.nn.Parameter(wide.clone()), torch.nn.Parameter(tall.clone())]
+    opt = Muon(params, lr=0.3, momentum=0.6, nesterov=nesterov, ns_dtype=torch.float32, norm_every=1000)
+    expected, bufs = [wide.clone(), tall.clone()], [torch.zeros_like(wide), torch.zeros_like(tall)]
+    for _ in range(3):
+        for i, p in enumerate(params):
+            p.grad = torch.randn_like(p)
+            bufs[i] = 0.6 * bufs[i] + p.grad
+            u = (p.grad + 0.6 * bufs[i] if nesterov else bufs[i]).reshape(len(p), -1)
+            o = newton_schulz(u[None], dtype=torch.float32)[0]
+            rows, cols = u.shape
+            expected[i] -= 0.3 * (o * math.sqrt(rows / cols) if rows > cols else o).view_as(p)
+        opt.step()
+        for p, e in zip(params, expected):
+            torch.testing.assert_close(p.detach(), e, atol=1e-5, rtol=1e-5)
