@@ -365,3 +365,35 @@ def test_loop_applies_the_whitening_bias_schedule(monkeypatch, bias_epochs, froz
     assert len(seen) == 2 * steps and len(set(others)) == 1
     assert whiten[:frozen_at] == pytest.approx([peak * (1 - s / frozen_at) for s in range(frozen_at)])
     assert whiten[frozen_at:] == [0.0] * (2 * steps - frozen_at)
+
+
+@pytest.mark.parametrize("schedule, optimizer", [("piecewise", "sgd"), ("onecycle", "muon")])
+def test_loop_gives_every_group_its_scheduled_lr(monkeypatch, schedule, optimizer):
+    """At optimiser step s each group (SGD's and Muon's) trains at base_lr x lr_factor(cfg, s,
+    total): the schedule indexed by the step about to be taken, from the warm-up's first step
+    to the last one."""
+    import fastres.train as train_mod
+    seen = []
+    make = train_mod.make_optimizers
+
+    def spying_make(model, cfg):
+        optimizers = make(model, cfg)
+        for i, opt in enumerate(optimizers):
+            def recording_step(*args, _opt=opt, _step=opt.step, _i=i, **kwargs):
+                seen.append((_i, [(g["base_lr"], g["lr"]) for g in _opt.param_groups]))
+                return _step(*args, **kwargs)
+            opt.step = recording_step
+        return optimizers
+    monkeypatch.setattr(train_mod, "make_optimizers", spying_make)
+    cfg = TINY.replace(schedule=schedule, optimizer=optimizer, muon_lr=0.1, epochs=1.5, eval_every=0,
+                       warmup_frac=0.3, start_lr_frac=0.1, final_lr_frac=0.05)
+    train(cfg, pattern_set())
+    total = steps_in(1.5, 512 // 64)
+    per_step = 2 if optimizer == "muon" else 1
+    assert total == 12 and len(seen) == per_step * total
+    for k, (i, groups) in enumerate(seen):
+        s = k // per_step
+        assert i == k % per_step
+        for base, lr in groups:
+            assert lr == pytest.approx(base * lr_factor(cfg, s, total)), (s, i)
+    assert {round(lr / base, 9) for _, gs in seen for base, lr in gs} >= {0.1, 1.0}   # start, peak
