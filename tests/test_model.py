@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastres.config import Config
+from fastres.config import STAGES, Config
 from fastres.errors import FastresError
 from fastres.kernels import BatchNormAct2d
 from fastres.model import build_model, count_parameters, model_flops, to_training_dtype
@@ -328,3 +328,25 @@ def test_every_recipe_builds_its_model():
         model = build_model(cfg.replace(width=cfg.width * 0.125), c, k, size)
         assert model(torch.randn(2, c, size, size)).shape == (2, k), name
     assert RECIPES["cifar10-95"].config.widths == "128,384,384"
+
+
+@pytest.mark.parametrize("arch", sorted(STAGES))
+def test_bn_settings_reach_every_norm_module(arch):
+    """The config's BN settings reach every norm of every architecture: momentum, eps, ghost
+    batch, frozen scale, CELU alpha and the fused switch on the BatchNormAct2d modules, momentum
+    and eps on the plain BatchNorm2d norms that a custom norm_act leaves before residual adds."""
+    cfg = tiny(arch, act="celu", bn_momentum=0.37, bn_eps=1e-3, ghost_batch=16, bn_freeze_scale=True,
+               celu_alpha=0.2, fused_bn=False)
+    mods = bn_modules(build_model(cfg, 3, 10, 32))
+    assert mods and all(isinstance(m, BatchNormAct2d) for m in mods)
+    for m in mods:
+        assert (m.momentum, m.eps, m.ghost_batch, m.alpha, m.fused) == (0.37, 1e-3, 16, 0.2, False)
+        assert not m.weight.requires_grad and m.bias.requires_grad
+        assert m.act in ("celu", "identity")
+    assert any(m.act == "celu" for m in mods)
+    class ActBN(nn.BatchNorm2d):
+        pass
+    custom = build_model(cfg, 3, 10, 32, norm_act=lambda c: nn.Sequential(ActBN(c), nn.ReLU()))
+    residual = [m for m in bn_modules(custom) if type(m) is nn.BatchNorm2d]
+    assert all((m.momentum, m.eps) == (0.37, 1e-3) for m in residual)
+    assert bool(residual) == (arch in ("airbench96", "resnet18"))  # the archs with a norm before an add
