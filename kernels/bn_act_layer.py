@@ -114,7 +114,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        factor = self.momentum
+        factor = 0.0 if self.momentum is None else self.momentum   # eval: unused, but F.batch_norm needs a float
         if self.training:
             if x.numel() == x.shape[1]:
                 raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")

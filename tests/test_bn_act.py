@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -373,6 +374,63 @@ def _normal_cdf_probe(z_ptr, cdf_ptr, pdf_ptr, n, BLOCK: tl.constexpr):
     cdf, nb2 = K._normal_cdf(z)
     tl.store(cdf_ptr + offs, cdf, mask=offs < n)
     tl.store(pdf_ptr + offs, tl.exp2(nb2) * 0.3989422804014327, mask=offs < n)
+
+
+def test_ghost_reference_is_batch_norm_per_group():
+    """The ghost reference against PyTorch's BatchNorm2d run on each group alone (5 images in
+    groups of 2: the last group is one image): each group normalised by its own statistics;
+    running statistics moved by momentum towards the groups' average mean and unbiased variance."""
+    x = make_input((5, 8, 3, 3), torch.float32)
+    w, b = torch.rand(8, device=DEVICE) + 0.5, torch.randn(8, device=DEVICE)
+    rm, rv = torch.randn(8, device=DEVICE), torch.rand(8, device=DEVICE) + 0.5
+    rm0, rv0 = rm.clone(), rv.clone()
+    y = bn_act_reference(x, w, b, rm, rv, True, 0.4, 1e-5, "celu", 0.3, ghost_batch=2)
+    ys, means, variances = [], [], []
+    for chunk in x.split(2):
+        bn = nn.BatchNorm2d(8, momentum=1.0).to(DEVICE).train()     # running stats = this group's
+        with torch.no_grad():
+            bn.weight.copy_(w), bn.bias.copy_(b)
+            ys.append(F.celu(bn(chunk), 0.3))
+        means.append(bn.running_mean), variances.append(bn.running_var)
+    torch.testing.assert_close(y, torch.cat(ys))
+    torch.testing.assert_close(rm, 0.6 * rm0 + 0.4 * torch.stack(means).mean(0))
+    torch.testing.assert_close(rv, 0.6 * rv0 + 0.4 * torch.stack(variances).mean(0))
+
+
+@pytest.mark.parametrize("ghost", [0, 2])
+@pytest.mark.parametrize("momentum", [0.4, None], ids=["m0.4", "cumulative"])
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_running_statistics_follow_momentum_over_steps(fused_only, backend, momentum, ghost):
+    """Three training steps, then eval: the running statistics move by `momentum` (None: the
+    cumulative average 1/t, as nn.BatchNorm2d) towards the batch's mean and unbiased variance,
+    averaged over ghost groups; eval normalises with them."""
+    bn = BatchNormAct2d(8, act="identity", momentum=momentum, ghost_batch=ghost).to(DEVICE)
+    bn.backend = backend
+    rm, rv = bn.running_mean.clone(), bn.running_var.clone()
+    for t in range(1, 4):
+        x = make_input((4, 8, 3, 3), torch.float32, mean=t, std=t, seed=t)
+        _reference_allowed[0] = backend == "reference"
+        try:
+            bn(x)
+        finally:
+            _reference_allowed[0] = False
+        groups = x.split(ghost or len(x))
+        mean = torch.stack([g.mean((0, 2, 3)) for g in groups]).mean(0)
+        var = torch.stack([g.var((0, 2, 3)) for g in groups]).mean(0)      # unbiased
+        m = 1 / t if momentum is None else momentum
+        rm, rv = (1 - m) * rm + m * mean, (1 - m) * rv + m * var
+        close(bn.running_mean, rm, torch.float32, f"running_mean, step {t}")
+        close(bn.running_var, rv, torch.float32, f"running_var, step {t}")
+    assert int(bn.num_batches_tracked) == 3
+    bn.eval()
+    x = make_input((2, 8, 3, 3), torch.float32, seed=9)
+    _reference_allowed[0] = backend == "reference"
+    try:
+        y = bn(x)
+    finally:
+        _reference_allowed[0] = False
+    expected = (x - rm[:, None, None]) / torch.sqrt(rv[:, None, None] + bn.eps)
+    close(y, expected * bn.weight[:, None, None] + bn.bias[:, None, None], torch.float32, "eval")
 
 
 def test_gelu_normal_cdf_is_accurate_to_fp32():
