@@ -355,7 +355,8 @@ def test_non_channels_last_input_and_grad(fused_only):
 
 
 def test_reference_helpers_agree_with_pytorch():
-    """The reference itself: whole-batch path is F.batch_norm; ghost with one group is the same."""
+    """The whole-batch reference against nn.BatchNorm2d + activation (the ghost reference:
+    test_ghost_reference_is_batch_norm_per_group)."""
     x = make_input((4, 8, 3, 3), torch.float32)
     w, b = torch.rand(8, device=DEVICE) + 0.5, torch.randn(8, device=DEVICE)
     bn = nn.BatchNorm2d(8).to(DEVICE).train()
