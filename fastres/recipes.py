@@ -1,7 +1,8 @@
 """Named recipes: Config instances, registered fastest-first per dataset.
 
-Each recipe states the claim it was measured to meet (device, date, runs) once measured;
-until then its claim is empty and README reports nothing for it.
+Each recipe states what it was measured to reach (accuracy and time, runs, device, date, commit
+and result file; tests check the figures against the file) once measured; until then its claim
+is empty and `--list-recipes` says "(not yet measured)".
 """
 from dataclasses import asdict
 
@@ -19,8 +20,9 @@ from .config import register
 # 0, live weights reset to it at every update, final weights = the average); the newest
 # airbench94.py starts the average in epoch 3 and also resets at every epoch end (differences
 # of this kind were audited against airbench94.py and are all below run-to-run noise).
-# Not yet verified on a GPU: its claim stays empty until bench/gpu_check.sh has measured it.
-CIFAR10_94 = register("cifar10-94", dataset="cifar10", target=0.94, arch="airbench", act="gelu", bn_eps=1e-12,
+H100 = "NVIDIA H100 80GB HBM3, 2026-11-28, commit 5d9fdd7 (bench/results/2026-11-28-h100-80gb-hbm3-5d9fdd7-{}.json)"
+CIFAR10_94 = register("cifar10-94", claim="94.04 +- 0.13% in 4.43 +- 0.30 s, 25 runs (16 >= 94%), " + H100.format(
+    "cifar10-94"), dataset="cifar10", target=0.94, arch="airbench", act="gelu", bn_eps=1e-12,
          bn_momentum=0.4, bn_freeze_scale=True, logit_scale=1 / 9, whiten=True, whiten_bias_epochs=3,
          crop_pad=2, flip="alternating", epochs=9.9, batch_size=1024, lr=1.5, momentum=0.85,
          weight_decay=0.0153 / (1 + 1 / 0.15) / 1.5, bias_lr_scale=64, bias_decay_scale=1 / 64, label_smoothing=0.2,
@@ -64,8 +66,10 @@ register("cifar10-94-muon", dataset="cifar10", target=0.94, arch="airbench", act
 # bias_lr_scale = 0.0573 x 768 / 0.5415. Known differences, all small: whitening statistics from
 # 5000 images (the record: 960), TTA-2 view weights 1/4, 1/4, 1/8 x 4 (the record averages its six
 # views equally), no decay on the filters (the record decays them by ~0.03% a step between its
-# renormalisations), fp32 BN (the record runs BN in fp16). Unverified on a GPU: no claim yet.
-register("cifar10-94-speedrun", dataset="cifar10", target=0.94, arch="airbench", act="silu", whiten_act="gelu",
+# renormalisations), fp32 BN (the record runs BN in fp16). 5 GPU runs so far: too few to show a
+# mean above 94% (one-sided p = 0.42).
+register("cifar10-94-speedrun", claim="94.02 +- 0.20% in 2.41 +- 0.37 s, 5 runs (4 >= 94%), " + H100.format(
+    "cifar10-94-speedrun"), dataset="cifar10", target=0.94, arch="airbench", act="silu", whiten_act="gelu",
          bn_eps=1e-12, bn_momentum=1 - 0.5566, bn_freeze_scale=True, logit_scale=3 ** 0.5 / 16, whiten=True,
          whiten_bias_epochs=0.19, whiten_bias_group="biases", whiten_bias_schedule="linear", crop_pad=2,
          flip="alternating", brightness=0.1399, contrast=0.1308, epochs=7.63, batch_size=1536,
@@ -121,14 +125,16 @@ register("cifar10-myrtle", dataset="cifar10", target=0.94, arch="resnet9", act="
 # Results; bench/results/2026-11-28-cpu-amd-epyc-2c-fashion-airbench-half-protocol.md): 4 runs
 # at 9.9 epochs average 94.45 +- 0.16% (fashion-94-resnet9: 94.41 +- 0.09% with 3.9x the FLOPs);
 # 8 epochs (94.19%) fell short of the rule set for adopting it.
-register("fashion-94", **{**asdict(CIFAR10_94.config), "dataset": "fashion-mnist", "width": 0.5})
+register("fashion-94", claim="94.41 +- 0.08% in 5.50 +- 0.51 s, 10 runs (10 >= 94%), " + H100.format("fashion-94"),
+         **{**asdict(CIFAR10_94.config), "dataset": "fashion-mnist", "width": 0.5})
 
 # The Myrtle ResNet-9 lineage on Fashion-MNIST (fashion-94 until 2026-11-28) at 28x28, one
 # channel, at half width (32/64/128/256 channels: 137 MFLOPs forward per image, a quarter of the
 # full width's 548). Fp32 runs on the CPU (README Results) reached 94.41 +- 0.09% over 5 runs
 # after these 12 epochs, and 94.31 and 94.19% after 10. Kept for comparison with fashion-94
 # (bench/gpu_check.sh times both) and for its kernels (CELU, ghost BN).
-register("fashion-94-resnet9", dataset="fashion-mnist", target=0.94, arch="resnet9", width=0.5, act="celu",
+register("fashion-94-resnet9", claim="94.47 +- 0.10% in 17.46 +- 1.34 s, 5 runs (5 >= 94%), " + H100.format(
+    "fashion-94-resnet9"), dataset="fashion-mnist", target=0.94, arch="resnet9", width=0.5, act="celu",
          celu_alpha=0.3, bn_freeze_scale=True, ghost_batch=32, whiten=False, crop_pad=2, flip="random", epochs=12,
          batch_size=512, lr=1.0, weight_decay=5e-4, bias_lr_scale=64, bias_decay_scale=1 / 64,
          label_smoothing=0.2, warmup_frac=0.2, final_lr_frac=0.1, ema_decay=0.99, ema_ramp_power=1, tta=1,

@@ -1,7 +1,10 @@
 """The command line end to end: outputs, recipe selection, and one-line errors with exit 2."""
+import dataclasses
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,6 +122,39 @@ def test_list_recipes(capsys):
     assert cli.main(["--list-recipes"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in RECIPES)
+
+
+def test_recipe_claims_match_their_result_files():
+    """A recipe's claim (printed by --list-recipes) states the figures of the result file it cites."""
+    root = Path(__file__).resolve().parents[1]
+    claimed = {name: r.claim for name, r in RECIPES.items() if r.claim}
+    assert {"cifar10-94", "fashion-94", "fashion-cpu"} <= set(claimed)
+    for name, claim in claimed.items():
+        m = re.match(r"(\d+\.\d+) \+- (\d+\.\d+)% in (\d+\.\d+) \+- (\d+\.\d+) s, (\d+) runs.*"
+                     r"\((bench/results/[^ )]+)\)$", claim)
+        assert m, f"{name}: claim not in the expected form: {claim}"
+        text = (root / m[6]).read_text()
+        lines = text.splitlines() if m[6].endswith(".jsonl") else [text]
+        records = [json.loads(line) for line in lines]
+        if "summary" in records[0]:                                 # a gpu_check.sh file: one object
+            records = [records[0]["start"], records[0]["summary"]]
+        start, summary = records[0], records[-1]
+        assert start["type"] == "start" and summary["type"] == "summary", name
+        # The runs trained this recipe as registered now (run-time settings aside): editing a
+        # measured recipe makes its claim stale, and this test says so.
+        recipe = dataclasses.asdict(RECIPES[name].config)
+        runtime = {"seed", "runs", "device", "output", "data_dir", "download", "plot", "save", "eval_every",
+                   "threads", "compile", "deterministic", "parallel", "dist_backend"}
+        differ = {k for k in start["config"].keys() & recipe.keys() - runtime
+                  if json.loads(json.dumps(recipe[k])) != start["config"][k]}
+        assert not differ, f"{name}: recipe differs from its measured runs in {sorted(differ)}"
+        for value, key, scale in ((m[1], "acc_mean", 100), (m[2], "acc_std", 100), (m[3], "time_mean", 1),
+                                  (m[4], "time_std", 1)):
+            digits = len(value.split(".")[1])
+            assert float(value) == round(summary[key] * scale, digits), (name, key)
+        assert int(m[5]) == summary["runs"], name
+        if "(" in claim.split(" runs", 1)[1][:3]:
+            assert f"({summary['reached']} >= " in claim, name
 
 
 def test_gpu_recipe_on_cpu_drops_compile_unless_asked():
