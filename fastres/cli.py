@@ -120,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fastres", description="Speed-optimised ResNet training with honest "
                                      "time-to-accuracy. Without a subcommand, `train` is run.")
     sub = parser.add_subparsers(dest="command")
+    parser.subcommands = {}
     for name, (help, add_arguments, _) in SUBCOMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help, description=help))
+        parser.subcommands[name] = sub.add_parser(name, help=help, description=help)
+        add_arguments(parser.subcommands[name])
     return parser
 
 
@@ -129,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["train", *argv]
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:     # name the subcommand whose --help lists the flags
+            parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as e:          # --help (0) or a bad flag (2, already printed as one line)
         return e.code
     try:

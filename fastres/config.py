@@ -8,6 +8,7 @@ is >= T. Units are in the names where they matter.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,7 @@ class Config:
         image_size, when given, are the dataset's training-image count and side in pixels)."""
         def bad(msg):
             raise FastresError(msg)
+        check_dataset(self.dataset)
         if not 0 < self.target <= 1:
             bad(f"--target must be in (0, 1], got {self.target}")
         for name in ("epochs", "lr", "batch_size", "runs", "eval_batch_size", "ema_every", "muon_norm_every",
@@ -156,6 +158,8 @@ class Config:
             bad("--tta-fraction must be in (0, 1], --ema-ramp-power >= 0 and --muon-lr positive")
         if (self.plot or self.save) and not self.output:
             bad("--plot and --save write into --output DIR: give one")
+        if self.plot and importlib.util.find_spec("matplotlib") is None:   # say so before training
+            bad("--plot needs matplotlib: pip install 'fastres[plot]' (or leave out --plot)")
         if not (0 <= self.brightness and 0 <= self.contrast < 1):
             bad(f"--brightness must be >= 0 and --contrast in [0, 1), got {self.brightness} and {self.contrast}")
         if self.val_split < 0 or self.crop_pad < 0 or self.cutout < 0 or self.ghost_batch < 0:
@@ -190,6 +194,11 @@ def register(name: str, claim: str = "", **values) -> Recipe:
     return recipe
 
 
+def check_dataset(dataset: str) -> None:
+    if dataset not in ("cifar10", "fashion-mnist") and not dataset.endswith(".npz"):
+        raise FastresError(f"unknown dataset {dataset!r}; use cifar10, fashion-mnist or a path to a .npz file")
+
+
 def dataset_key(dataset: str) -> str:
     """Recipes are registered per dataset; every .npz shares the generic 'npz' recipes."""
     return "npz" if dataset.endswith(".npz") else dataset
@@ -206,6 +215,7 @@ def select_recipe(dataset: str, target: float, device: str = "cuda") -> Recipe:
 
     Recipes are registered fastest-first per dataset and device class ('cpu' recipes are only
     picked on CPU when one reaches the target)."""
+    check_dataset(dataset)
     if not 0 < target <= 1:
         raise FastresError(f"--target must be in (0, 1], got {target}")
     key = dataset_key(dataset)

@@ -62,7 +62,10 @@ def run_main(argv, capsys):
     (["--recipe", "fashion-cpu", "--batch-size", "0"], "--batch-size must be positive"),
     (["--recipe", "fashion-cpu", "--runs", "0"], "--runs must be positive"),
     (["--recipe", "no-such-recipe"], "unknown recipe"),
-    (["--dataset", "imagenet"], "no recipe for dataset"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; use cifar10, fashion-mnist or a path"),
+    (["--dataset", "fashion-mnist", "--target", "0.99"], "no recipe for dataset 'fashion-mnist' reaches"),
+    (["--nosuch"], "unrecognized arguments: --nosuch (see fastres train --help)"),
+    (["study", "lr", "--nosuch"], "unrecognized arguments: --nosuch (see fastres study --help)"),
     (["--recipe", "fashion-cpu", "--dataset", "imagenet"], "unknown dataset"),
     (["--recipe", "fashion-cpu", "--epochs", "abc"], "invalid float value"),
     (["--recipe", "fashion-cpu", "--flip", "sideways"], "--flip must be one of"),
@@ -86,6 +89,14 @@ def test_bad_input_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch)
     (tmp_path / "a_file").write_text("not a directory")
     code, err = run_main(argv, capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("fastres: error:") and message in err[0], err
+
+
+def test_plot_without_matplotlib_fails_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)       # as if not installed
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained before the error"))
+    code, err = run_main(["--recipe", "fashion-cpu", "--output", str(tmp_path / "out"), "--plot"], capsys)
+    assert code == 2 and err == ["fastres: error: --plot needs matplotlib: pip install 'fastres[plot]' "
+                                 "(or leave out --plot)"]
 
 
 def test_batch_larger_than_training_set(tmp_path, capsys):

@@ -10,7 +10,7 @@ path to a .npz (see npz.py). Files are looked for in --data-dir, $FASTRES_DATA a
 """
 from __future__ import annotations
 
-from ..errors import FastresError
+from ..config import check_dataset
 from . import cifar10, fashion, npz
 from .device import DeviceData, prepare, upload
 from .download import download_file
@@ -21,10 +21,9 @@ __all__ = ["ImageSet", "DeviceData", "load_dataset", "upload", "prepare", "downl
 
 def load_dataset(dataset: str, data_dir: str = "", download: bool = True) -> ImageSet:
     """The named dataset as a host ImageSet; FastresError (one line) for anything a user can fix."""
+    check_dataset(dataset)
     if dataset == "cifar10":
         return cifar10.load(data_dir, download)
     if dataset == "fashion-mnist":
         return fashion.load(data_dir, download)
-    if dataset.endswith(".npz"):
-        return npz.load(dataset)
-    raise FastresError(f"unknown dataset {dataset!r}; use cifar10, fashion-mnist or a path to a .npz file")
+    return npz.load(dataset)
