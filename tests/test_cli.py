@@ -46,6 +46,7 @@ def test_target_selects_fastest_recipe_for_dataset():
     assert select_recipe("fashion-mnist", 0.91, device="cpu").name == "fashion-cpu"
     with pytest.raises(FastresError, match="no recipe"):
         select_recipe("cifar10", 0.999)
+    assert select_recipe("my.npz", 0.99).name == "npz-default"     # any target for an unknown set
 
 
 def run_main(argv, capsys):
