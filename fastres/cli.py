@@ -118,7 +118,9 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fastres", description="Speed-optimised ResNet training with honest "
-                                     "time-to-accuracy. Without a subcommand, `train` is run.")
+                                     "time-to-accuracy. Without a subcommand, `train` is run.",
+                    epilog="`fastres train --help` lists the training flags (one per Config field); "
+                           "`fastres --list-recipes` the recipes.")
     sub = parser.add_subparsers(dest="command")
     parser.subcommands = {}
     for name, (help, add_arguments, _) in SUBCOMMANDS.items():
