@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except FastresError as e:
         print(f"fastres: error: {e}", file=sys.stderr)
         return e.exit_code
+    except (OSError, MemoryError) as e:     # a full disk, an unwritable cache folder, no memory
+        print(f"fastres: error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fastres: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +111,18 @@ class Config:
         image_size, when given, are the dataset's training-image count and side in pixels)."""
         def bad(msg):
             raise FastresError(msg)
+        hints = typing.get_type_hints(Config)
+        for f in dataclasses.fields(self):      # a study file or --set can give any JSON value
+            value, kind, flag = getattr(self, f.name), hints[f.name], "--" + f.name.replace("_", "-")
+            if kind is tuple:
+                if not (isinstance(value, tuple) and len(value) == 2
+                        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                    bad(f"{flag} must be two numbers MIN MAX, got {value!r}")
+            elif not (type(value) is kind or (kind is float and type(value) is int)):
+                bad(f"{flag} must be of type {kind.__name__}, got {value!r}")
+            for v in (value if kind is tuple else (value,)):   # NaN passes every comparison below
+                if isinstance(v, float) and not math.isfinite(v):
+                    bad(f"{flag} must be a finite number, got {value!r}")
         check_dataset(self.dataset)
         if not 0 < self.target <= 1:
             bad(f"--target must be in (0, 1], got {self.target}")
@@ -154,6 +168,13 @@ class Config:
             bad(f"--tta must be 0, 1 or 2, got {self.tta}")
         if not 0 <= self.erase_p <= 1 or not 0 <= self.ema_decay < 1 or not 0 <= self.label_smoothing < 1:
             bad("--erase-p must be in [0, 1], --ema-decay and --label-smoothing in [0, 1)")
+        if not 0 <= self.seed <= 2 ** 62 or self.threads > 1024 or self.width > 16:   # seeds: torch takes 64 bits
+            bad(f"--seed must be in [0, 2**62], --threads at most 1024 and --width at most 16, "
+                f"got {self.seed}, {self.threads} and {self.width}")
+        area, ratio = self.erase_area, self.erase_ratio
+        if len(area) != 2 or len(ratio) != 2 or not (0 < area[0] <= area[1] <= 1 and 0 < ratio[0] <= ratio[1]):
+            bad(f"--erase-area must be MIN MAX with 0 < MIN <= MAX <= 1 and --erase-ratio MIN MAX with "
+                f"0 < MIN <= MAX, got {area} and {ratio}")
         if not 0 < self.tta_fraction <= 1 or self.ema_ramp_power < 0 or self.muon_lr <= 0:
             bad("--tta-fraction must be in (0, 1], --ema-ramp-power >= 0 and --muon-lr positive")
         if (self.plot or self.save) and not self.output:

@@ -120,9 +120,12 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FastresError(f"--device {name} requested but CUDA is not available (use --device cpu)")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
-        raise FastresError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):     # meta, mps, ...: not supported
+        raise FastresError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def rank_device(name: str, local_rank: int) -> torch.device:

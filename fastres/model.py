@@ -364,7 +364,8 @@ def build_model(cfg: Config, in_channels: int, num_classes: int, image_size: int
     norm: the activation-free norm before a residual add (ResNet-18, airbench96; default: BatchNormAct2d with
     act="identity", or plain nn.BatchNorm2d when a custom norm_act is given)."""
     if image_size < 16:     # the datasets are 28 or 32; every arch still has a 1x1 map at 16
-        raise FastresError(f"images must be at least 16x16 for {cfg.arch}, got {image_size}x{image_size}")
+        raise FastresError(f"images must be at least 16 px on each side for {cfg.arch}; the shorter side is "
+                           f"{image_size} px")
     if norm is None:
         norm = (default_norm_act(cfg, act="identity") if norm_act is None else
                 functools.partial(nn.BatchNorm2d, eps=cfg.bn_eps, momentum=cfg.bn_momentum))

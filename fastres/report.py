@@ -195,6 +195,20 @@ def atomic_write(path: Path, write) -> Path:
     return path
 
 
+def prepare_output(out: Path, names: list[str]) -> None:
+    """Create the output folder and check that each file to be written there can be, before any
+    training: an unwritable folder found after an hour of training would lose the results."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".fastres-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise FastresError(f"--output {out} cannot be written: {e.strerror or e}") from None
+    if taken := [n for n in names if (out / n).is_dir()]:
+        raise FastresError(f"--output {out}: these must be files but are folders: {', '.join(taken)}")
+
+
 class JsonlLog:
     """Append-only JSON-lines log (one complete line per record, flushed at once)."""
 

@@ -18,7 +18,8 @@ from .distributed import resolve_device
 from .config import Config
 from .data import load_dataset, upload
 from .errors import FastresError
-from .report import JsonlLog, Table, atomic_write, environment, format_summary, plot_accuracy_vs_time, summarize
+from .report import (JsonlLog, Table, atomic_write, environment, format_summary, plot_accuracy_vs_time,
+                     prepare_output, summarize)
 from .train import RunResult, build_nets, train, unwrap, warm_up
 
 EPOCH_COLUMNS = [("run", "d"), ("epoch", "d"), ("train_loss", ".4f"), ("train_acc", ".4f"),
@@ -50,6 +51,9 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
     host = subset(host, cfg.train_subset, cfg.test_subset)
     cfg.validate(train_size=host.train_x.shape[0], image_size=min(host.train_x.shape[1:3]))
     out = Path(cfg.output) if cfg.output else None
+    if out and world.is_main:
+        prepare_output(out, ["runs.jsonl"] + (["accuracy_vs_time.png"] if cfg.plot else [])
+                       + ([f"weights-seed{s}.pt" for s in seeds] if cfg.save else []))
     log = JsonlLog(out / "runs.jsonl" if out and world.is_main else None)
     env = environment(device)
     log.write({"type": "start", "config": asdict(cfg), "env": env, "world_size": world.size, "dataset": host.name,
@@ -87,6 +91,11 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
                 log.write({"type": "run", **asdict(result)})
     except torch.cuda.OutOfMemoryError:
         raise FastresError(f"CUDA out of memory at --batch-size {cfg.batch_size}; try a smaller batch size") from None
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e):        # PyTorch's CPU allocator
+            raise
+        raise FastresError(f"out of memory on the CPU at --batch-size {cfg.batch_size} "
+                           f"({str(e).splitlines()[0]}); try a smaller batch or width") from None
     summary = summarize([r.accuracy for r in results], [r.time_s for r in results], cfg.target)
     summary["warmup_s"] = warmup_s
     printer(format_summary(summary))

@@ -59,7 +59,7 @@ from typing import Callable
 from .cli import subcommand
 from .config import Config, get_recipe
 from .errors import FastresError
-from .report import JsonlLog, atomic_write, mean_std, welch_interval
+from .report import JsonlLog, atomic_write, mean_std, prepare_output, welch_interval
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,15 @@ class Study:
 
     def __post_init__(self):
         object.__setattr__(self, "rows", tuple(self.rows))
+        texts = (self.name, self.description, self.baseline, self.source)
+        if not all(isinstance(t, str) for t in texts) or not isinstance(self.base, Config):
+            raise FastresError(f"study {self.name!r}: name, description, baseline and source must be text "
+                               f"and base a Config")
+        for row in self.rows:
+            if not (isinstance(row, Row) and isinstance(row.name, str) and isinstance(row.changes, dict)
+                    and (row.published is None or type(row.published) in (int, float))):
+                raise FastresError(f"study {self.name!r}: each row needs a text name, a dict of changes and "
+                                   f"a published accuracy that is a number or absent, got {row!r}")
         names = [r.name for r in self.rows]
         known = {f.name for f in fields(Config)}
         if not names or len(set(names)) != len(names):
@@ -87,6 +96,10 @@ class Study:
         for row in self.rows:
             if unknown := sorted(set(row.changes) - known):
                 raise FastresError(f"study {self.name!r}, row {row.name!r}: unknown config fields {unknown}")
+            try:                    # every row's values, checked before any row trains
+                self.base.replace(**row.changes).replace(plot=False, save=False).validate()
+            except FastresError as e:
+                raise FastresError(f"study {self.name!r}, row {row.name!r}: {e}") from None
         if self.baseline and self.baseline not in names:
             raise FastresError(f"study {self.name!r}: baseline {self.baseline!r} is not one of its rows")
         if not self.baseline:
@@ -199,6 +212,9 @@ def plot_study(study: Study, runs: dict[str, list[dict]], path: Path, title: str
     return path
 
 
+RUN_KEYS = {"study", "row", "seed", "config_hash", "accuracy", "time_s"}
+
+
 def read_runs(path: Path) -> dict[tuple, dict]:
     """(study, row, seed, config_hash) -> the latest run record in a study JSONL."""
     done = {}
@@ -208,7 +224,10 @@ def read_runs(path: Path) -> dict[tuple, dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError:      # a line cut short by a kill: that run re-runs
                 continue
-            if rec.get("type") == "run":
+            # A record that is not a whole run (an edited or damaged file) is skipped: that run re-runs.
+            if (isinstance(rec, dict) and rec.get("type") == "run" and RUN_KEYS <= rec.keys()
+                    and all(isinstance(rec[k], (int, float)) for k in ("accuracy", "time_s"))
+                    and isinstance(rec.get("env", {}), dict)):
                 done[(rec["study"], rec["row"], rec["seed"], rec["config_hash"])] = rec
     return done
 
@@ -241,6 +260,8 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
     stem = f"study-{study.name}{'-quick' if is_quick else ''}"
     out = Path(output)
     jsonl = out / f"{stem}.jsonl"
+    if main:
+        prepare_output(out, [f"{stem}.jsonl", f"{stem}.md", f"{stem}.png"])
     log = JsonlLog(jsonl if main else None)
     say(f"study {study.name}: {study.description}; {len(configs)} rows x {runs} seeds on {device_type}")
     if is_quick:
@@ -324,13 +345,16 @@ def load_study_file(path: str) -> list[str]:
         raise FastresError(f"--file {path}: not valid JSON ({e})") from None
     names = []
     for spec in specs if isinstance(specs, list) else [specs]:
+        if not isinstance(spec, dict) or not isinstance(spec.get("rows", []), list) or not all(
+                isinstance(r, dict) for r in spec.get("rows", [])):
+            raise FastresError(f"--file {path}: a study is an object with a name and a list of row objects")
         try:
             base = get_recipe(spec["recipe"]).config if "recipe" in spec else Config()
             base = base.replace(**coerce(spec.get("base", {})))
             rows = [Row(r["name"], coerce(r.get("changes", {})), r.get("published")) for r in spec["rows"]]
             study = Study(spec["name"], spec.get("description", ""), base, rows, spec.get("baseline", ""),
                           spec.get("source", ""))
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:
             raise FastresError(f"--file {path}: a study needs name and rows (each with a name): {e}") from None
         register_study(study)
         names.append(study.name)

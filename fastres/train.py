@@ -188,8 +188,8 @@ def training_dtype(device: torch.device) -> torch.dtype:
 def new_model(cfg: Config, ds: ImageSet) -> torch.nn.Module:
     """The recipe's model, randomly initialised from the current torch seed, in the
     training dtype and channels-last."""
-    _, h, _, c = ds.train_x.shape
-    model = build_model(cfg, in_channels=c, num_classes=ds.num_classes, image_size=h)
+    _, h, w, c = ds.train_x.shape
+    model = build_model(cfg, in_channels=c, num_classes=ds.num_classes, image_size=min(h, w))
     return to_training_dtype(model.to(ds.train_x.device), training_dtype(ds.train_x.device))
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,10 +85,28 @@ def run_main(argv, capsys):
     (["--recipe", "fashion-cpu", "--momentum", "1.5"], "--momentum must be in [0, 1], got 1.5"),
     (["--recipe", "fashion-cpu", "--warmup-frac", "2"], "--warmup-frac must be in [0, 1]"),
     (["--recipe", "fashion-cpu", "--output", "a_file"], "--output a_file is a file: give a directory"),
+    (["--recipe", "fashion-cpu", "--epochs", "nan"], "--epochs must be a finite number, got nan"),
+    (["--recipe", "fashion-cpu", "--width", "inf"], "--width must be a finite number, got inf"),
+    (["--recipe", "fashion-cpu", "--ema-decay", "0.9", "--ema-ramp-power", "nan"], "--ema-ramp-power must be a finite"),
+    (["--recipe", "fashion-cpu", "--erase-area", "0.1", "nan"], "--erase-area must be a finite number"),
+    (["--recipe", "fashion-cpu", "--erase-p", "1", "--erase-ratio", "0", "0"], "--erase-area must be MIN MAX with"),
+    (["--recipe", "fashion-cpu", "--erase-area", "0.5", "0.1"], "0 < MIN <= MAX <= 1"),
+    (["--recipe", "fashion-cpu", "--seed", "99999999999999999999"], "--seed must be in [0, 2**62]"),
+    (["--recipe", "fashion-cpu", "--threads", "100000"], "--threads at most 1024"),
+    (["--recipe", "fashion-cpu", "--width", "1e300"], "--width at most 16"),
+    (["--recipe", "fashion-cpu", "--device", "meta"], "unknown --device 'meta'; use auto, cpu, cuda or cuda:N"),
+    (["--recipe", "fashion-cpu", "--output", "a_file/sub"], "--output a_file/sub cannot be written: Not a directory"),
+    (["--recipe", "fashion-cpu", "--output", "taken", "--save"], "these must be files but are folders: weights-seed0.pt"),
+    (["study", "--file", "bad_study.json", "--device", "cpu"], "study 'a', row 'r': --epochs must be of type float"),
+    (["study", "--file", "good_study.json", "--output", "a_file/sub"], "--output a_file/sub cannot be written"),
 ])
 def test_bad_input_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained before the error"))
     (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "taken" / "weights-seed0.pt").mkdir(parents=True)
+    (tmp_path / "good_study.json").write_text('{"name": "g", "rows": [{"name": "r"}]}')
+    (tmp_path / "bad_study.json").write_text('{"name": "a", "rows": [{"name": "r", "changes": {"epochs": "ten"}}]}')
     code, err = run_main(argv, capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("fastres: error:") and message in err[0], err
 
@@ -98,6 +117,31 @@ def test_plot_without_matplotlib_fails_before_training(tmp_path, capsys, monkeyp
     code, err = run_main(["--recipe", "fashion-cpu", "--output", str(tmp_path / "out"), "--plot"], capsys)
     assert code == 2 and err == ["fastres: error: --plot needs matplotlib: pip install 'fastres[plot]' "
                                  "(or leave out --plot)"]
+
+
+@pytest.mark.parametrize("error, message", [
+    (OSError(28, "No space left on device"), "fastres: error: OSError: [Errno 28] No space left on device"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 8 bytes."), "fastres: error: out of memory on the CPU at --batch-size"),
+])
+def test_environment_errors_are_one_line(error, message, tmp_path, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(runner, "train", fail)
+    data = write_npz(tmp_path / "tiny.npz")
+    code, err = run_main(["--dataset", str(data), *TINY_FLAGS], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith(message), err
+
+
+def test_non_square_images_too_narrow_for_the_net(tmp_path, capsys):
+    data = write_npz(tmp_path / "tiny.npz", size=16)
+    arrays = dict(np.load(data))
+    for key in ("train_x", "test_x"):
+        arrays[key] = np.ascontiguousarray(np.tile(arrays[key], (1, 4, 1))[:, :, :4])    # 64 x 4 images
+    np.savez(tmp_path / "narrow.npz", **arrays)
+    code, err = run_main(["--dataset", str(tmp_path / "narrow.npz"), *TINY_FLAGS, "--crop-pad", "0"], capsys)
+    assert code == 2 and err == ["fastres: error: images must be at least 16 px on each side for resnet9; "
+                                 "the shorter side is 4 px"]
 
 
 def test_batch_larger_than_training_set(tmp_path, capsys):

@@ -13,6 +13,7 @@ import io
 import os
 import tarfile
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -375,11 +376,34 @@ def _npz_case(**changes):
     (_npz_case(test_x=np.zeros((4, 9, 8, 3), np.uint8)), r"train and test images differ in shape: \(8, 8, 3\) vs \(9, 8, 3\)"),
     (_npz_case(train_x=np.zeros((6, 3, 8, 8), np.uint8), test_x=np.zeros((4, 3, 8, 8), np.uint8)), "C in {1, 3}, got"),
     (_npz_case(train_y=np.zeros((6, 1), np.int64)), "train_y must be a 1-D array"),
+    (_npz_case(train_y=np.zeros(6, "m8[s]")), "train_y must hold integer labels, got timedelta64"),
+    (_npz_case(test_y=np.array([0, 1, 2, 2 ** 63], np.uint64)), "label 9223372036854775808 is out of range"),
 ])
 def test_npz_bad_contents(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(FastresError, match=message):
         load_dataset(str(tmp_path / "bad.npz"))
+
+
+def test_npz_member_that_is_not_an_array_or_claims_a_huge_shape(tmp_path):
+    arrays = npz_arrays()
+    with zipfile.ZipFile(tmp_path / "text.npz", "w") as z:      # members named like arrays, holding text
+        for key in arrays:
+            z.writestr(f"{key}.npy", b"not npy")
+    with pytest.raises(FastresError, match="train_x is not a .npy array"):
+        load_dataset(str(tmp_path / "text.npz"))
+    np.savez(tmp_path / "huge.npz", **arrays)
+    with zipfile.ZipFile(tmp_path / "huge.npz") as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    # The header claims 10^11 images (same header length: the new digits take padding spaces).
+    old, new = b"(6, 8, 8, 3), }" + b" " * 10, b"(99999999999, 8, 8, 3), }"
+    assert old in members["train_x.npy"]
+    members["train_x.npy"] = members["train_x.npy"].replace(old, new)
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(FastresError, match="cannot read .*huge.npz"):
+        load_dataset(str(tmp_path / "huge.npz"))
 
 
 def test_npz_with_pickled_objects_is_refused(tmp_path):
@@ -424,7 +448,7 @@ def test_cache_is_used_then_rebuilt_when_corrupt(tmp_path, monkeypatch):
     assert torch.equal(load_dataset(str(tmp_path / "toy.npz")).train_x, first.train_x)
     monkeypatch.setattr(npz, "parse_npz", real_parse)
 
-    for corrupt in (cache_file.read_bytes()[:500], b"garbage"):     # truncated, then not a torch file
+    for corrupt in (cache_file.read_bytes()[:500], b"garbage", b""):   # truncated, not a torch file, empty
         cache_file.write_bytes(corrupt)
         with pytest.warns(UserWarning, match="cache .* is corrupt.*rebuilding"):
             again = load_dataset(str(tmp_path / "toy.npz"))

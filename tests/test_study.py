@@ -183,8 +183,10 @@ def test_rerun_trains_nothing_and_a_changed_row_reruns(tmp_path, monkeypatch):
     again = study.run_study(small_study(), runs=2, output=str(out), printer=lambda *a: None)
     assert fake.calls == [] and again["table"] == first["table"]
 
-    with open(first["jsonl"], "a") as f:          # a run killed mid-write leaves a partial line
-        f.write('{"type": "run", "study": "res')
+    with open(first["jsonl"], "a") as f:          # damaged or edited lines are skipped ...
+        f.write('[1]\n5\n{"type": "run", "study": "resume"}\n{"type": "run", "study": "resume", "row": "a", '
+                '"seed": 2, "config_hash": "x", "accuracy": "high", "time_s": 1}\n')
+        f.write('{"type": "run", "study": "res')  # ... and a run killed mid-write leaves a partial line
     study.run_study(small_study(lr_b=0.25), runs=3, output=str(out), printer=lambda *a: None)
     assert fake.calls == [(0.1, [2]), (0.25, [0, 1, 2]), (0.3, [2])]
     md = (out / "study-resume.md").read_text()
@@ -277,6 +279,26 @@ def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("str", "a study is an object with a name and a list of row objects"),
+    (["x"], "a study is an object with a name and a list of row objects"),
+    ({"name": "a", "rows": [{"name": "r", "changes": ["lr"]}]}, "a study needs name and rows"),
+    ({"name": "a", "rows": [{"name": "r", "changes": {"lr": None}}]}, "row 'r': --lr must be of type float"),
+    ({"name": "a", "base": {"batch_size": 64.5}, "rows": [{"name": "r"}]}, "--batch-size must be of type int"),
+    ({"name": "a", "rows": [{"name": "r", "changes": {"erase_area": [0.1]}}]}, "--erase-area must be two numbers"),
+    ({"name": "a", "rows": [{"name": "r", "changes": {"whiten": "no"}}]}, "--whiten must be of type bool"),
+    ({"name": 5, "rows": [{"name": "r"}]}, "name, description, baseline and source must be text"),
+    ({"name": "a", "description": 5, "rows": [{"name": "r"}]}, "name, description, baseline and source must be"),
+    ({"name": "a", "rows": [{"name": "r", "published": "high"}]}, "a published accuracy that is a number"),
+])
+def test_bad_study_files_are_one_line_before_any_training(spec, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained before the error"))
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    assert cli.main(["study", "--file", str(tmp_path / "s.json"), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastres: error:") and message in err[0], err
 
 
 def test_list_names_every_study(capsys):

@@ -78,7 +78,8 @@ def load_or_build(name: str, sources: list[Path], build: Callable[[], ImageSet])
         try:
             return validate(ImageSet(**torch.load(path, map_location="cpu", weights_only=True)), str(path))
         except Exception as e:  # any failure here only means the cache is bad: re-parsing is always safe
-            warnings.warn(f"parsed-data cache {path} is corrupt ({str(e).splitlines()[0]}); rebuilding it")
+            reason = (str(e).splitlines() or [type(e).__name__])[0]    # EOFError() has no message
+            warnings.warn(f"parsed-data cache {path} is corrupt ({reason}); rebuilding it")
     ds = build()
     try:
         with atomic_path(path) as tmp:

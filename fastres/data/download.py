@@ -72,7 +72,7 @@ def download_file(url: str, dest: Path, md5: str, progress: bool = True) -> Path
             raise FastresError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
         except urllib.error.URLError as e:
             raise FastresError(f"download of {url} failed: {e.reason}") from e
-        except (http.client.HTTPException, OSError) as e:
+        except (http.client.HTTPException, OSError, ValueError) as e:    # ValueError: a malformed URL
             raise FastresError(f"download of {url} failed: {e or type(e).__name__}") from e
         finally:
             if bar:

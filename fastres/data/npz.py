@@ -31,17 +31,20 @@ def parse_npz(path: Path) -> ImageSet:
             if missing:
                 raise FastresError(f"{path} is missing {', '.join(missing)} (needs {', '.join(KEYS)})")
             arrays = {k: npz[k] for k in KEYS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as e:   # MemoryError: a huge header
         raise FastresError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     for key, a in arrays.items():
+        if not isinstance(a, np.ndarray):           # a member that is not a .npy array comes back as bytes
+            raise FastresError(f"{path}: {key} is not a .npy array")
         if key.endswith("_x") and a.dtype != np.uint8:
             raise FastresError(f"{path}: {key} must be uint8 images (0..255), got {a.dtype}")
-        if key.endswith("_y") and not np.issubdtype(a.dtype, np.integer):
+        if key.endswith("_y") and a.dtype.kind not in "iu":    # (numpy counts timedelta64 as integer)
             raise FastresError(f"{path}: {key} must hold integer labels, got {a.dtype}")
-    labels = np.concatenate([arrays["train_y"].ravel(), arrays["test_y"].ravel()])
-    if labels.size and labels.max() >= MAX_CLASSES:
-        raise FastresError(f"{path}: label {labels.max()} is out of range (at most {MAX_CLASSES} classes)")
-    num_classes = int(labels.max()) + 1 if labels.size else 0
+    # Python ints: concatenating uint64 with int64 labels would give floats
+    top = max((int(arrays[k].max()) for k in ("train_y", "test_y") if arrays[k].size), default=-1)
+    if top >= MAX_CLASSES:
+        raise FastresError(f"{path}: label {top} is out of range (at most {MAX_CLASSES} classes)")
+    num_classes = top + 1
     tensors = {}
     for key, a in arrays.items():
         if key.endswith("_x") and a.ndim == 3:
