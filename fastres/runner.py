@@ -37,6 +37,16 @@ def configure_torch(cfg: Config, device: torch.device):
         torch.backends.cudnn.benchmark = True
 
 
+def user_error(e: BaseException, cfg: Config) -> BaseException:
+    """Out of memory, on the GPU or the CPU, as the one-line error a user can act on."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return FastresError(f"CUDA out of memory at --batch-size {cfg.batch_size}; try a smaller batch size")
+    if isinstance(e, RuntimeError) and "can't allocate memory" in str(e):     # PyTorch's CPU allocator
+        return FastresError(f"out of memory on the CPU at --batch-size {cfg.batch_size} "
+                            f"({str(e).splitlines()[0]}); try a smaller batch or width")
+    return e
+
+
 def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tuple[list[RunResult], dict]:
     """Train cfg.runs seeds (or the given ones); print the per-epoch table and a summary;
     write the JSONL log, plot and weights into cfg.output when set."""
@@ -59,8 +69,8 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
     log.write({"type": "start", "config": asdict(cfg), "env": env, "world_size": world.size, "dataset": host.name,
                "train_images": host.train_x.shape[0], "test_images": host.test_x.shape[0],
                "image_size": host.train_x.shape[1], "channels": host.train_x.shape[3], "classes": host.num_classes})
-    ds = upload(host, device)                                       # upload: untimed
     try:
+        ds = upload(host, device)                                   # upload: untimed
         torch.manual_seed(cfg.seed)
         nets = build_nets(cfg, ds)          # reused by every run, re-initialised per seed
         # Every shape once before the first timed run, so seed 0 does not pay for compilation,
@@ -89,13 +99,12 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
                 for row in result.epochs:
                     report_epoch(i, result.seed, row)
                 log.write({"type": "run", **asdict(result)})
-    except torch.cuda.OutOfMemoryError:
-        raise FastresError(f"CUDA out of memory at --batch-size {cfg.batch_size}; try a smaller batch size") from None
-    except RuntimeError as e:
-        if "can't allocate memory" not in str(e):        # PyTorch's CPU allocator
+    except BaseException as e:          # the log then says why it ends without a summary
+        stop = user_error(e, cfg)
+        log.write({"type": "stopped", "error": f"{type(stop).__name__}: {(str(stop).splitlines() or [''])[0]}"})
+        if stop is e:
             raise
-        raise FastresError(f"out of memory on the CPU at --batch-size {cfg.batch_size} "
-                           f"({str(e).splitlines()[0]}); try a smaller batch or width") from None
+        raise stop from None
     summary = summarize([r.accuracy for r in results], [r.time_s for r in results], cfg.target)
     summary["warmup_s"] = warmup_s
     printer(format_summary(summary))

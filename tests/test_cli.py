@@ -129,8 +129,11 @@ def test_environment_errors_are_one_line(error, message, tmp_path, capsys, monke
         raise error
     monkeypatch.setattr(runner, "train", fail)
     data = write_npz(tmp_path / "tiny.npz")
-    code, err = run_main(["--dataset", str(data), *TINY_FLAGS], capsys)
+    code, err = run_main(["--dataset", str(data), *TINY_FLAGS, "--output", str(tmp_path / "out")], capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith(message), err
+    records = [json.loads(line) for line in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in records] == ["start", "stopped"]        # the log says why it has no summary
+    assert err[0].split(": ", 2)[2] in records[-1]["error"]
 
 
 def test_non_square_images_too_narrow_for_the_net(tmp_path, capsys):
