@@ -171,8 +171,8 @@ class Config:
         if not 0 <= self.seed <= 2 ** 62 or self.threads > 1024 or self.width > 16:   # seeds: torch takes 64 bits
             bad(f"--seed must be in [0, 2**62], --threads at most 1024 and --width at most 16, "
                 f"got {self.seed}, {self.threads} and {self.width}")
-        area, ratio = self.erase_area, self.erase_ratio
-        if len(area) != 2 or len(ratio) != 2 or not (0 < area[0] <= area[1] <= 1 and 0 < ratio[0] <= ratio[1]):
+        area, ratio = self.erase_area, self.erase_ratio     # pairs of numbers (checked above)
+        if not (0 < area[0] <= area[1] <= 1 and 0 < ratio[0] <= ratio[1]):
             bad(f"--erase-area must be MIN MAX with 0 < MIN <= MAX <= 1 and --erase-ratio MIN MAX with "
                 f"0 < MIN <= MAX, got {area} and {ratio}")
         if not 0 < self.tta_fraction <= 1 or self.ema_ramp_power < 0 or self.muon_lr <= 0:
