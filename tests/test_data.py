@@ -434,6 +434,9 @@ def test_unknown_dataset_and_bad_data_dir(tmp_path):
         load_dataset("mnist")
     with pytest.raises(FastresError, match="--data-dir .*nowhere is not a directory"):
         load_dataset("cifar10", str(tmp_path / "nowhere"))
+    np.savez(tmp_path / "toy.npz", **npz_arrays())
+    with pytest.raises(FastresError, match="--data-dir .*nowhere is not a directory"):
+        load_dataset(str(tmp_path / "toy.npz"), str(tmp_path / "nowhere"))
 
 
 # --- parsed-data cache ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..config import check_dataset
 from . import cifar10, fashion, npz
+from .cache import search_dirs
 from .device import DeviceData, prepare, upload
 from .download import download_file
 from .imageset import ImageSet
@@ -22,6 +23,7 @@ __all__ = ["ImageSet", "DeviceData", "load_dataset", "upload", "prepare", "downl
 def load_dataset(dataset: str, data_dir: str = "", download: bool = True) -> ImageSet:
     """The named dataset as a host ImageSet; FastresError (one line) for anything a user can fix."""
     check_dataset(dataset)
+    search_dirs(data_dir)       # a wrong --data-dir or $FASTRES_DATA is an error for a .npz path too
     if dataset == "cifar10":
         return cifar10.load(data_dir, download)
     if dataset == "fashion-mnist":
