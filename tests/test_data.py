@@ -314,6 +314,24 @@ def test_fashion_bad_files(tmp_path, name, data, message):
         load_dataset("fashion-mnist", str(tmp_path / "d"), download=False)
 
 
+def test_fashion_data_dir_with_only_some_files_is_an_error_not_a_silent_fallback(tmp_path, monkeypatch):
+    arrays = fashion_arrays()
+    monkeypatch.setattr(fashion, "SYSTEM_DIRS", [write_files(tmp_path / "usr", fashion_files(arrays))])
+    files = fashion_files(arrays)
+    del files["t10k-labels-idx1-ubyte.gz"]
+    for folder in (tmp_path / "d", tmp_path / "e" / "fashion-mnist"):
+        write_files(folder, files)
+    with pytest.raises(FastresError, match=r"d holds only some of the Fashion-MNIST files: t10k-labels-idx1-ubyte.gz missing$"):
+        load_dataset("fashion-mnist", str(tmp_path / "d"), download=False)
+    monkeypatch.setenv("FASTRES_DATA", str(tmp_path / "e"))
+    with pytest.raises(FastresError, match=r"e/fashion-mnist holds only some"):
+        load_dataset("fashion-mnist", download=False)
+    # A partial set in the cache dir is an interrupted download: the full copy elsewhere is used.
+    monkeypatch.delenv("FASTRES_DATA")
+    write_files(tmp_path / "cache" / "fashion-mnist", files)
+    assert torch.equal(load_dataset("fashion-mnist", download=False).test_y, torch.from_numpy(arrays["test_y"]).long())
+
+
 def test_fashion_missing_while_offline_says_where_to_put_which_files(tmp_path):
     with pytest.raises(FastresError) as err:
         load_dataset("fashion-mnist", download=False)
@@ -469,6 +487,22 @@ def test_cache_with_wrong_contents_is_rebuilt(tmp_path):
     torch.save(saved, cache_file)
     with pytest.warns(UserWarning, match="train_x must be uint8"):
         assert torch.equal(load_dataset(str(tmp_path / "toy.npz")).train_x, first.train_x)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_classes", 10**9, "num_classes must be an integer in 1..10000, got 1000000000"),
+    ("num_classes", 0, "num_classes must be an integer"),
+    ("classes", [1, 2, 3, 4], "class names must be a list of strings"),
+])
+def test_cache_with_a_tampered_class_count_is_rebuilt(tmp_path, field, value, message):
+    np.savez(tmp_path / "toy.npz", **npz_arrays())
+    first = load_dataset(str(tmp_path / "toy.npz"))
+    [cache_file] = (tmp_path / "cache").glob("npz-toy-*.pt")
+    saved = torch.load(cache_file, weights_only=True)
+    saved[field] = value
+    torch.save(saved, cache_file)
+    with pytest.warns(UserWarning, match=message):
+        assert load_dataset(str(tmp_path / "toy.npz")).num_classes == first.num_classes
 
 
 def test_cache_key_follows_the_source(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import FastresError
-from .cache import cache_dir, load_or_build, search_dirs
+from .cache import DEFAULT_CACHE, cache_dir, load_or_build, search_dirs
 from .download import download_file, mirror_url
 from .imageset import ImageSet, validate
 
@@ -83,8 +83,24 @@ def _files_in(folder: Path) -> dict[str, Path] | None:
     return found if all(found.values()) else None
 
 
+def _partial_set(folder: Path) -> str:
+    """Which of the four files `folder` lacks, if it holds some of them but not all ("" otherwise)."""
+    has = {stem: any((folder / name).is_file() for name in (f"{stem}.gz", stem)) for stem in FILES.values()}
+    if not any(has.values()) or all(has.values()):
+        return ""
+    return ", ".join(f"{stem}.gz" for stem, there in has.items() if not there)
+
+
 def find_files(data_dir: str, download: bool) -> dict[str, Path]:
     dirs = search_dirs(data_dir)
+    # A folder the user named that holds only some of the files is a mistake to report, not a
+    # reason to fall back silently to another copy. (A partial set in a cache dir is a download
+    # that stopped part-way, which the download below completes.)
+    caches = {cache_dir().resolve(), DEFAULT_CACHE.resolve()}
+    for d in (d for d in dirs if d.resolve() not in caches):    # --data-dir, $FASTRES_DATA
+        for folder in (d, d / FOLDER):
+            if missing := _partial_set(folder):
+                raise FastresError(f"{folder} holds only some of the Fashion-MNIST files: {missing} missing")
     for d in dirs + SYSTEM_DIRS:
         for folder in (d, d / FOLDER):
             if found := _files_in(folder):

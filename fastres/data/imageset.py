@@ -11,6 +11,8 @@ import torch
 
 from ..errors import FastresError
 
+MAX_CLASSES = 10_000    # a larger label is far more likely a wrong array than a real class count
+
 
 @dataclass
 class ImageSet:                 # host or device, uint8 images
@@ -32,6 +34,11 @@ def validate(ds: ImageSet, source: str) -> ImageSet:
     def bad(msg):
         raise FastresError(f"{source}: {msg}")
 
+    if type(ds.num_classes) is not int or not 1 <= ds.num_classes <= MAX_CLASSES:
+        bad(f"num_classes must be an integer in 1..{MAX_CLASSES}, got {ds.num_classes!r}")
+    if ds.classes is not None and (not isinstance(ds.classes, list)
+                                   or not all(isinstance(c, str) for c in ds.classes)):
+        bad("class names must be a list of strings")
     for split in ("train", "test"):
         x, y = getattr(ds, f"{split}_x"), getattr(ds, f"{split}_y")
         if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):

@@ -12,10 +12,9 @@ import torch
 
 from ..errors import FastresError
 from .cache import load_or_build
-from .imageset import ImageSet, validate
+from .imageset import MAX_CLASSES, ImageSet, validate
 
 KEYS = ("train_x", "train_y", "test_x", "test_y")
-MAX_CLASSES = 10_000    # a larger label is far more likely a wrong array than a real class count
 
 
 def parse_npz(path: Path) -> ImageSet:
