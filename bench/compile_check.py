@@ -48,6 +48,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# This checkout's fastres and kernels/, never an installed copy from another checkout:
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 os.environ.pop("TRITON_INTERPRET", None)  # the GPU compiler: kernels must be JITFunctions
 
 import torch  # noqa: E402

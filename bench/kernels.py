@@ -68,6 +68,9 @@ import platform
 import sys
 import time
 
+# This checkout's fastres and kernels/, never an installed copy from another checkout:
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import torch
 
 # Run as a script without CUDA: Triton's interpreter (this must precede the kernels' @triton.jit

@@ -22,11 +22,13 @@ import statistics
 import sys
 import time
 
+# This checkout's fastres and kernels/, never an installed copy from another checkout:
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from fastres.augment import EpochAugmenter, epoch_batches  # noqa: E402
 from fastres.report import atomic_write  # noqa: E402
 

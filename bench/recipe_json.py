@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+# This checkout's fastres and kernels/, never an installed copy from another checkout:
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastres.report import atomic_write, summarize
 
