@@ -542,10 +542,12 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
     the defaults), skipping configurations already timed, then confirm the best against the
     defaults (see CONFIRM_ROUNDS); restore GPU_TUNING afterwards. After `seconds` it starts no
     more knob sets (listed as `not_timed`, the sweep incomplete) but still confirms what it has,
-    so that a caller with a deadline keeps time for what follows. Interrupted (gpu_check.sh's
-    deadline sends SIGINT), it returns what it timed, incomplete and unconfirmed."""
+    so that a caller with a deadline keeps time for what follows: a sweep cut by its budget is
+    incomplete but not interrupted (not a failure). Interrupted (gpu_check.sh's deadline sends
+    SIGINT), it returns what it timed, incomplete, interrupted and unconfirmed."""
     default = dict(bn_act_op.GPU_TUNING)
     rows, complete, confirmed, confirm_error, not_timed = [], True, None, None, []
+    interrupted = False
     start = time.perf_counter()
 
     def fastest():
@@ -585,9 +587,9 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
                 print(f"  confirm {c['tuning']}: " + ", ".join(f"{t:.3f}" for t in c["step_ms"]) + " ms")
         if not_timed:
             complete = False
-            print(f"sweep: time budget of {seconds:.0f} s spent; {len(not_timed)} knob sets not timed")
+            print(f"sweep: time budget of {seconds:g} s spent; {len(not_timed)} knob sets not timed")
     except KeyboardInterrupt:
-        complete = False
+        complete, interrupted = False, True
         print(f"sweep interrupted after {len(rows)} configurations")
     finally:
         bn_act_op.GPU_TUNING.clear()
@@ -598,7 +600,7 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
     own = next((r for r in rows if r["tuning"] == default), None)
     base = own.get("step_ms") if own else fused_step_ms(timer, device, dtype, nets, freeze) if complete else None
     out = {"default": default, "default_step_ms": base, "configs": rows, "complete": complete,
-           "not_timed": not_timed,
+           "interrupted": interrupted, "not_timed": not_timed,
            "confirm": confirmed, "confirmed_speedup": None, "confirm_error": confirm_error,
            "confirm_cache": "as in training" if device == "cuda" else "none (interpreter)"}
     best = fastest()
@@ -763,5 +765,11 @@ def write(result: dict, out: str | None) -> dict:
     return result
 
 
+def exit_status(result: dict) -> int:
+    """1 for a run cut short by an interrupt (or a benchmark with layers left), else 0: a sweep
+    that its --sweep-seconds budget stopped early did what it was asked."""
+    return int(result.get("interrupted", not result.get("complete", True)))
+
+
 if __name__ == "__main__":
-    sys.exit(0 if main().get("complete", True) else 1)
+    sys.exit(exit_status(main()))

@@ -9,6 +9,8 @@ Every fused run asserts that the reference path was NOT taken, so a silent fallb
 """
 import copy
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -739,6 +741,7 @@ def test_sweep_times_the_defaults_first_and_keeps_what_it_timed_when_interrupted
     result = bench.sweep(None, "cpu", torch.float32, [], True, stages)
     assert seen[0] == before and bn_act_op.GPU_TUNING == before
     assert not result["complete"] and [r["tuning"] for r in result["configs"]] == seen
+    assert result["interrupted"] and bench.exit_status(result) == 1   # gpu_check.sh adopts nothing
     assert result["default_step_ms"] == 9.0 and result["best"]["step_ms"] == 7.0
     assert result["best_env"] and result["best_speedup"] == 9.0 / 7.0
     seen[:] = [None] * 3    # interrupted before the defaults were timed: nothing to compare with
@@ -795,6 +798,9 @@ def test_sweep_stops_starting_knob_sets_after_its_time_budget_and_still_confirms
     assert result["not_timed"] == [{"stage": 2, "knobs": dict(stages=3)}, {"stage": 2, "knobs": dict(reverse=1)}]
     assert not result["complete"] and result["best"]["tuning"] == {**before, "tile": 4096}
     assert result["confirmed_speedup"] == 10.0 / 9.0 and bn_act_op.GPU_TUNING == before
+    # Cut by its budget, the sweep did what it was asked: exit status 0, so that gpu_check.sh
+    # adopts its confirmed best (it exited 1 before 2026-12-04, and the knobs were never adopted).
+    assert not result["interrupted"] and bench.exit_status(result) == 0
     # no budget: every knob set is timed
     result = bench.sweep(None, "cpu", torch.float32, [], True, stages, rounds=1)
     assert result["complete"] and result["not_timed"] == [] and len(result["configs"]) == 5
@@ -1135,3 +1141,16 @@ def test_host_overhead_keeps_the_other_variants_when_one_fails(monkeypatch, tmp_
     fused, reference = result["rows"]
     assert fused["us_per_layer"] == pytest.approx(10.0) and reference == {
         "variant": "reference", "compiled": False, "error": "RuntimeError: no such kernel"}
+
+
+def test_sweep_cut_by_its_time_budget_exits_0_as_a_script(tmp_path):
+    """The real script, as gpu_check.sh runs it with --sweep-seconds (interpreter, smoke shapes)."""
+    import json
+    import subprocess
+    script = Path(__file__).resolve().parent.parent / "bench" / "kernels.py"
+    out = tmp_path / "sweep.json"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--sweep", "--sweep-seconds", "0.001",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["not_timed"] and not result["complete"] and not result["interrupted"]
+    assert proc.returncode == 0 and result["confirmed_speedup"] is not None, proc.stdout[-2000:]
