@@ -337,6 +337,17 @@ def in_sequence_us(timer, passes, evict, graph=None, event=None, sync=None) -> l
     return out
 
 
+def rates(fwd: float, both: float, elem: int, copy_gbs: float, suffix: str = "") -> dict:
+    """ms, GB/s and % of copy bandwidth of a forward and of a backward timed as (forward +
+    backward) - forward: 3 and 5 passes over the activation. A difference <= 0 (timing noise on a
+    layer the backward barely outlasts) gives no backward figures (None), never a huge bandwidth."""
+    bwd = both - fwd if both > fwd else None
+    gbs_f, gbs_b = 3 * elem / fwd / 1e6, None if bwd is None else 5 * elem / bwd / 1e6
+    return {f"fwd_ms{suffix}": fwd, f"bwd_ms{suffix}": bwd, f"both_ms{suffix}": both,
+            f"fwd_gbs{suffix}": gbs_f, f"bwd_gbs{suffix}": gbs_b, f"fwd_pct_copy{suffix}": 100 * gbs_f / copy_gbs,
+            f"bwd_pct_copy{suffix}": None if bwd is None else 100 * gbs_b / copy_gbs}
+
+
 def layer_tensors(device, dtype, n, c, h, freeze):
     """One BN layer's input x (channels-last), upstream gradient dy, scale w (frozen or not),
     bias b, and the tensors a backward differentiates: x, b and w unless frozen."""
@@ -359,11 +370,7 @@ def bench_layer(timer, device, dtype, n, c, h, act, alpha, ghost, freeze, compil
     for name, fn in variants(act, alpha, ghost, compile_backend).items():
         fwd = timer(lambda: fn(x, w, b, rm, rv))
         both = timer(lambda: torch.autograd.grad(fn(x, w, b, rm, rv), inputs, dy))
-        bwd = max(both - fwd, 1e-6)
-        gbs_f, gbs_b = 3 * elem / fwd / 1e6, 5 * elem / bwd / 1e6
-        entry = row["variants"][name] = {"fwd_ms": fwd, "bwd_ms": bwd, "both_ms": both, "fwd_gbs": gbs_f,
-                                         "bwd_gbs": gbs_b, "fwd_pct_copy": 100 * gbs_f / copy_gbs,
-                                         "bwd_pct_copy": 100 * gbs_b / copy_gbs}
+        entry = row["variants"][name] = rates(fwd, both, elem, copy_gbs)
         if graphs:
             try:
                 graph = graphed(lambda: fn(x, w, b, rm, rv))
@@ -371,10 +378,8 @@ def bench_layer(timer, device, dtype, n, c, h, act, alpha, ghost, freeze, compil
                 graph = graphed(lambda: torch.autograd.grad(fn(x, w, b, rm, rv), inputs, dy))
                 both_g = timer(graph.replay)
                 del graph
-                bwd_g = max(both_g - fwd_g, 1e-6)
-                entry.update(fwd_ms_graph=fwd_g, bwd_ms_graph=bwd_g, both_ms_graph=both_g,
-                             fwd_pct_copy_graph=100 * 3 * elem / fwd_g / 1e6 / copy_gbs,
-                             bwd_pct_copy_graph=100 * 5 * elem / bwd_g / 1e6 / copy_gbs)
+                entry.update({k: v for k, v in rates(fwd_g, both_g, elem, copy_gbs, "_graph").items()
+                              if "gbs" not in k})
             except Exception as e:      # a variant that cannot be captured says why in the JSON
                 torch.cuda.synchronize()
                 entry["graph_error"] = f"{type(e).__name__}: {e}"[:300]
@@ -617,6 +622,18 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
     return {**out, "best": best, "best_speedup": base / best["step_ms"], "best_env": env}
 
 
+def bandwidth_goal(layers: list[dict]) -> tuple[list[dict], str, list[str]]:
+    """The layers of >= 32 MB, the timing they are judged on ("_graph": the GPU's time, CUDA-graph
+    replays, where every big layer has it; launched from the host, the fused op's layers are
+    host-bound, the first H100 run) and those whose fused forward and backward both reach 80% of
+    copy bandwidth. A layer without a backward figure (see rates) does not meet the goal."""
+    big = [r for r in layers if r["mbytes"] >= 32]
+    key = "_graph" if big and all("fwd_pct_copy_graph" in r["variants"]["fused"] for r in big) else ""
+    at_80 = [f"{r['net']} {r['shape'][1]}@{r['shape'][2]}" for r in big
+             if min(r["variants"]["fused"][f"fwd_pct_copy{key}"], r["variants"]["fused"][f"bwd_pct_copy{key}"] or 0) >= 80]
+    return big, key, at_80
+
+
 def step_summary(net: str, batch: int, totals: dict, graph_totals: dict, train_totals: dict | None = None) -> dict:
     """One recipe's BN work per training step (every layer, forward + backward) per variant,
     and the fused op's speed-up over the compiled reference (goal >= 1.3x); printed and returned.
@@ -717,8 +734,8 @@ def main(argv=None) -> dict:
                         graph_totals[name] = graph_totals.get(name, 0.0) + count * v["both_ms_graph"]
                     if "both_ms_as_in_training" in v:
                         train_totals[name] = train_totals.get(name, 0.0) + count * v["both_ms_as_in_training"]
-                    cells.append(f"{v['fwd_ms']:7.3f}/{v['bwd_ms']:7.3f} {v['fwd_gbs']:5.0f}/{v['bwd_gbs']:5.0f}"
-                                 f" ({v['fwd_pct_copy']:3.0f}/{v['bwd_pct_copy']:3.0f}%)")
+                    cells.append(f"{v['fwd_ms']:7.3f}/{fmt(v['bwd_ms'], 7, 3)} {v['fwd_gbs']:5.0f}/"
+                                 f"{fmt(v['bwd_gbs'], 5, 0)} ({v['fwd_pct_copy']:3.0f}/{fmt(v['bwd_pct_copy'], 3, 0)}%)")
                 print(f"{net:>14} {c:4d}@{h:<2d} {act[:4]:>4} x{count} {row['mbytes']:6.1f} | " + " | ".join(cells))
                 parts = row["variants"]["fused"].get("kernels_us")
                 if parts:
@@ -734,12 +751,7 @@ def main(argv=None) -> dict:
         complete = False
         print(f"interrupted: writing the {len(layers)} layers measured so far "
               f"(step totals only for the recipes finished: {', '.join(per_recipe) or 'none'})")
-    # The bandwidth goal on the GPU's time (CUDA-graph replays) where every big layer has it: launched
-    # from the host, the fused op's layers are host-bound (the first H100 run).
-    big = [r for r in layers if r["mbytes"] >= 32]
-    key = "_graph" if big and all("fwd_pct_copy_graph" in r["variants"]["fused"] for r in big) else ""
-    at_80 = [f"{r['net']} {r['shape'][1]}@{r['shape'][2]}" for r in big
-             if min(r["variants"]["fused"][f"fwd_pct_copy{key}"], r["variants"]["fused"][f"bwd_pct_copy{key}"]) >= 80]
+    big, key, at_80 = bandwidth_goal(layers)
     summary = {"per_recipe": per_recipe,
                "goal_1_3x_met": bool(per_recipe) and all(r["goal_1_3x_met"] for r in per_recipe.values()),
                "layers_ge_32MB": len(big), "layers_ge_32MB_at_80pct_copy": at_80,
@@ -755,6 +767,10 @@ def main(argv=None) -> dict:
               "freeze_scale": not args.trainable_scale, "smoke": args.smoke, "copy_gbs": copy_gbs,
               "complete": complete, "layers": layers, "summary": summary}
     return write(result, args.out)
+
+
+def fmt(value: float | None, width: int, digits: int) -> str:
+    return "-".rjust(width) if value is None else f"{value:{width}.{digits}f}"
 
 
 def write(result: dict, out: str | None) -> dict:

@@ -1154,3 +1154,23 @@ def test_sweep_cut_by_its_time_budget_exits_0_as_a_script(tmp_path):
     result = json.loads(out.read_text())
     assert result["not_timed"] and not result["complete"] and not result["interrupted"]
     assert proc.returncode == 0 and result["confirmed_speedup"] is not None, proc.stdout[-2000:]
+
+
+def test_a_backward_timed_no_longer_than_its_forward_gets_no_bandwidth_and_misses_the_goal():
+    """Backward = (forward + backward) - forward; timing noise can make it <= 0. It was clamped to
+    1e-6 ms before 2026-12-04: a backward 'at' 2e8 % of copy bandwidth, which min() could count
+    towards the >= 80% goal."""
+    bench = load_bench("kernels")
+    elem, copy_gbs = 40 * 2**20, 3000.0
+    noisy = bench.rates(0.050, 0.049, elem, copy_gbs, "_graph")
+    assert noisy["bwd_ms_graph"] is None and noisy["bwd_pct_copy_graph"] is None and noisy["both_ms_graph"] == 0.049
+    good = bench.rates(0.050, 0.130, elem, copy_gbs)
+    assert good["bwd_ms"] == pytest.approx(0.080) and good["bwd_gbs"] == pytest.approx(5 * elem / 0.080 / 1e6)
+    assert good["fwd_pct_copy"] == pytest.approx(100 * 3 * elem / 0.050 / 1e6 / copy_gbs)
+    layer = {"net": "n", "shape": [512, 64, 32, 32], "mbytes": 40.0}
+    fast_fwd = bench.rates(0.045, 0.044, elem, copy_gbs)      # forward at 93% of copy, backward noise
+    big, key, at_80 = bench.bandwidth_goal([{**layer, "variants": {"fused": fast_fwd}}])
+    assert len(big) == 1 and key == "" and at_80 == []
+    both_fast = bench.rates(0.045, 0.115, elem, copy_gbs)
+    assert bench.bandwidth_goal([{**layer, "variants": {"fused": both_fast}}])[2] == ["n 64@32"]
+    assert bench.fmt(None, 5, 0) == "    -" and bench.fmt(1.25, 6, 2) == "  1.25"
