@@ -21,7 +21,7 @@ from pathlib import Path
 # This checkout's fastres and kernels/, never an installed copy from another checkout:
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastres.report import atomic_write, mean_std, welch_interval, welch_test
+from fastres.report import atomic_write, mean_std, output_problem, welch_interval, welch_test
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -100,6 +100,8 @@ def main(argv=None) -> int:
     p.add_argument("--vs", nargs="+", type=Path, required=True, metavar="B", help="result files of side b")
     p.add_argument("--json", type=Path, help="also write the comparison here")
     args = p.parse_args(argv)
+    if args.json and (problem := output_problem(args.json)):
+        p.error(f"--json {problem}")
     try:
         result = compare(side(args.a), side(args.vs))
     except (OSError, ValueError) as e:

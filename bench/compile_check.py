@@ -59,7 +59,7 @@ import triton.language as tl  # noqa: E402
 
 from fastres.kernels import bn_act_kernels as K  # noqa: E402
 from fastres.kernels import bn_act_op  # noqa: E402
-from fastres.report import atomic_write, environment  # noqa: E402
+from fastres.report import atomic_write, environment, output_problem  # noqa: E402
 
 SWEEP_RECIPES = ("cifar10-94",)   # the net bench/gpu_check.sh's sweep times
 SMS = 132                     # H100 SXM; only the slab count (a runtime int) depends on it
@@ -328,6 +328,8 @@ def main(argv=None) -> int:
     p.add_argument("--rows", action="store_true",
                    help="write every compiled variant to --out (default: the summary and failures)")
     args = p.parse_args(argv)
+    if args.out and (problem := output_problem(args.out)):
+        p.error(f"--out {problem}")
     try:
         archs = [int(a) for a in args.arch.split(",")]
     except ValueError:

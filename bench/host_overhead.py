@@ -41,7 +41,7 @@ if not torch.cuda.is_available():          # must precede the kernels' @triton.j
 
 from fastres.kernels import bn_act_kernels, bn_act_op  # noqa: E402
 from fastres.kernels.bn_act_layer import BatchNormAct2d  # noqa: E402
-from fastres.report import atomic_write, environment  # noqa: E402
+from fastres.report import atomic_write, environment, output_problem  # noqa: E402
 
 
 class _NoLaunch:
@@ -122,6 +122,8 @@ def main(argv=None) -> dict:
     p.add_argument("--no-compile", action="store_true", help="eager variants only")
     p.add_argument("--out", default="", help="write the result as JSON here")
     args = p.parse_args(argv)
+    if args.out and (problem := output_problem(args.out)):
+        p.error(f"--out {problem}")
     if args.iters < 1:
         p.error(f"--iters must be positive, got {args.iters}")
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -85,7 +85,7 @@ from fastres.config import RECIPES, dataset_key, get_recipe  # noqa: E402
 from fastres.kernels import bn_act_op  # noqa: E402
 from fastres.kernels.bn_act_layer import BatchNormAct2d, activation, bn_act_reference  # noqa: E402
 from fastres.model import build_model  # noqa: E402
-from fastres.report import atomic_write  # noqa: E402
+from fastres.report import atomic_write, output_problem  # noqa: E402
 
 DEFAULT_RECIPES = ("cifar10-94", "fashion-94", "cifar10-94-speedrun", "fashion-94-resnet9")  # see the docstring
 GEOMETRY = {"cifar10": (3, 32), "fashion-mnist": (1, 28)}     # input channels, image size
@@ -672,6 +672,8 @@ def main(argv=None) -> dict:
         p.add_argument(f"--{knob.replace('_', '-')}", type=int, default=default,
                        help=f"fused-kernel launch knob (default {default})")
     args = p.parse_args(argv)
+    if args.out and (problem := output_problem(args.out)):
+        p.error(f"--out {problem}")
     if args.iters < 1 or (args.ghost or 0) < 0 or (args.sweep_seconds is not None and args.sweep_seconds <= 0):
         p.error("--iters must be >= 1, --ghost >= 0 and --sweep-seconds > 0")
     try:                # the knobs as FASTRES_BN_TUNING would give them: the same checks

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from fastres.augment import EpochAugmenter, epoch_batches  # noqa: E402
-from fastres.report import atomic_write  # noqa: E402
+from fastres.report import atomic_write, output_problem  # noqa: E402
 
 PAD, CUTOUT = 4, 8
 
@@ -116,6 +116,8 @@ def main(argv=None):
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--json", default="", help="write results here (atomically)")
     args = ap.parse_args(argv)
+    if args.json and (problem := output_problem(args.json)):
+        ap.error(f"--json {problem}")
     if args.batch_size < 1 or args.n < args.batch_size or args.epochs < 1 or min(args.workers) < 0:
         ap.error(f"need --batch-size >= 1, --n >= --batch-size, --epochs >= 1 and --workers >= 0; got "
                  f"--batch-size {args.batch_size}, --n {args.n}, --epochs {args.epochs}, --workers {args.workers}")

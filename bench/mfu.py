@@ -31,7 +31,7 @@ from fastres.config import Config, get_recipe
 from fastres.errors import FastresError
 from fastres.evaluate import tta_views
 from fastres.model import build_model, model_flops
-from fastres.report import atomic_write, environment
+from fastres.report import atomic_write, environment, output_problem
 from fastres.runner import resolve_device, run_many
 from fastres.train import RunResult
 
@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error(f"--runs must be positive, got {args.runs}")
+    if args.out and (problem := output_problem(args.out)):
+        p.error(f"--out {problem}")
     try:
         return measure(args)
     except FastresError as e:            # unknown recipe, missing data, ...: one line

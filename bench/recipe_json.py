@@ -16,7 +16,7 @@ import sys
 # This checkout's fastres and kernels/, never an installed copy from another checkout:
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastres.report import atomic_write, summarize
+from fastres.report import atomic_write, output_problem, summarize
 
 
 def build(records: list[dict], recipe: str, flags: str = "", fallback: bool = False) -> dict:
@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     p.add_argument("--flags", default="", help="extra command-line flags the recipe ran with")
     p.add_argument("--fallback", action="store_true", help="the recipe ran with PyTorch's BN after a failed check")
     args = p.parse_args(argv)
+    if problem := output_problem(args.out):
+        p.error(f"out: {problem}")
     try:
         with open(args.runs_jsonl) as f:
             records = [json.loads(line) for line in f if line.strip()]

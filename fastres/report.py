@@ -187,6 +187,22 @@ def environment(device) -> dict:
     return info
 
 
+def output_problem(path) -> str | None:
+    """Why a result file cannot be written at `path`, or None: checked (its folder created) before
+    the work, so that a bad path costs one error line, not a traceback after the measurements."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".fastres-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return f"{path} cannot be written: {e.strerror or e}"
+    return None
+
+
 def atomic_write(path: Path, write) -> Path:
     """Call write(tmp_path) then rename onto path, so readers never see a half-written file."""
     path = Path(path)

@@ -20,10 +20,20 @@ from helpers import load_bench
     ("kernels", ["--smoke", "--tile", "3000"], "tile must be a power of two, got 3000"),
     ("kernels", ["--smoke", "--warps", "0"], "warps must be >= 1, got 0"),
     ("kernels", ["--smoke", "--fuse-finalize", "2"], "fuse_finalize must be 0 or 1, got 2"),
+    # A result path that cannot be written: refused before the work (it was a traceback after it).
+    ("kernels", ["--smoke", "--out", "adir"], "--out adir is a folder, not a file"),
+    ("host_overhead", ["--out", "adir"], "--out adir is a folder, not a file"),
+    ("loader", ["--json", "adir"], "--json adir is a folder, not a file"),
+    ("mfu", ["--smoke", "--out", "adir"], "--out adir is a folder, not a file"),
+    ("mfu", ["--smoke", "--out", "not-a-result.json/x.json"], "--out not-a-result.json/x.json cannot be written"),
+    ("compare_runs", ["not-a-result.json", "--vs", "not-a-result.json", "--json", "adir"],
+     "--json adir is a folder, not a file"),
+    ("recipe_json", ["runs.jsonl", "adir", "--recipe", "cifar10-94"], "out: adir is a folder, not a file"),
 ])
 def test_bad_arguments_are_one_error_line(script, argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "not-a-result.json").write_text("{}")
+    (tmp_path / "adir").mkdir()
     main = load_bench(script).main
     try:
         code = main(argv)

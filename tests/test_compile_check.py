@@ -34,11 +34,13 @@ def skip_if_unsupported(proc):
         pytest.skip(proc.stdout.strip())
 
 
-@pytest.mark.parametrize("arch, message", [("8.0", "expected comma-separated integers"),
-                                           ("90,12", "compute capabilities start at 50 (5.0")])
-def test_bad_arch_is_one_error_line(tmp_path, arch, message):
-    # --arch 12 reached Triton's compiler, whose LLVM aborted the process (triton 3.6)
-    out = python([str(SCRIPT), "--arch", arch], tmp_path)
+@pytest.mark.parametrize("args, message", [(["--arch", "8.0"], "expected comma-separated integers"),
+                                           (["--arch", "90,12"], "compute capabilities start at 50 (5.0"),
+                                           (["--out", "{tmp}"], "is a folder, not a file")])
+def test_bad_arguments_are_one_error_line(tmp_path, args, message):
+    # --arch 12 reached Triton's compiler, whose LLVM aborted the process (triton 3.6); a folder
+    # as --out was found after every compile (IsADirectoryError), before 2026-12-04
+    out = python([str(SCRIPT), *(a.format(tmp=tmp_path) for a in args)], tmp_path)
     assert out.returncode == 2 and message in out.stderr.strip().splitlines()[-1] and "Traceback" not in out.stderr
 
 
