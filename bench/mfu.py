@@ -9,7 +9,7 @@ of every conv and linear layer per image): training costs 3x the forward (forwar
 gradient, weight gradient) per training image seen, and the final evaluation 1x the forward
 per test image and TTA view. Dividing by the run's time-to-accuracy gives achieved FLOP/s;
 dividing that by a dense matmul rate measured in the same process (fp16 8192^3 on GPU, fp32
-2048^3 on CPU) gives MFU. BN, activations, pooling and the optimiser are not counted (they are
+2048^3 on CPU, 512^3 with --smoke) gives MFU; --from-json refuses a file timed on another device. BN, activations, pooling and the optimiser are not counted (they are
 memory-bound), so MFU understates how busy the GPU is.
 """
 from __future__ import annotations
@@ -81,6 +81,20 @@ def main(argv=None) -> int:
     except FastresError as e:            # unknown recipe, missing data, ...: one line
         print(f"mfu.py: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mfu.py: interrupted; nothing written", file=sys.stderr)
+        return 130
+
+
+def same_machine(run_env: dict, device: torch.device) -> None:
+    """The matmul rate must come from the machine that timed the run: a GPU run's file read on
+    another machine (a CPU, another GPU) gave an MFU of 25348% (2026-12-03 audit)."""
+    here = environment(device)
+    if run_env.get("device") != here.get("device") or run_env.get("gpu") != here.get("gpu"):
+        def name(env):
+            return env.get("gpu") or env.get("device") or "an unnamed device"
+        raise FastresError(f"--from-json: the run was timed on {name(run_env)}, this process runs on {name(here)}; "
+                           "measure its MFU on the machine that ran it")
 
 
 def measure(args: argparse.Namespace) -> int:
@@ -91,11 +105,16 @@ def measure(args: argparse.Namespace) -> int:
             cfg, summary = Config(**config), record["summary"]
             results = [RunResult(**r) for r in record["runs"] if r.pop("type", None) == "run"]
             args.recipe = record["recipe"]
+            run_env = record["start"]["env"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise FastresError(f"--from-json {args.from_json}: not a recipe result of bench/gpu_check.sh "
                                f"({type(e).__name__}: {e})") from e
+        same_machine(run_env, resolve_device(cfg.device))
     else:
         cfg = get_recipe(args.recipe).config
+        if not args.smoke and cfg.compile and resolve_device(cfg.device).type == "cpu":
+            raise FastresError(f"recipe {args.recipe} is a GPU recipe and this machine has no CUDA device "
+                               "(on a CPU: --smoke, or --recipe fashion-cpu)")
         if args.smoke:
             cfg = get_recipe("fashion-cpu").config.replace(epochs=1, train_subset=1024, test_subset=256,
                                                             runs=1, device="cpu", eval_every=0)
@@ -112,13 +131,15 @@ def measure(args: argparse.Namespace) -> int:
         shape = (ds.train_x.shape[3], ds.train_x.shape[1], ds.num_classes, cfg.test_subset or ds.test_x.shape[0])
     channels, image_size, classes, test_images = shape
     flops = run_flops(cfg, channels, image_size, classes, 0, test_images, results[0].steps)
-    peak = (matmul_flops_per_s(device, 8192, torch.float16) if device.type == "cuda"
-            else matmul_flops_per_s(device, 2048 if not args.smoke else 512, torch.float32, iters=5))
+    n = 8192 if device.type == "cuda" else 512 if args.smoke else 2048
+    peak = (matmul_flops_per_s(device, n, torch.float16) if device.type == "cuda"
+            else matmul_flops_per_s(device, n, torch.float32, iters=5))
     achieved = flops["total_flops"] / summary["time_mean"]
     record = {"benchmark": "mfu", "date": date.today().isoformat(), "recipe": args.recipe if not args.smoke else "smoke",
               "env": environment(device), "config": asdict(cfg), **flops, "time_s_mean": summary["time_mean"],
               "runs": summary["runs"], "acc_mean": summary["acc_mean"], "achieved_flops_per_s": achieved,
               "matmul_flops_per_s": peak, "mfu": achieved / peak}
+    record["matmul"] = "fp16 8192^3 on the GPU" if device.type == "cuda" else f"fp32 {n}^3 on the CPU"
     print(f"{record['recipe']}: {flops['total_flops'] / 1e12:.3f} TFLOP in {summary['time_mean']:.3f} s = "
           f"{achieved / 1e12:.2f} TFLOP/s; matmul {peak / 1e12:.2f} TFLOP/s; MFU {100 * record['mfu']:.1f}%")
     if args.out:

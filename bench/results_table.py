@@ -49,7 +49,7 @@ def mfu_row(d: dict) -> tuple[str, str, str, str]:
     env = d["env"]
     result = (f"MFU {100 * d['mfu']:.1f}%: {d['total_flops'] / 1e12:.1f} TFLOP per run (training and TTA "
               f"evaluation) in {d['time_s_mean']:.3f} s = {d['achieved_flops_per_s'] / 1e12:.1f} TFLOP/s, "
-              f"against a dense matmul rate (fp16 on a GPU) of {d['matmul_flops_per_s'] / 1e12:.1f} TFLOP/s measured in the same run")
+              f"against a dense matmul rate ({d.get('matmul', 'fp16 on a GPU' if env.get('gpu') else 'on the CPU')}) of {d['matmul_flops_per_s'] / 1e12:.1f} TFLOP/s measured in the same run")
     return f"MFU of `{d['recipe']}`", device(env), str(d["runs"]), result
 
 

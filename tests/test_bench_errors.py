@@ -2,9 +2,14 @@
 traceback (before 2026-12-02 these raised UnboundLocalError, FastresError and ZeroDivisionError, or
 bench/kernels.py took a knob that FASTRES_BN_TUNING refuses).
 bench/compile_check.py's are in tests/test_compile_check.py (it runs in a subprocess)."""
+from pathlib import Path
+
 import pytest
+import torch
 
 from helpers import load_bench
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 
 @pytest.mark.parametrize("script, argv, message", [
@@ -41,3 +46,17 @@ def test_bad_arguments_are_one_error_line(script, argv, message, capsys, tmp_pat
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err), err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU these would run")
+@pytest.mark.parametrize("argv, message", [
+    # It started hours of training on a CPU without a word (2026-12-03 audit).
+    (["--recipe", "cifar10-94"], "recipe cifar10-94 is a GPU recipe and this machine has no CUDA device"),
+    # An H100 run's file read on a CPU gave MFU 25348%: the matmul rate must be the same machine's.
+    (["--from-json", str(RESULTS / "2026-11-28-h100-80gb-hbm3-5d9fdd7-cifar10-94.json")],
+     "--from-json: the run was timed on NVIDIA H100 80GB HBM3, this process runs on cpu"),
+])
+def test_mfu_refuses_what_it_cannot_measure_on_this_machine(argv, message, capsys):
+    assert load_bench("mfu").main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err), err

@@ -52,12 +52,25 @@ def test_recipe_mfu_and_kernel_rows(tmp_path, capsys):
     assert rows[1].startswith("| `cifar10-94` `--epochs 10.9` (PyTorch's BN: the fused kernel failed its check) |")
     assert "| 1 of 25 (cut short) | test accuracy 93.90 ± 0.00% (min 93.90%, max 93.90%, 0/1 >= 94%)," in rows[1]
     assert "| 3 | MFU 19.8%: 360.0 TFLOP per run" in rows[2] and "138.5 TFLOP/s" in rows[2] and "700.0 TFLOP/s" in rows[2]
+    assert "dense matmul rate (fp16 on a GPU) of 700.0" in rows[2]    # a file from before its "matmul" key
     assert rows[3].startswith("| fused BN+act kernel (`bench/kernels.py`) | NVIDIA H100 80GB HBM3, torch 2.11.0, "
                               "triton 3.6.0 | 2026-12-01 | abc1234 | — | cifar10-94 (batch 1024): BN fwd+bwd per "
                               "training step fused 1.000 ms, eager 3.000 ms, compiled 1.500 ms = 1.50x compiled "
                               "(goal 1.3x met); as CUDA graphs 1.25x; with the L2 cache as in training fused "
                               "0.800 ms, compiled 0.880 ms = 1.10x; copy bandwidth 2900 GB/s; layers >= 32 MB "
                               "at >= 80% of it (forward and backward, CUDA graphs): 3 of 4 |")
+
+
+def test_mfu_row_of_a_cpu_file_names_the_cpu_matmul(tmp_path, capsys):
+    # It said "(fp16 on a GPU)" for every file before 2026-12-04.
+    path = tmp_path / "2026-12-04-cpu-intel-xeon-2c-abc1234-smoke-mfu.json"
+    path.write_text(json.dumps({"benchmark": "mfu", "recipe": "smoke", "runs": 1, "total_flops": 2e11,
+                                "env": {"device": "cpu", "torch": "2.13.0+cpu", "commit": "abc1234"},
+                                "time_s_mean": 2.0, "achieved_flops_per_s": 1e11, "matmul_flops_per_s": 1e12,
+                                "mfu": 0.1, "matmul": "fp32 512^3 on the CPU"}))
+    assert results_table.main([str(path)]) == 0
+    row = capsys.readouterr().out
+    assert "MFU 10.0%" in row and "dense matmul rate (fp32 512^3 on the CPU) of 1.0 TFLOP/s" in row
 
 
 def test_breakdown_gives_each_kernels_bandwidth_and_share_of_the_step(tmp_path, capsys):
