@@ -117,7 +117,8 @@ def host_row(d: dict) -> tuple[str, str, str, str]:
     """(what, device, runs, result) of a bench/host_overhead.py file."""
     env = d["env"]
     parts = [f"{r['variant']} {'compiled' if r['compiled'] else 'eager'} " +
-             (f"failed ({r['error']})" if "error" in r else f"{r['us_per_layer']:.1f} µs") for r in d["rows"]]
+             (f"failed ({r['error']})" if "error" in r else "no figure (6 layers timed no slower than 1)"
+              if r["us_per_layer"] is None else f"{r['us_per_layer']:.1f} µs") for r in d["rows"]]
     if d.get("launch_us"):
         parts.append("one launch: " + ", ".join(f"{k} {v:.1f} µs" for k, v in d["launch_us"].items()))
     what = "host cost per BN layer, forward + backward (`bench/host_overhead.py`" + (

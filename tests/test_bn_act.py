@@ -1131,16 +1131,25 @@ def test_host_overhead_keeps_the_other_variants_when_one_fails(monkeypatch, tmp_
     bench = load_bench("host_overhead")
     monkeypatch.setattr(bench, "stub_kernels", lambda: None)
 
-    def fake_host_us(net, x, dy, compiled, iters):
-        if net[0].backend == "reference":
+    def fake_rounds(backend, device, x, dy, compiled, iters):
+        if backend == "reference":
             raise RuntimeError("no such kernel")
-        return 10.0 * len(net)
-    monkeypatch.setattr(bench, "host_us", fake_host_us)
+        return bench.per_layer([10.0, 11.0], [60.0, 61.0])
+    monkeypatch.setattr(bench, "chain_rounds", fake_rounds)
     result = bench.main(["--no-compile", "--out", str(tmp_path / "host.json")])
     assert json.loads((tmp_path / "host.json").read_text()) == result
     fused, reference = result["rows"]
     assert fused["us_per_layer"] == pytest.approx(10.0) and reference == {
         "variant": "reference", "compiled": False, "error": "RuntimeError: no such kernel"}
+
+
+def test_host_cost_per_layer_is_the_fastest_round_of_each_chain_and_never_negative():
+    """Timed once each, a load spike on the 1-layer chain made the cost per layer negative."""
+    bench = load_bench("host_overhead")
+    spiked = bench.per_layer([900.0, 100.0, 101.0], [600.0, 610.0, 350.0])    # 900: a busy host
+    assert spiked["us_per_layer"] == pytest.approx(50.0) and spiked["us_1_layer"] == 100.0
+    assert spiked["rounds_us_1_layer"] == [900.0, 100.0, 101.0]
+    assert bench.per_layer([100.0, 99.0], [98.0, 120.0])["us_per_layer"] is None     # noise: no figure
 
 
 def test_sweep_cut_by_its_time_budget_exits_0_as_a_script(tmp_path):
