@@ -9,11 +9,12 @@
 
 A study is plain data (the built-in ones are in studies.py): a base Config, and rows that are
 config deltas from it (row 0, or the named `baseline`, is what the others are compared with). Each row is trained for seeds
-seed..seed+runs-1 by runner.run_many, and the study writes into --output (default
-study-results/):
+seed..seed+runs-1 by runner.run_many, one seed per call (one per rank under torchrun), and the
+study writes into --output (default study-results/):
 
-    study-NAME.jsonl  one record per finished run (keyed by study, row, seed and a hash of the
-                      row's config): a rerun skips what is there, a changed row trains again
+    study-NAME.jsonl  one record per finished run, written as soon as it finishes (keyed by study,
+                      row, seed and a hash of the row's config): a rerun, also after an interrupt,
+                      trains only the seeds not there; a changed row trains again
     study-NAME.md     | row | changes | runs | accuracy mean +- std | time | delta vs baseline
                       with a 95% Welch t-interval (n/a below 2 runs per side) | published |
     study-NAME.png    accuracy against time per row, with std error bars
@@ -280,16 +281,20 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
             say(f"[{i}/{len(configs)}] {row.name}: all {runs} seeds already in {jsonl}, skipped")
             continue
         say(f"[{i}/{len(configs)}] {row.name} ({format_changes(row.changes)}): seeds {missing}")
-        results, _ = runner.run_many(cfg, say, seeds=missing)
-        if env is None:
-            from .report import environment
-            env = environment(runner.resolve_device(cfg.device))
-        date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for result in results:
-            rec = {"type": "run", "study": study.name, "row": row.name, "seed": result.seed, "config_hash": key,
-                   "quick": is_quick, "date": date, **asdict(result), "config": asdict(cfg), "env": env}
-            log.write(rec)
-            done[(study.name, row.name, result.seed, key)] = json.loads(json.dumps(rec, default=str))
+        # A few seeds per call (one per rank under torchrun --parallel runs), each written as soon as
+        # it is back: an interrupted study keeps every finished run.
+        step = distributed.env_int("WORLD_SIZE", 1) if distributed.launched() and cfg.parallel == "runs" else 1
+        for chunk in (missing[j:j + step] for j in range(0, len(missing), step)):
+            results, _ = runner.run_many(cfg, say, seeds=chunk)
+            if env is None:
+                from .report import environment
+                env = environment(runner.resolve_device(cfg.device))
+            date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            for result in results:
+                rec = {"type": "run", "study": study.name, "row": row.name, "seed": result.seed, "config_hash": key,
+                       "quick": is_quick, "date": date, **asdict(result), "config": asdict(cfg), "env": env}
+                log.write(rec)
+                done[(study.name, row.name, result.seed, key)] = json.loads(json.dumps(rec, default=str))
     by_row = {row.name: [done[k] for k in ((study.name, row.name, s, keys[row.name]) for s in seeds) if k in done]
               for row in study.rows}
     table = markdown_table(study, by_row)

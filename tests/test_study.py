@@ -154,10 +154,12 @@ def test_config_hash_ignores_bookkeeping_but_not_training_or_device():
 class FakeRunMany:
     """Stands in for runner.run_many: records (lr, seeds) and returns lr-dependent accuracies."""
 
-    def __init__(self):
-        self.calls = []
+    def __init__(self, interrupt_at=None):
+        self.calls, self.interrupt_at = [], interrupt_at      # (lr, seed) that raises KeyboardInterrupt
 
     def __call__(self, cfg, printer=print, seeds=None):
+        if self.interrupt_at and cfg.lr == self.interrupt_at[0] and self.interrupt_at[1] in seeds:
+            raise KeyboardInterrupt                             # the seeds before it in this call are lost
         self.calls.append((cfg.lr, list(seeds)))
         results = [RunResult(s, accuracy=min(0.99, 0.5 + cfg.lr / 2 + 0.01 * s), time_s=1.0 + s) for s in seeds]
         return results, {}
@@ -173,7 +175,7 @@ def test_rerun_trains_nothing_and_a_changed_row_reruns(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run_many", fake)
     out = tmp_path / "out"
     first = study.run_study(small_study(), runs=2, output=str(out), printer=lambda *a: None)
-    assert fake.calls == [(0.1, [0, 1]), (0.2, [0, 1]), (0.3, [0, 1])]
+    assert fake.calls == [(0.1, [0]), (0.1, [1]), (0.2, [0]), (0.2, [1]), (0.3, [0]), (0.3, [1])]
     assert "| b | lr=0.2 | 2 | 60.50 ± 0.71 |" in first["table"]
     records = [json.loads(line) for line in first["jsonl"].read_text().splitlines()]
     assert len(records) == 6 and {(r["row"], r["seed"]) for r in records} == {(r, s) for r in "abc" for s in (0, 1)}
@@ -188,12 +190,26 @@ def test_rerun_trains_nothing_and_a_changed_row_reruns(tmp_path, monkeypatch):
                 '"seed": 2, "config_hash": "x", "accuracy": "high", "time_s": 1}\n')
         f.write('{"type": "run", "study": "res')  # ... and a run killed mid-write leaves a partial line
     study.run_study(small_study(lr_b=0.25), runs=3, output=str(out), printer=lambda *a: None)
-    assert fake.calls == [(0.1, [2]), (0.25, [0, 1, 2]), (0.3, [2])]
+    assert fake.calls == [(0.1, [2]), (0.25, [0]), (0.25, [1]), (0.25, [2]), (0.3, [2])]
     md = (out / "study-resume.md").read_text()
     assert "| b | lr=0.25 | 3 |" in md and (out / "study-resume.png").read_bytes()[:8] == PNG
     fake.calls.clear()
     study.run_study(small_study(lr_b=0.25), runs=3, output=str(out), printer=lambda *a: None)
     assert fake.calls == []                       # the runs appended after the partial line were kept
+
+
+def test_an_interrupted_row_keeps_its_finished_seeds_and_resumes_with_the_missing_ones(tmp_path, monkeypatch):
+    fake = FakeRunMany(interrupt_at=(0.2, 2))       # Ctrl-C during row b's third seed
+    monkeypatch.setattr(runner, "run_many", fake)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study(small_study(), runs=3, output=str(tmp_path), printer=lambda *a: None)
+    records = [json.loads(line) for line in (tmp_path / "study-resume.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["seed"]) for r in records] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
+    resumed = FakeRunMany()
+    monkeypatch.setattr(runner, "run_many", resumed)
+    out = study.run_study(small_study(), runs=3, output=str(tmp_path), printer=lambda *a: None)
+    assert resumed.calls == [(0.2, [2]), (0.3, [0]), (0.3, [1]), (0.3, [2])]
+    assert "| b | lr=0.2 | 3 |" in out["table"]
 
 
 def test_quick_and_full_results_are_kept_apart(tmp_path, monkeypatch):
