@@ -14,7 +14,9 @@ study writes into --output (default study-results/):
 
     study-NAME.jsonl  one record per finished run, written as soon as it finishes (keyed by study,
                       row, seed and a hash of the row's config): a rerun, also after an interrupt,
-                      trains only the seeds not there; a changed row trains again
+                      trains only the seeds not there; a changed row trains again. A run whose
+                      loss became NaN or inf is recorded as diverged: the table says so, the study
+                      goes on with the next row and does not train that row again
     study-NAME.md     | row | changes | runs | accuracy mean +- std | time | delta vs baseline
                       with a 95% Welch t-interval (n/a below 2 runs per side) | published |
     study-NAME.png    accuracy against time per row, with std error bars
@@ -166,9 +168,10 @@ def seconds(t: float) -> str:
 
 
 def markdown_table(study: Study, runs: dict[str, list[dict]]) -> str:
-    """runs: row name -> its run records (accuracy as a fraction, time_s). Accuracies and
-    differences are shown in %, differences in percentage points with their 95% CI."""
-    base = [r["accuracy"] for r in runs.get(study.baseline, [])]
+    """runs: row name -> its run records (accuracy as a fraction, time_s; or diverged). Accuracies
+    and differences are shown in %, differences in percentage points with their 95% CI."""
+    base = [r.get("accuracy") for r in runs.get(study.baseline, [])]
+    base = [] if None in base else base     # a diverged baseline: no differences
     lines = ["| row | changes | runs | accuracy % (mean ± std) | time s (mean ± std) "
              f"| Δ vs {study.baseline}, pp (95% CI) | published % |", "|---|---|---:|---:|---:|---|---:|"]
     for row in study.rows:
@@ -176,6 +179,10 @@ def markdown_table(study: Study, runs: dict[str, list[dict]]) -> str:
         published = "" if row.published is None else f"{row.published:.1f}"
         if not records:
             lines.append(f"| {row.name} | {format_changes(row.changes)} | 0 | | | | {published} |")
+            continue
+        if diverged := [r for r in records if r.get("diverged")]:
+            lines.append(f"| {row.name} | {format_changes(row.changes)} | {len(records)} | "
+                         f"diverged (seed {diverged[0]['seed']}) | | | {published} |")
             continue
         acc = [100 * r["accuracy"] for r in records]
         (am, asd), (tm, tsd) = mean_std(acc), mean_std([r["time_s"] for r in records])
@@ -197,7 +204,7 @@ def plot_study(study: Study, runs: dict[str, list[dict]], path: Path, title: str
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in study.rows:
         records = runs.get(row.name)
-        if not records:
+        if not records or any(r.get("diverged") for r in records):
             continue
         (am, asd), (tm, tsd) = (mean_std([100 * r["accuracy"] for r in records]),
                                 mean_std([r["time_s"] for r in records]))
@@ -213,7 +220,8 @@ def plot_study(study: Study, runs: dict[str, list[dict]], path: Path, title: str
     return path
 
 
-RUN_KEYS = {"study", "row", "seed", "config_hash", "accuracy", "time_s"}
+RUN_KEYS = {"study", "row", "seed", "config_hash"}
+DIVERGED = "loss became"    # how train.check_finite's error starts (a NaN or inf loss)
 
 
 def read_runs(path: Path) -> dict[tuple, dict]:
@@ -227,7 +235,8 @@ def read_runs(path: Path) -> dict[tuple, dict]:
                 continue
             # A record that is not a whole run (an edited or damaged file) is skipped: that run re-runs.
             if (isinstance(rec, dict) and rec.get("type") == "run" and RUN_KEYS <= rec.keys()
-                    and all(isinstance(rec[k], (int, float)) for k in ("accuracy", "time_s"))
+                    and (all(isinstance(rec.get(k), (int, float)) for k in ("accuracy", "time_s"))
+                         or isinstance(rec.get("diverged"), str))
                     and isinstance(rec.get("env", {}), dict)):
                 done[(rec["study"], rec["row"], rec["seed"], rec["config_hash"])] = rec
     return done
@@ -277,6 +286,9 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
     for i, (row, cfg) in enumerate(configs, 1):
         key = keys[row.name]
         missing = [s for s in seeds if (study.name, row.name, s, key) not in done]
+        if diverged := [r for r in records_of(done, study.name, row.name, key) if r.get("diverged")]:
+            say(f"[{i}/{len(configs)}] {row.name}: diverged at seed {diverged[0]['seed']} before, skipped")
+            continue
         if not missing:
             say(f"[{i}/{len(configs)}] {row.name}: all {runs} seeds already in {jsonl}, skipped")
             continue
@@ -285,18 +297,27 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
         # it is back: an interrupted study keeps every finished run.
         step = distributed.env_int("WORLD_SIZE", 1) if distributed.launched() and cfg.parallel == "runs" else 1
         for chunk in (missing[j:j + step] for j in range(0, len(missing), step)):
-            results, _ = runner.run_many(cfg, say, seeds=chunk)
+            try:
+                results = [asdict(r) for r in runner.run_many(cfg, say, seeds=chunk)[0]]
+            except FastresError as e:      # a NaN loss: record the row as diverged, go on with the next
+                if not str(e).startswith(DIVERGED):
+                    raise
+                say(f"[{i}/{len(configs)}] {row.name}: diverged at seed {chunk[0]} ({e}); the row is recorded "
+                    f"as diverged and not trained again")
+                results = [{"seed": chunk[0], "diverged": str(e)}]
             if env is None:
                 from .report import environment
                 env = environment(runner.resolve_device(cfg.device))
             date = datetime.now(timezone.utc).isoformat(timespec="seconds")
             for result in results:
-                rec = {"type": "run", "study": study.name, "row": row.name, "seed": result.seed, "config_hash": key,
-                       "quick": is_quick, "date": date, **asdict(result), "config": asdict(cfg), "env": env}
+                rec = {"type": "run", "study": study.name, "row": row.name, "seed": result["seed"], "config_hash": key,
+                       "quick": is_quick, "date": date, **result, "config": asdict(cfg), "env": env}
                 log.write(rec)
-                done[(study.name, row.name, result.seed, key)] = json.loads(json.dumps(rec, default=str))
-    by_row = {row.name: [done[k] for k in ((study.name, row.name, s, keys[row.name]) for s in seeds) if k in done]
-              for row in study.rows}
+                done[(study.name, row.name, result["seed"], key)] = json.loads(json.dumps(rec, default=str))
+            if "diverged" in results[0]:
+                break
+    by_row = {row.name: [r for r in records_of(done, study.name, row.name, keys[row.name])
+                         if r["seed"] in seeds or r.get("diverged")] for row in study.rows}
     table = markdown_table(study, by_row)
     say("\n" + table)
     if not main:
@@ -306,6 +327,11 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
     png = plot_study(study, by_row, out / f"{stem}.png", f"study {study.name}{' (quick)' if is_quick else ''}")
     say(f"wrote {md}, {jsonl}, {png}")
     return {"table": table, "markdown": md, "jsonl": jsonl, "png": png}
+
+
+def records_of(done: dict, study: str, row: str, key: str) -> list[dict]:
+    """A row's run records (of its current config)."""
+    return [r for k, r in done.items() if k[:2] == (study, row) and k[3] == key]
 
 
 def report_text(study: Study, table: str, by_row: dict, is_quick: bool, runs: int, command: str) -> str:

@@ -8,8 +8,9 @@ import json
 from dataclasses import fields
 
 import pytest
+import torch
 
-from fastres import cli, report, runner, studies, study
+from fastres import cli, report, runner, studies, study, train
 from fastres.config import Config, Recipe
 from fastres.report import welch_interval
 from fastres.study import Row, Study, config_hash, markdown_table, quick, row_configs
@@ -154,13 +155,15 @@ def test_config_hash_ignores_bookkeeping_but_not_training_or_device():
 class FakeRunMany:
     """Stands in for runner.run_many: records (lr, seeds) and returns lr-dependent accuracies."""
 
-    def __init__(self, interrupt_at=None):
-        self.calls, self.interrupt_at = [], interrupt_at      # (lr, seed) that raises KeyboardInterrupt
+    def __init__(self, interrupt_at=None, diverge_at=None):
+        self.calls, self.interrupt_at, self.diverge_at = [], interrupt_at, diverge_at   # (lr, seed) pairs
 
     def __call__(self, cfg, printer=print, seeds=None):
         if self.interrupt_at and cfg.lr == self.interrupt_at[0] and self.interrupt_at[1] in seeds:
             raise KeyboardInterrupt                             # the seeds before it in this call are lost
         self.calls.append((cfg.lr, list(seeds)))
+        if self.diverge_at and cfg.lr == self.diverge_at[0] and self.diverge_at[1] in seeds:
+            train.check_finite(torch.tensor([1.0, float("nan")]), 0, cfg, 10)    # train.py's own NaN error
         results = [RunResult(s, accuracy=min(0.99, 0.5 + cfg.lr / 2 + 0.01 * s), time_s=1.0 + s) for s in seeds]
         return results, {}
 
@@ -210,6 +213,24 @@ def test_an_interrupted_row_keeps_its_finished_seeds_and_resumes_with_the_missin
     out = study.run_study(small_study(), runs=3, output=str(tmp_path), printer=lambda *a: None)
     assert resumed.calls == [(0.2, [2]), (0.3, [0]), (0.3, [1]), (0.3, [2])]
     assert "| b | lr=0.2 | 3 |" in out["table"]
+
+
+def test_a_diverging_row_is_recorded_as_diverged_and_the_study_goes_on(tmp_path, monkeypatch):
+    fake = FakeRunMany(diverge_at=(0.2, 1))        # row b: a NaN loss at its second seed
+    monkeypatch.setattr(runner, "run_many", fake)
+    printed = []
+    out = study.run_study(small_study(), runs=3, output=str(tmp_path), printer=printed.append)
+    assert fake.calls == [(0.1, [0]), (0.1, [1]), (0.1, [2]), (0.2, [0]), (0.2, [1]),   # b: not seed 2
+                          (0.3, [0]), (0.3, [1]), (0.3, [2])]
+    assert "| b | lr=0.2 | 2 | diverged (seed 1) | | |  |" in out["table"]
+    assert "| c | lr=0.3 | 3 |" in out["table"] and "diverged (seed 1)" in out["markdown"].read_text()
+    assert any("b: diverged at seed 1 (loss became nan at step 1" in line for line in printed)
+    records = [json.loads(line) for line in out["jsonl"].read_text().splitlines()]
+    bad = [r for r in records if r["row"] == "b" and r["seed"] == 1]
+    assert len(bad) == 1 and bad[0]["diverged"].startswith("loss became nan") and "accuracy" not in bad[0]
+    fake.calls.clear()                              # resumed, with more seeds: b is not trained again
+    again = study.run_study(small_study(), runs=4, output=str(tmp_path), printer=lambda *a: None)
+    assert fake.calls == [(0.1, [3]), (0.3, [3])] and "| b | lr=0.2 | 2 | diverged (seed 1) |" in again["table"]
 
 
 def test_quick_and_full_results_are_kept_apart(tmp_path, monkeypatch):
