@@ -152,10 +152,14 @@ UNKEYED = {"seed", "runs", "output", "plot", "save", "data_dir", "download", "th
 
 
 def config_hash(cfg: Config, device_type: str) -> str:
-    """12 hex digits identifying a row's training; the device class is part of it (CPU and GPU
-    times must not be averaged together)."""
+    """12 hex digits identifying a row's training; the device class is part of it, and on a CPU
+    the thread count (cfg.threads, 0 resolved by the caller to the count in use): CPU and GPU
+    times, or times at 1 and 2 threads, must not be averaged together."""
     keyed = {k: v for k, v in asdict(cfg).items() if k not in UNKEYED}
-    text = json.dumps({"config": keyed, "device": device_type}, sort_keys=True, default=list)
+    key = {"config": keyed, "device": device_type}
+    if device_type == "cpu":
+        key["threads"] = cfg.threads
+    text = json.dumps(key, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -262,9 +266,12 @@ def row_configs(study: Study, is_quick: bool, overrides: dict) -> list[tuple[Row
 def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False, output: str = "study-results",
               overrides: dict | None = None, printer=print, command: str = "") -> dict:
     """Train every missing (row, seed), then write the table, JSONL and plot. Returns paths and table."""
+    import torch
     from . import distributed, runner      # torch-heavy: imported when a study runs
     configs = row_configs(study, is_quick, overrides or {})
     device_type = runner.resolve_device(configs[0][1].device).type
+    if device_type == "cpu":                # threads 0 (torch's default): the count it gives here
+        configs = [(row, cfg.replace(threads=cfg.threads or torch.get_num_threads())) for row, cfg in configs]
     main = distributed.is_main_process(configs[0][1])
     say = printer if main else (lambda *a, **k: None)
     stem = f"study-{study.name}{'-quick' if is_quick else ''}"

@@ -145,9 +145,25 @@ def test_markdown_table_hand_computed():
 def test_config_hash_ignores_bookkeeping_but_not_training_or_device():
     cfg = Config()
     h = config_hash(cfg, "cpu")
-    assert config_hash(cfg.replace(seed=5, output="x", threads=2, device="cpu"), "cpu") == h
+    assert config_hash(cfg.replace(seed=5, output="x", device="cpu"), "cpu") == h
     assert config_hash(cfg.replace(lr=0.5), "cpu") != h
     assert config_hash(cfg, "cuda") != h
+    assert config_hash(cfg.replace(threads=2), "cpu") != h                   # CPU times depend on threads
+    assert config_hash(cfg.replace(threads=2), "cuda") == config_hash(cfg, "cuda")
+
+
+def test_runs_at_other_cpu_thread_counts_are_other_rows(tmp_path, monkeypatch):
+    fake = FakeRunMany()
+    monkeypatch.setattr(runner, "run_many", fake)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)               # what threads=0 gives here
+    run = lambda **overrides: study.run_study(small_study(), runs=1, output=str(tmp_path), printer=lambda *a: None,
+                                              overrides=overrides)["jsonl"]
+    run(threads=1)
+    run(threads=2)                          # not the threads=1 runs again: trained anew
+    run()                                   # threads=0 is 2 threads here: the same rows as threads=2
+    assert len(fake.calls) == 6
+    records = [json.loads(line) for line in run().read_text().splitlines()]
+    assert sorted(r["config"]["threads"] for r in records) == [1, 1, 1, 2, 2, 2]
 
 
 # --- resuming --------------------------------------------------------------------------------
