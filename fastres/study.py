@@ -36,7 +36,10 @@ of {name, changes, published}, baseline):
 --quick (tests and CPU smoke runs; the numbers are NOT comparable with full runs or with the
 published figures) changes every row's config after its deltas, exactly as QUICK says:
 first 10000 training and 2000 test images, epochs x0.25 (fractional epochs are fine), batch size
-x0.25 (at least 16), width x0.25, no compile, no per-epoch diagnostic evaluation. Each row keeps
+x0.25 (at least 16), width x0.25, no compile, no per-epoch diagnostic evaluation. Values given
+explicitly win over the last four: by --set, in a row's changes or in a JSON file's base (a .py
+study names such base fields in Study(explicit=...)); the multipliers scale every row's values.
+The report and its changes column give the values used. Each row keeps
 its own LR (train.py's LR is for a batch-mean loss; we do not rescale it for the smaller batch).
 On one CPU thread `fashion-hparams --quick --runs 3` takes about a minute; the CIFAR-10 ladders
 are slower (a quick ResNet-9 run at width 0.25 is ~75 s, so `backbone --quick` ~5 min per seed).
@@ -80,9 +83,11 @@ class Study:
     rows: tuple
     baseline: str = ""          # the row the others are compared with ("" = the first row)
     source: str = ""            # where the published figures come from
+    explicit: tuple = ()        # base fields the author set on purpose: --quick keeps their values
 
     def __post_init__(self):
         object.__setattr__(self, "rows", tuple(self.rows))
+        object.__setattr__(self, "explicit", tuple(self.explicit))
         texts = (self.name, self.description, self.baseline, self.source)
         if not all(isinstance(t, str) for t in texts) or not isinstance(self.base, Config):
             raise FastresError(f"study {self.name!r}: name, description, baseline and source must be text "
@@ -94,6 +99,8 @@ class Study:
                                    f"a published accuracy that is a number or absent, got {row!r}")
         names = [r.name for r in self.rows]
         known = {f.name for f in fields(Config)}
+        if unknown := sorted(set(self.explicit) - known):
+            raise FastresError(f"study {self.name!r}: explicit names unknown config fields {unknown}")
         if not names or len(set(names)) != len(names):
             raise FastresError(f"study {self.name!r}: rows need unique names, got {names}")
         for row in self.rows:
@@ -136,14 +143,21 @@ def cumulative(steps: list[tuple], start: dict | None = None) -> list[Row]:
 
 QUICK = {"train_subset": 10000, "test_subset": 2000, "epochs": 0.25, "batch_size": 0.25, "width": 0.25,
          "compile": False, "eval_every": 0}
+SCALED = ("epochs", "batch_size", "width")      # multipliers of the row's value; the others are values
 
 
-def quick(cfg: Config) -> Config:
-    """The --quick version of a row's config (see the module docstring)."""
-    return cfg.replace(train_subset=QUICK["train_subset"], test_subset=QUICK["test_subset"],
-                       epochs=cfg.epochs * QUICK["epochs"], width=cfg.width * QUICK["width"],
-                       batch_size=max(16, round(cfg.batch_size * QUICK["batch_size"])),
-                       compile=QUICK["compile"], eval_every=QUICK["eval_every"])
+def quick(cfg: Config, keep=()) -> Config:
+    """The --quick version of a row's config (see the module docstring); the fields in keep were
+    given explicitly and keep their values (the multipliers apply to every row)."""
+    values = {k: v for k, v in QUICK.items() if k not in SCALED and k not in keep}
+    return cfg.replace(epochs=cfg.epochs * QUICK["epochs"], width=cfg.width * QUICK["width"],
+                       batch_size=max(16, round(cfg.batch_size * QUICK["batch_size"])), **values)
+
+
+def quick_text(cfgs: list[Config]) -> str:
+    """What --quick did, with the values the rows actually used."""
+    return ", ".join(f"{k} x{v}" if k in SCALED else f"{k} {'/'.join(sorted({str(getattr(c, k)) for c in cfgs}))}"
+                     for k, v in QUICK.items())
 
 
 # Fields that change neither what is trained nor the numbers it gives.
@@ -171,9 +185,11 @@ def seconds(t: float) -> str:
     return f"{t:.2f}" if t < 10 else f"{t:.1f}"
 
 
-def markdown_table(study: Study, runs: dict[str, list[dict]]) -> str:
+def markdown_table(study: Study, runs: dict[str, list[dict]], changes: dict[str, dict] | None = None) -> str:
     """runs: row name -> its run records (accuracy as a fraction, time_s; or diverged). Accuracies
-    and differences are shown in %, differences in percentage points with their 95% CI."""
+    and differences are shown in %, differences in percentage points with their 95% CI. changes:
+    row name -> the changed fields' values as trained (default: the rows' own changes)."""
+    changes = changes or {row.name: row.changes for row in study.rows}
     base = [r.get("accuracy") for r in runs.get(study.baseline, [])]
     base = [] if None in base else base     # a diverged baseline: no differences
     lines = ["| row | changes | runs | accuracy % (mean ± std) | time s (mean ± std) "
@@ -182,10 +198,10 @@ def markdown_table(study: Study, runs: dict[str, list[dict]]) -> str:
         records = runs.get(row.name, [])
         published = "" if row.published is None else f"{row.published:.1f}"
         if not records:
-            lines.append(f"| {row.name} | {format_changes(row.changes)} | 0 | | | | {published} |")
+            lines.append(f"| {row.name} | {format_changes(changes[row.name])} | 0 | | | | {published} |")
             continue
         if diverged := [r for r in records if r.get("diverged")]:
-            lines.append(f"| {row.name} | {format_changes(row.changes)} | {len(records)} | "
+            lines.append(f"| {row.name} | {format_changes(changes[row.name])} | {len(records)} | "
                          f"diverged (seed {diverged[0]['seed']}) | | | {published} |")
             continue
         acc = [100 * r["accuracy"] for r in records]
@@ -195,7 +211,7 @@ def markdown_table(study: Study, runs: dict[str, list[dict]]) -> str:
         else:
             ci = welch_interval(acc, [100 * a for a in base])
             delta = "n/a" if ci is None else f"{ci[0]:+.2f} [{ci[1]:+.2f}, {ci[2]:+.2f}]"
-        lines.append(f"| {row.name} | {format_changes(row.changes)} | {len(records)} | {am:.2f} ± {asd:.2f} "
+        lines.append(f"| {row.name} | {format_changes(changes[row.name])} | {len(records)} | {am:.2f} ± {asd:.2f} "
                      f"| {seconds(tm)} ± {seconds(tsd)} | {delta} | {published} |")
     return "\n".join(lines)
 
@@ -249,11 +265,13 @@ def read_runs(path: Path) -> dict[tuple, dict]:
 # ---------------------------------------------------------------- running a study
 
 def row_configs(study: Study, is_quick: bool, overrides: dict) -> list[tuple[Row, Config]]:
-    """Each row's config (base + overrides + row deltas [+ quick]), validated before any training."""
+    """Each row's config (base + overrides + row deltas [+ quick, which keeps the values set
+    explicitly: by overrides, the row or the study's explicit fields]), validated before any training."""
     base, out = study.base.replace(**overrides), []
     for row in study.rows:
         cfg = base.replace(**row.changes)
-        cfg = (quick(cfg) if is_quick else cfg).replace(output="", plot=False, save=False,
+        explicit = {*overrides, *row.changes, *study.explicit}
+        cfg = (quick(cfg, explicit) if is_quick else cfg).replace(output="", plot=False, save=False,
                                                         parallel="runs" if cfg.parallel == "auto" else cfg.parallel)
         try:
             cfg.validate()
@@ -281,15 +299,17 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
         prepare_output(out, [f"{stem}.jsonl", f"{stem}.md", f"{stem}.png"])
     log = JsonlLog(jsonl if main else None)
     say(f"study {study.name}: {study.description}; {len(configs)} rows x {runs} seeds on {device_type}")
+    quick_note = quick_text([cfg for _, cfg in configs]) if is_quick else ""
     if is_quick:
-        say(f"QUICK MODE ({', '.join(f'{k} {v}' for k, v in QUICK.items())}): the numbers are NOT "
-            f"comparable with full runs or with the published figures")
+        say(f"QUICK MODE ({quick_note}): the numbers are NOT comparable with full runs or with the "
+            f"published figures")
     done = read_runs(jsonl)
     if main and jsonl.exists() and not jsonl.read_bytes().endswith(b"\n"):
         with open(jsonl, "a", encoding="utf-8") as f:     # end a line cut short, so appends stay whole
             f.write("\n")
     seeds = list(range(seed, seed + runs))
     env, keys = None, {row.name: config_hash(cfg, device_type) for row, cfg in configs}
+    shown = {row.name: {k: getattr(cfg, k) for k in row.changes} for row, cfg in configs}   # as trained
     for i, (row, cfg) in enumerate(configs, 1):
         key = keys[row.name]
         missing = [s for s in seeds if (study.name, row.name, s, key) not in done]
@@ -299,7 +319,7 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
         if not missing:
             say(f"[{i}/{len(configs)}] {row.name}: all {runs} seeds already in {jsonl}, skipped")
             continue
-        say(f"[{i}/{len(configs)}] {row.name} ({format_changes(row.changes)}): seeds {missing}")
+        say(f"[{i}/{len(configs)}] {row.name} ({format_changes(shown[row.name])}): seeds {missing}")
         # A few seeds per call (one per rank under torchrun --parallel runs), each written as soon as
         # it is back: an interrupted study keeps every finished run.
         step = distributed.env_int("WORLD_SIZE", 1) if distributed.launched() and cfg.parallel == "runs" else 1
@@ -325,12 +345,12 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
                 break
     by_row = {row.name: [r for r in records_of(done, study.name, row.name, keys[row.name])
                          if r["seed"] in seeds or r.get("diverged")] for row in study.rows}
-    table = markdown_table(study, by_row)
+    table = markdown_table(study, by_row, shown)
     say("\n" + table)
     if not main:
         return {"table": table}
     md = out / f"{stem}.md"
-    atomic_write(md, lambda tmp: tmp.write_text(report_text(study, table, by_row, is_quick, runs, command)))
+    atomic_write(md, lambda tmp: tmp.write_text(report_text(study, table, by_row, quick_note, runs, command)))
     png = plot_study(study, by_row, out / f"{stem}.png", f"study {study.name}{' (quick)' if is_quick else ''}")
     say(f"wrote {md}, {jsonl}, {png}")
     return {"table": table, "markdown": md, "jsonl": jsonl, "png": png}
@@ -341,7 +361,7 @@ def records_of(done: dict, study: str, row: str, key: str) -> list[dict]:
     return [r for k, r in done.items() if k[:2] == (study, row) and k[3] == key]
 
 
-def report_text(study: Study, table: str, by_row: dict, is_quick: bool, runs: int, command: str) -> str:
+def report_text(study: Study, table: str, by_row: dict, quick_note: str, runs: int, command: str) -> str:
     records = [r for rs in by_row.values() for r in rs]
     devices = sorted({r["env"].get("gpu") or r["env"]["device"] for r in records if r.get("env")})
     commits = sorted({(r["env"].get("commit") or "?")[:10] for r in records if r.get("env")})
@@ -353,10 +373,9 @@ def report_text(study: Study, table: str, by_row: dict, is_quick: bool, runs: in
              f"- {runs} seed(s) per row; Δ: difference of mean accuracy to row `{study.baseline}` in "
              "percentage points with a 95% Welch t-interval (n/a with fewer than 2 runs per side)",
              f"- published: {study.source}" if study.source else ""]
-    if is_quick:
-        lines.append("- **QUICK MODE**: " + ", ".join(f"{k} {v}" for k, v in QUICK.items())
-                     + " (epochs, batch size and width are multipliers). These numbers are NOT comparable"
-                       " with full runs or with the published figures.")
+    if quick_note:
+        lines.append(f"- **QUICK MODE**: {quick_note} (the values used; batch size at least 16). These numbers "
+                     "are NOT comparable with full runs or with the published figures.")
     return "\n".join(line for line in lines if line != "") + "\n\n" + table + "\n"
 
 
@@ -391,7 +410,7 @@ def load_study_file(path: str) -> list[str]:
             base = base.replace(**coerce(spec.get("base", {})))
             rows = [Row(r["name"], coerce(r.get("changes", {})), r.get("published")) for r in spec["rows"]]
             study = Study(spec["name"], spec.get("description", ""), base, rows, spec.get("baseline", ""),
-                          spec.get("source", ""))
+                          spec.get("source", ""), explicit=tuple(spec.get("base", {})))
         except (KeyError, TypeError, AttributeError) as e:
             raise FastresError(f"--file {path}: a study needs name and rows (each with a name): {e}") from None
         register_study(study)

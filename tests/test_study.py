@@ -172,12 +172,13 @@ class FakeRunMany:
     """Stands in for runner.run_many: records (lr, seeds) and returns lr-dependent accuracies."""
 
     def __init__(self, interrupt_at=None, diverge_at=None):
-        self.calls, self.interrupt_at, self.diverge_at = [], interrupt_at, diverge_at   # (lr, seed) pairs
+        self.calls, self.configs, self.interrupt_at, self.diverge_at = [], [], interrupt_at, diverge_at  # (lr, seed)
 
     def __call__(self, cfg, printer=print, seeds=None):
         if self.interrupt_at and cfg.lr == self.interrupt_at[0] and self.interrupt_at[1] in seeds:
             raise KeyboardInterrupt                             # the seeds before it in this call are lost
         self.calls.append((cfg.lr, list(seeds)))
+        self.configs.append(cfg)
         if self.diverge_at and cfg.lr == self.diverge_at[0] and self.diverge_at[1] in seeds:
             train.check_finite(torch.tensor([1.0, float("nan")]), 0, cfg, 10)    # train.py's own NaN error
         results = [RunResult(s, accuracy=min(0.99, 0.5 + cfg.lr / 2 + 0.01 * s), time_s=1.0 + s) for s in seeds]
@@ -247,6 +248,24 @@ def test_a_diverging_row_is_recorded_as_diverged_and_the_study_goes_on(tmp_path,
     fake.calls.clear()                              # resumed, with more seeds: b is not trained again
     again = study.run_study(small_study(), runs=4, output=str(tmp_path), printer=lambda *a: None)
     assert fake.calls == [(0.1, [3]), (0.3, [3])] and "| b | lr=0.2 | 2 | diverged (seed 1) |" in again["table"]
+
+
+def test_quick_keeps_explicit_values_and_the_report_shows_the_values_used(tmp_path, monkeypatch):
+    fake = FakeRunMany()
+    monkeypatch.setattr(runner, "run_many", fake)
+    spec = {"name": "keep", "base": {"dataset": "x.npz", "device": "cpu", "lr": 0.1, "eval_every": 3},
+            "rows": [{"name": "a"}, {"name": "b", "changes": {"lr": 0.2, "test_subset": 300, "epochs": 8.0}}]}
+    (tmp_path / "keep.json").write_text(json.dumps(spec))
+    monkeypatch.setattr(study, "STUDIES", dict(study.STUDIES))
+    s = study.get_study(study.load_study_file(str(tmp_path / "keep.json"))[0])
+    out = study.run_study(s, runs=1, is_quick=True, output=str(tmp_path), printer=lambda *a: None,
+                          overrides={"train_subset": 500}, command="the command")
+    a, b = fake.configs
+    assert (a.train_subset, a.test_subset, a.eval_every, a.epochs) == (500, 2000, 3, 2.5)   # --set, quick, base
+    assert (b.train_subset, b.test_subset, b.eval_every, b.epochs) == (500, 300, 3, 2.0)    # the row's, x0.25
+    md = out["markdown"].read_text()
+    assert "QUICK MODE**: train_subset 500, test_subset 2000/300, epochs x0.25, batch_size x0.25" in md
+    assert "eval_every 3" in md and "| b | lr=0.2, test_subset=300, epochs=2 | 1 |" in md     # epochs as trained
 
 
 def test_quick_and_full_results_are_kept_apart(tmp_path, monkeypatch):
