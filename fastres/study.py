@@ -264,15 +264,18 @@ def read_runs(path: Path) -> dict[tuple, dict]:
 
 # ---------------------------------------------------------------- running a study
 
-def row_configs(study: Study, is_quick: bool, overrides: dict) -> list[tuple[Row, Config]]:
+def row_configs(study: Study, is_quick: bool, overrides: dict, cpu: bool = False) -> list[tuple[Row, Config]]:
     """Each row's config (base + overrides + row deltas [+ quick, which keeps the values set
-    explicitly: by overrides, the row or the study's explicit fields]), validated before any training."""
+    explicitly: by overrides, the row or the study's explicit fields]), validated before any training.
+    On a CPU, as in `train`, compile is off unless set explicitly (GPU recipes compile on GPUs only)."""
     base, out = study.base.replace(**overrides), []
     for row in study.rows:
         cfg = base.replace(**row.changes)
         explicit = {*overrides, *row.changes, *study.explicit}
         cfg = (quick(cfg, explicit) if is_quick else cfg).replace(output="", plot=False, save=False,
                                                         parallel="runs" if cfg.parallel == "auto" else cfg.parallel)
+        if cpu and "compile" not in explicit:
+            cfg = cfg.replace(compile=False)
         try:
             cfg.validate()
         except FastresError as e:
@@ -286,8 +289,9 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
     """Train every missing (row, seed), then write the table, JSONL and plot. Returns paths and table."""
     import torch
     from . import distributed, runner      # torch-heavy: imported when a study runs
-    configs = row_configs(study, is_quick, overrides or {})
-    device_type = runner.resolve_device(configs[0][1].device).type
+    overrides = overrides or {}
+    device_type = runner.resolve_device(study.base.replace(**overrides).device).type
+    configs = row_configs(study, is_quick, overrides, cpu=device_type == "cpu")
     if device_type == "cpu":                # threads 0 (torch's default): the count it gives here
         configs = [(row, cfg.replace(threads=cfg.threads or torch.get_num_threads())) for row, cfg in configs]
     main = distributed.is_main_process(configs[0][1])

@@ -268,6 +268,18 @@ def test_quick_keeps_explicit_values_and_the_report_shows_the_values_used(tmp_pa
     assert "eval_every 3" in md and "| b | lr=0.2, test_subset=300, epochs=2 | 1 |" in md     # epochs as trained
 
 
+def test_on_a_cpu_a_study_compiles_only_when_asked_as_train_does(tmp_path, monkeypatch):
+    fake = FakeRunMany()
+    monkeypatch.setattr(runner, "run_many", fake)
+    gpu_recipe = Study("gpu", "", Config(dataset="x.npz", device="cpu", lr=0.1, compile=True), [Row("a")])
+    for overrides in ({}, {"compile": True}):
+        study.run_study(gpu_recipe, runs=1, output=str(tmp_path), printer=lambda *a: None, overrides=overrides)
+    asked = Study("gpu", "", Config(dataset="x.npz", device="cpu", lr=0.1, compile=True), [Row("a", {"compile": True})])
+    study.run_study(asked, runs=1, output=str(tmp_path / "2"), printer=lambda *a: None)
+    assert [cfg.compile for cfg in fake.configs] == [False, True, True]
+    assert [cfg.compile for _, cfg in row_configs(gpu_recipe, False, {})] == [True]      # not on a CPU: kept
+
+
 def test_quick_and_full_results_are_kept_apart(tmp_path, monkeypatch):
     fake = FakeRunMany()
     monkeypatch.setattr(runner, "run_many", fake)
