@@ -385,6 +385,10 @@ def report_text(study: Study, table: str, by_row: dict, quick_note: str, runs: i
 
 # ---------------------------------------------------------------- user studies and the CLI
 
+STUDY_KEYS = ("name", "description", "recipe", "base", "rows", "baseline", "source")
+ROW_KEYS = ("name", "changes", "published")
+
+
 def load_study_file(path: str) -> list[str]:
     """Register the studies in a .py file (which calls register_study) or a .json file (one
     study object or a list of them); returns the names registered."""
@@ -409,6 +413,10 @@ def load_study_file(path: str) -> list[str]:
         if not isinstance(spec, dict) or not isinstance(spec.get("rows", []), list) or not all(
                 isinstance(r, dict) for r in spec.get("rows", [])):
             raise FastresError(f"--file {path}: a study is an object with a name and a list of row objects")
+        for what, keys, allowed in [("study", spec, STUDY_KEYS), *(("row", r, ROW_KEYS) for r in spec.get("rows", []))]:
+            if unknown := [k for k in keys if k not in allowed]:     # a misspelt key would be ignored
+                raise FastresError(f"--file {path}: unknown {what} keys: {', '.join(unknown)} "
+                                   f"(allowed: {', '.join(allowed)})")
         try:
             base = get_recipe(spec["recipe"]).config if "recipe" in spec else Config()
             base = base.replace(**coerce(spec.get("base", {})))

@@ -376,6 +376,10 @@ def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     ({"name": 5, "rows": [{"name": "r"}]}, "name, description, baseline and source must be text"),
     ({"name": "a", "description": 5, "rows": [{"name": "r"}]}, "name, description, baseline and source must be"),
     ({"name": "a", "rows": [{"name": "r", "published": "high"}]}, "a published accuracy that is a number"),
+    ({"name": "a", "basline": "r", "rows": [{"name": "r"}]},
+     "unknown study keys: basline (allowed: name, description, recipe, base, rows, baseline, source)"),
+    ({"name": "a", "rows": [{"name": "r"}, {"name": "s", "chnages": {"lr": 0.1}, "runs": 3}]},
+     "unknown row keys: chnages, runs (allowed: name, changes, published)"),
 ])
 def test_bad_study_files_are_one_line_before_any_training(spec, message, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained before the error"))
