@@ -216,6 +216,14 @@ def markdown_table(study: Study, runs: dict[str, list[dict]], changes: dict[str,
     return "\n".join(lines)
 
 
+def can_plot() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def plot_study(study: Study, runs: dict[str, list[dict]], path: Path, title: str) -> Path:
     """Accuracy (%) against time (s) per row: mean with std error bars, labelled by row."""
     import matplotlib
@@ -302,6 +310,9 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
     if main:
         prepare_output(out, [f"{stem}.jsonl", f"{stem}.md", f"{stem}.png"])
     log = JsonlLog(jsonl if main else None)
+    plot = main and can_plot()
+    if main and not plot:                   # said now, not found after hours of training
+        say("note: matplotlib is not installed, so no PNG is drawn (pip install 'fastres[plot]')")
     say(f"study {study.name}: {study.description}; {len(configs)} rows x {runs} seeds on {device_type}")
     quick_note = quick_text([cfg for _, cfg in configs]) if is_quick else ""
     if is_quick:
@@ -355,8 +366,9 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
         return {"table": table}
     md = out / f"{stem}.md"
     atomic_write(md, lambda tmp: tmp.write_text(report_text(study, table, by_row, quick_note, runs, command)))
-    png = plot_study(study, by_row, out / f"{stem}.png", f"study {study.name}{' (quick)' if is_quick else ''}")
-    say(f"wrote {md}, {jsonl}, {png}")
+    png = plot_study(study, by_row, out / f"{stem}.png", f"study {study.name}{' (quick)' if is_quick else ''}") \
+        if plot else None
+    say(f"wrote {md}, {jsonl}{f', {png}' if png else ''}")
     return {"table": table, "markdown": md, "jsonl": jsonl, "png": png}
 
 

@@ -5,6 +5,7 @@ runs end to end through the CLI on a synthetic .npz.
     OMP_NUM_THREADS=1 pytest tests/test_study.py
 """
 import json
+import sys
 from dataclasses import fields
 
 import pytest
@@ -278,6 +279,16 @@ def test_on_a_cpu_a_study_compiles_only_when_asked_as_train_does(tmp_path, monke
     study.run_study(asked, runs=1, output=str(tmp_path / "2"), printer=lambda *a: None)
     assert [cfg.compile for cfg in fake.configs] == [False, True, True]
     assert [cfg.compile for _, cfg in row_configs(gpu_recipe, False, {})] == [True]      # not on a CPU: kept
+
+
+def test_without_matplotlib_the_study_says_so_before_training_and_writes_no_png(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "run_many", FakeRunMany())
+    monkeypatch.setitem(sys.modules, "matplotlib", None)        # as if not installed: import fails
+    printed = []
+    out = study.run_study(small_study(), runs=1, output=str(tmp_path), printer=printed.append)
+    notes = [i for i, line in enumerate(printed) if "matplotlib is not installed" in line]
+    assert len(notes) == 1 and notes[0] < min(i for i, line in enumerate(printed) if line.startswith("[1/3]"))
+    assert out["png"] is None and not (tmp_path / "study-resume.png").exists() and out["markdown"].exists()
 
 
 def test_quick_and_full_results_are_kept_apart(tmp_path, monkeypatch):
