@@ -248,26 +248,33 @@ def plot_study(study: Study, runs: dict[str, list[dict]], path: Path, title: str
     return path
 
 
-RUN_KEYS = {"study", "row", "seed", "config_hash"}
+RUN_KEYS = {"study": str, "row": str, "seed": int, "config_hash": str}
 DIVERGED = "loss became"    # how train.check_finite's error starts (a NaN or inf loss)
 
 
-def read_runs(path: Path) -> dict[tuple, dict]:
-    """(study, row, seed, config_hash) -> the latest run record in a study JSONL."""
-    done = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:      # a line cut short by a kill: that run re-runs
-                continue
-            # A record that is not a whole run (an edited or damaged file) is skipped: that run re-runs.
-            if (isinstance(rec, dict) and rec.get("type") == "run" and RUN_KEYS <= rec.keys()
-                    and (all(isinstance(rec.get(k), (int, float)) for k in ("accuracy", "time_s"))
-                         or isinstance(rec.get("diverged"), str))
-                    and isinstance(rec.get("env", {}), dict)):
-                done[(rec["study"], rec["row"], rec["seed"], rec["config_hash"])] = rec
-    return done
+def read_runs(path: Path) -> tuple[dict[tuple, dict], int]:
+    """(study, row, seed, config_hash) -> the latest run record in a study JSONL; and the number
+    of lines skipped: cut short by a kill, not UTF-8, edited or damaged (those runs re-run)."""
+    done, skipped = {}, 0
+    for line in path.read_bytes().splitlines() if path.exists() else []:
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):      # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            rec = None
+        if is_run(rec):
+            done[tuple(rec[k] for k in RUN_KEYS)] = rec
+        elif line.strip():
+            skipped += 1
+    return done, skipped
+
+
+def is_run(rec) -> bool:
+    """Whether a JSONL record is a whole run: typed keys, and an accuracy and time or diverged."""
+    return (isinstance(rec, dict) and rec.get("type") == "run"
+            and all(type(rec.get(k)) is kind for k, kind in RUN_KEYS.items())
+            and (all(type(rec.get(k)) in (int, float) for k in ("accuracy", "time_s"))
+                 or isinstance(rec.get("diverged"), str))
+            and isinstance(rec.get("env", {}), dict))
 
 
 # ---------------------------------------------------------------- running a study
@@ -318,7 +325,9 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
     if is_quick:
         say(f"QUICK MODE ({quick_note}): the numbers are NOT comparable with full runs or with the "
             f"published figures")
-    done = read_runs(jsonl)
+    done, skipped = read_runs(jsonl)
+    if skipped:
+        say(f"{jsonl}: {skipped} line(s) skipped (cut short, damaged or edited): those runs train again")
     if main and jsonl.exists() and not jsonl.read_bytes().endswith(b"\n"):
         with open(jsonl, "a", encoding="utf-8") as f:     # end a line cut short, so appends stay whole
             f.write("\n")

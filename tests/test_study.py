@@ -291,6 +291,23 @@ def test_without_matplotlib_the_study_says_so_before_training_and_writes_no_png(
     assert out["png"] is None and not (tmp_path / "study-resume.png").exists() and out["markdown"].exists()
 
 
+def test_damaged_jsonl_lines_are_skipped_and_counted_once(tmp_path, monkeypatch):
+    fake = FakeRunMany()
+    monkeypatch.setattr(runner, "run_many", fake)
+    first = study.run_study(small_study(), runs=1, output=str(tmp_path), printer=lambda *a: None)
+    good = json.loads(first["jsonl"].read_text().splitlines()[0])         # row a, seed 0
+    with open(first["jsonl"], "ab") as f:
+        f.write(b'\xff\xfe not UTF-8\n' + b"[" * 100000 + b"\n\n")        # bad bytes; nested past recursion
+        for damage in ({"row": ["a"]}, {"row": {"a": 1}}, {"seed": "1"}, {"seed": True}, {"config_hash": None}):
+            f.write(json.dumps({**good, "seed": 7, **damage}).encode() + b"\n")
+    fake.calls.clear()
+    printed = []
+    study.run_study(small_study(), runs=1, output=str(tmp_path), printer=printed.append)
+    assert fake.calls == []                                                # the whole records were kept
+    assert [line for line in printed if "line(s) skipped" in line] == [
+        f"{first['jsonl']}: 7 line(s) skipped (cut short, damaged or edited): those runs train again"]
+
+
 def test_quick_and_full_results_are_kept_apart(tmp_path, monkeypatch):
     fake = FakeRunMany()
     monkeypatch.setattr(runner, "run_many", fake)
