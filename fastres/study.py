@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import runpy
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -68,11 +69,17 @@ from .errors import FastresError
 from .report import JsonlLog, atomic_write, mean_std, prepare_output, welch_interval
 
 
+# Set by the study itself, so a value given in a study file or by --set would be ignored.
+STUDY_SETS = ("seed", "runs", "output", "plot", "save")
+NOT_SETTABLE = ("cannot be set in a study: its seeds come from --seed and --runs, its files go to --output, "
+                "and it writes no per-run plots or weights")
+
+
 @dataclass(frozen=True)
 class Row:
     name: str                                      # short slug, unique within the study
     changes: dict = field(default_factory=dict)    # Config field -> value, applied to the base
-    published: float | None = None                 # published test accuracy in %, for comparison
+    published: float | None = None                 # published test accuracy in % (91.0, not 0.91)
 
 
 @dataclass(frozen=True)
@@ -92,15 +99,24 @@ class Study:
         if not all(isinstance(t, str) for t in texts) or not isinstance(self.base, Config):
             raise FastresError(f"study {self.name!r}: name, description, baseline and source must be text "
                                f"and base a Config")
+        if not re.fullmatch(r"\w[\w.-]*", self.name):       # it names files in --output
+            raise FastresError(f"study {self.name!r}: a study name is letters, digits, '_', '-' and '.', "
+                               f"starting with a letter or digit (no '/' or '..')")
         for row in self.rows:
             if not (isinstance(row, Row) and isinstance(row.name, str) and isinstance(row.changes, dict)
                     and (row.published is None or type(row.published) in (int, float))):
                 raise FastresError(f"study {self.name!r}: each row needs a text name, a dict of changes and "
                                    f"a published accuracy that is a number or absent, got {row!r}")
+            if row.published is not None and not 1 < row.published <= 100:
+                raise FastresError(f"study {self.name!r}, row {row.name!r}: published {row.published} is not an "
+                                   f"accuracy in % (write 91% as 91.0, not 0.91)")
         names = [r.name for r in self.rows]
         known = {f.name for f in fields(Config)}
         if unknown := sorted(set(self.explicit) - known):
             raise FastresError(f"study {self.name!r}: explicit names unknown config fields {unknown}")
+        for where, keys in [("base", self.explicit), *((f"row {r.name!r}", r.changes) for r in self.rows)]:
+            if fixed := [k for k in keys if k in STUDY_SETS]:
+                raise FastresError(f"study {self.name!r}, {where}: {', '.join(fixed)} {NOT_SETTABLE}")
         if not names or len(set(names)) != len(names):
             raise FastresError(f"study {self.name!r}: rows need unique names, got {names}")
         for row in self.rows:
@@ -206,13 +222,15 @@ def markdown_table(study: Study, runs: dict[str, list[dict]], changes: dict[str,
             continue
         acc = [100 * r["accuracy"] for r in records]
         (am, asd), (tm, tsd) = mean_std(acc), mean_std([r["time_s"] for r in records])
+        acc_cell, time_cell = (f"{am:.2f} ± {asd:.2f}", f"{seconds(tm)} ± {seconds(tsd)}") if len(records) > 1 \
+            else (f"{am:.2f}", seconds(tm))         # no std from one run
         if row.name == study.baseline:
             delta = "(baseline)"
         else:
             ci = welch_interval(acc, [100 * a for a in base])
             delta = "n/a" if ci is None else f"{ci[0]:+.2f} [{ci[1]:+.2f}, {ci[2]:+.2f}]"
-        lines.append(f"| {row.name} | {format_changes(changes[row.name])} | {len(records)} | {am:.2f} ± {asd:.2f} "
-                     f"| {seconds(tm)} ± {seconds(tsd)} | {delta} | {published} |")
+        lines.append(f"| {row.name} | {format_changes(changes[row.name])} | {len(records)} | {acc_cell} "
+                     f"| {time_cell} | {delta} | {published} |")
     return "\n".join(lines)
 
 
@@ -283,6 +301,8 @@ def row_configs(study: Study, is_quick: bool, overrides: dict, cpu: bool = False
     """Each row's config (base + overrides + row deltas [+ quick, which keeps the values set
     explicitly: by overrides, the row or the study's explicit fields]), validated before any training.
     On a CPU, as in `train`, compile is off unless set explicitly (GPU recipes compile on GPUs only)."""
+    if fixed := [k for k in overrides if k in STUDY_SETS]:
+        raise FastresError(f"--set {', '.join(fixed)}: {NOT_SETTABLE}")
     base, out = study.base.replace(**overrides), []
     for row in study.rows:
         cfg = base.replace(**row.changes)

@@ -108,6 +108,18 @@ def test_study_definition_errors():
         Study("s", "", Config(), [Row("a")], baseline="z")
     with pytest.raises(study.FastresError, match="row 'b'.*--lr must be positive"):
         row_configs(Study("s", "", Config(), [Row("a"), Row("b", {"lr": -1.0})]), False, {})
+    for name in ("../escape", "a/b", "..", ".hidden", ""):           # the name is part of the file names
+        with pytest.raises(study.FastresError, match="no '/' or '..'"):
+            Study(name, "", Config(), [Row("a")])
+    for published in (0.91, 1, 0, -5.0, 101.0, float("nan")):          # in %, as the table's column
+        with pytest.raises(study.FastresError, match=f"published {published} is not an accuracy in %"):
+            Study("s", "", Config(), [Row("a", {}, published)])
+    assert Study("s", "", Config(), [Row("a", {}, 91.0), Row("b", {}, 100)]).rows[0].published == 91.0
+    with pytest.raises(study.FastresError, match="row 'b': runs, seed cannot be set in a study: its seeds come "
+                                                 "from --seed and --runs"):
+        Study("s", "", Config(), [Row("a"), Row("b", {"runs": 3, "seed": 1})])
+    with pytest.raises(study.FastresError, match="base: output cannot be set in a study"):
+        Study("s", "", Config(output="x"), [Row("a")], explicit=("output",))
 
 
 # --- statistics and the table ---------------------------------------------------------------
@@ -139,7 +151,7 @@ def test_markdown_table_hand_computed():
     half = 4.302653 * 2 ** 0.5
     assert lines[3] == (f"| better | lr=0.8 | 2 | 94.00 ± 1.41 | 4.00 ± 0.00 | "
                         f"+3.00 [{3 - half:+.2f}, {3 + half:+.2f}] |  |")
-    assert lines[4] == "| single | width=0.5 | 1 | 50.00 ± 0.00 | 1.00 ± 0.00 | n/a |  |"
+    assert lines[4] == "| single | width=0.5 | 1 | 50.00 | 1.00 | n/a |  |"     # no std from one run
     assert lines[5] == "| missing | epochs=3 | 0 | | | |  |"
 
 
@@ -378,6 +390,8 @@ def test_user_study_from_python_file(tmp_path, monkeypatch):
     (["study", "backbone", "--runs", "0"], "--runs must be positive"),
     (["study", "backbone", "--set", "bogus=1"], "--set 'bogus=1'"),
     (["study", "backbone", "--set", "lr=fast"], "not a valid float"),
+    (["study", "backbone", "--set", "seed=3"], "--set seed: cannot be set in a study: its seeds come from --seed"),
+    (["study", "backbone", "--set", "plot=false", "--set", "save=true"], "--set plot, save: cannot be set"),
     (["study", "backbone", "--file", "/nonexistent.json"], "no such file"),
     (["study", "backbone", "--output", "a_file"], "--output a_file is a file: give a directory"),
     (["study", "--file", "broken.py"], "--file broken.py: SyntaxError: '[' was never closed"),
@@ -404,6 +418,9 @@ def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     ({"name": 5, "rows": [{"name": "r"}]}, "name, description, baseline and source must be text"),
     ({"name": "a", "description": 5, "rows": [{"name": "r"}]}, "name, description, baseline and source must be"),
     ({"name": "a", "rows": [{"name": "r", "published": "high"}]}, "a published accuracy that is a number"),
+    ({"name": "a", "base": {"runs": 3}, "rows": [{"name": "r"}]}, "'a', base: runs cannot be set in a study"),
+    ({"name": "../../etc/x", "rows": [{"name": "r"}]}, "no '/' or '..'"),
+    ({"name": "a", "rows": [{"name": "r", "published": 0.91}]}, "published 0.91 is not an accuracy in %"),
     ({"name": "a", "basline": "r", "rows": [{"name": "r"}]},
      "unknown study keys: basline (allowed: name, description, recipe, base, rows, baseline, source)"),
     ({"name": "a", "rows": [{"name": "r"}, {"name": "s", "chnages": {"lr": 0.1}, "runs": 3}]},
