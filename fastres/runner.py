@@ -8,6 +8,7 @@ either trained together by all ranks (--parallel data) or split over the ranks a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,9 +48,11 @@ def user_error(e: BaseException, cfg: Config) -> BaseException:
     return e
 
 
-def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tuple[list[RunResult], dict]:
+def run_many(cfg: Config, printer=print, seeds: list[int] | None = None,
+             on_run: Callable[[RunResult], None] | None = None) -> tuple[list[RunResult], dict]:
     """Train cfg.runs seeds (or the given ones); print the per-epoch table and a summary;
-    write the JSONL log, plot and weights into cfg.output when set."""
+    write the JSONL log, plot and weights into cfg.output when set. on_run gets each finished
+    run as soon as it is back (under torchrun --parallel runs: every rank, once they are gathered)."""
     seeds = list(range(cfg.seed, cfg.seed + cfg.runs)) if seeds is None else seeds
     world, device = distributed.setup(cfg, jobs=len(seeds))   # World() and None without torchrun
     cfg = cfg.replace(parallel=world.mode)
@@ -91,6 +94,8 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
             mine.append((i, asdict(result)))
             if live:
                 log.write({"type": "run", **mine[-1][1]})
+                if on_run:
+                    on_run(result)
             if out and cfg.save and (world.is_main or not live):   # runs: the rank that trained it
                 save_weights(nets.net, out / f"weights-seed{seed}.pt")
         results = [RunResult(**r) for r in world.gather(mine)]     # every rank, in seed order
@@ -99,6 +104,8 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None) -> tupl
                 for row in result.epochs:
                     report_epoch(i, result.seed, row)
                 log.write({"type": "run", **asdict(result)})
+                if on_run:
+                    on_run(result)
     except BaseException as e:          # the log then says why it ends without a summary
         stop = user_error(e, cfg)
         log.write({"type": "stopped", "error": f"{type(stop).__name__}: {(str(stop).splitlines() or [''])[0]}"})

@@ -9,8 +9,8 @@
 
 A study is plain data (the built-in ones are in studies.py): a base Config, and rows that are
 config deltas from it (row 0, or the named `baseline`, is what the others are compared with). Each row is trained for seeds
-seed..seed+runs-1 by runner.run_many, one seed per call (one per rank under torchrun), and the
-study writes into --output (default study-results/):
+seed..seed+runs-1 by one runner.run_many call (one warm-up and compile per row), and the study
+writes into --output (default study-results/):
 
     study-NAME.jsonl  one record per finished run, written as soon as it finishes (keyed by study,
                       row, seed and a hash of the row's config): a rerun, also after an interrupt,
@@ -364,29 +364,30 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
             say(f"[{i}/{len(configs)}] {row.name}: all {runs} seeds already in {jsonl}, skipped")
             continue
         say(f"[{i}/{len(configs)}] {row.name} ({format_changes(shown[row.name])}): seeds {missing}")
-        # A few seeds per call (one per rank under torchrun --parallel runs), each written as soon as
-        # it is back: an interrupted study keeps every finished run.
-        step = distributed.env_int("WORLD_SIZE", 1) if distributed.launched() and cfg.parallel == "runs" else 1
-        for chunk in (missing[j:j + step] for j in range(0, len(missing), step)):
-            try:
-                results = [asdict(r) for r in runner.run_many(cfg, say, seeds=chunk)[0]]
-            except FastresError as e:      # a NaN loss: record the row as diverged, go on with the next
-                if not str(e).startswith(DIVERGED):
-                    raise
-                say(f"[{i}/{len(configs)}] {row.name}: diverged at seed {chunk[0]} ({e}); the row is recorded "
-                    f"as diverged and not trained again")
-                results = [{"seed": chunk[0], "diverged": str(e)}]
+        finished = []
+
+        def record(result: dict, row=row, key=key, cfg=cfg):
+            """One run's record, written as soon as run_many has it (under torchrun --parallel runs:
+            once the ranks' runs are gathered), so an interrupted study keeps every finished run."""
+            nonlocal env
             if env is None:
                 from .report import environment
                 env = environment(runner.resolve_device(cfg.device))
             date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            for result in results:
-                rec = {"type": "run", "study": study.name, "row": row.name, "seed": result["seed"], "config_hash": key,
-                       "quick": is_quick, "date": date, **result, "config": asdict(cfg), "env": env}
-                log.write(rec)
-                done[(study.name, row.name, result["seed"], key)] = json.loads(json.dumps(rec, default=str))
-            if "diverged" in results[0]:
-                break
+            rec = {"type": "run", "study": study.name, "row": row.name, "seed": result["seed"], "config_hash": key,
+                   "quick": is_quick, "date": date, **result, "config": asdict(cfg), "env": env}
+            log.write(rec)
+            done[(study.name, row.name, result["seed"], key)] = json.loads(json.dumps(rec, default=str))
+            finished.append(result["seed"])
+        try:
+            runner.run_many(cfg, say, seeds=missing, on_run=lambda r: record(asdict(r)))
+        except FastresError as e:      # a NaN loss: record the row as diverged, go on with the next
+            if not str(e).startswith(DIVERGED):
+                raise
+            seed_at = next(s for s in missing if s not in finished)
+            say(f"[{i}/{len(configs)}] {row.name}: diverged at seed {seed_at} ({e}); the row is recorded "
+                f"as diverged and not trained again")
+            record({"seed": seed_at, "diverged": str(e)})
     by_row = {row.name: [r for r in records_of(done, study.name, row.name, keys[row.name])
                          if r["seed"] in seeds or r.get("diverged")] for row in study.rows}
     table = markdown_table(study, by_row, shown)

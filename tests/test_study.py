@@ -187,14 +187,18 @@ class FakeRunMany:
     def __init__(self, interrupt_at=None, diverge_at=None):
         self.calls, self.configs, self.interrupt_at, self.diverge_at = [], [], interrupt_at, diverge_at  # (lr, seed)
 
-    def __call__(self, cfg, printer=print, seeds=None):
-        if self.interrupt_at and cfg.lr == self.interrupt_at[0] and self.interrupt_at[1] in seeds:
-            raise KeyboardInterrupt                             # the seeds before it in this call are lost
+    def __call__(self, cfg, printer=print, seeds=None, on_run=None):
         self.calls.append((cfg.lr, list(seeds)))
         self.configs.append(cfg)
-        if self.diverge_at and cfg.lr == self.diverge_at[0] and self.diverge_at[1] in seeds:
-            train.check_finite(torch.tensor([1.0, float("nan")]), 0, cfg, 10)    # train.py's own NaN error
-        results = [RunResult(s, accuracy=min(0.99, 0.5 + cfg.lr / 2 + 0.01 * s), time_s=1.0 + s) for s in seeds]
+        results = []
+        for s in seeds:                 # in turn, each handed to on_run as soon as it is done
+            if self.interrupt_at == (cfg.lr, s):
+                raise KeyboardInterrupt
+            if self.diverge_at == (cfg.lr, s):
+                train.check_finite(torch.tensor([1.0, float("nan")]), 0, cfg, 10)    # train.py's own NaN error
+            results.append(RunResult(s, accuracy=min(0.99, 0.5 + cfg.lr / 2 + 0.01 * s), time_s=1.0 + s))
+            if on_run:
+                on_run(results[-1])
         return results, {}
 
 
@@ -208,7 +212,7 @@ def test_rerun_trains_nothing_and_a_changed_row_reruns(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run_many", fake)
     out = tmp_path / "out"
     first = study.run_study(small_study(), runs=2, output=str(out), printer=lambda *a: None)
-    assert fake.calls == [(0.1, [0]), (0.1, [1]), (0.2, [0]), (0.2, [1]), (0.3, [0]), (0.3, [1])]
+    assert fake.calls == [(0.1, [0, 1]), (0.2, [0, 1]), (0.3, [0, 1])]
     assert "| b | lr=0.2 | 2 | 60.50 ± 0.71 |" in first["table"]
     records = [json.loads(line) for line in first["jsonl"].read_text().splitlines()]
     assert len(records) == 6 and {(r["row"], r["seed"]) for r in records} == {(r, s) for r in "abc" for s in (0, 1)}
@@ -223,7 +227,7 @@ def test_rerun_trains_nothing_and_a_changed_row_reruns(tmp_path, monkeypatch):
                 '"seed": 2, "config_hash": "x", "accuracy": "high", "time_s": 1}\n')
         f.write('{"type": "run", "study": "res')  # ... and a run killed mid-write leaves a partial line
     study.run_study(small_study(lr_b=0.25), runs=3, output=str(out), printer=lambda *a: None)
-    assert fake.calls == [(0.1, [2]), (0.25, [0]), (0.25, [1]), (0.25, [2]), (0.3, [2])]
+    assert fake.calls == [(0.1, [2]), (0.25, [0, 1, 2]), (0.3, [2])]
     md = (out / "study-resume.md").read_text()
     assert "| b | lr=0.25 | 3 |" in md and (out / "study-resume.png").read_bytes()[:8] == PNG
     fake.calls.clear()
@@ -241,7 +245,7 @@ def test_an_interrupted_row_keeps_its_finished_seeds_and_resumes_with_the_missin
     resumed = FakeRunMany()
     monkeypatch.setattr(runner, "run_many", resumed)
     out = study.run_study(small_study(), runs=3, output=str(tmp_path), printer=lambda *a: None)
-    assert resumed.calls == [(0.2, [2]), (0.3, [0]), (0.3, [1]), (0.3, [2])]
+    assert resumed.calls == [(0.2, [2]), (0.3, [0, 1, 2])]
     assert "| b | lr=0.2 | 3 |" in out["table"]
 
 
@@ -250,8 +254,7 @@ def test_a_diverging_row_is_recorded_as_diverged_and_the_study_goes_on(tmp_path,
     monkeypatch.setattr(runner, "run_many", fake)
     printed = []
     out = study.run_study(small_study(), runs=3, output=str(tmp_path), printer=printed.append)
-    assert fake.calls == [(0.1, [0]), (0.1, [1]), (0.1, [2]), (0.2, [0]), (0.2, [1]),   # b: not seed 2
-                          (0.3, [0]), (0.3, [1]), (0.3, [2])]
+    assert fake.calls == [(0.1, [0, 1, 2]), (0.2, [0, 1, 2]), (0.3, [0, 1, 2])]   # b: stopped at seed 1
     assert "| b | lr=0.2 | 2 | diverged (seed 1) | | |  |" in out["table"]
     assert "| c | lr=0.3 | 3 |" in out["table"] and "diverged (seed 1)" in out["markdown"].read_text()
     assert any("b: diverged at seed 1 (loss became nan at step 1" in line for line in printed)
