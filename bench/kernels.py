@@ -676,10 +676,14 @@ def main(argv=None) -> dict:
         p.error(f"--out {problem}")
     if args.iters < 1 or (args.ghost or 0) < 0 or (args.sweep_seconds is not None and args.sweep_seconds <= 0):
         p.error("--iters must be >= 1, --ghost >= 0 and --sweep-seconds > 0")
+    if negative := [k for k in bn_act_op.GPU_TUNING if getattr(args, k) < 0]:
+        p.error(f"--{negative[0].replace('_', '-')} must not be negative, got {getattr(args, negative[0])}")
     try:                # the knobs as FASTRES_BN_TUNING would give them: the same checks
         bn_act_op.parse_tuning(",".join(f"{k}={getattr(args, k)}" for k in bn_act_op.GPU_TUNING))
     except ValueError as e:
         p.error(str(e).removeprefix("FASTRES_BN_TUNING: "))
+    if not recipe_names(args.recipes):
+        p.error(f"--recipes {args.recipes!r} names no recipe")
     for name in recipe_names(args.recipes):
         if name not in RECIPES or dataset_key(RECIPES[name].config.dataset) not in GEOMETRY:
             p.error(f"--recipes: {name!r} is not a recipe with fixed image geometry; choose from "

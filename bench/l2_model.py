@@ -18,6 +18,7 @@ import argparse
 from collections import OrderedDict
 
 LINES_PER_MB = 16          # the model's granularity: a line stands for 64 KB of rows
+MAX_MB = 4096              # 65536 lines: far beyond any GPU's L2 or BN layer, seconds to model
 
 
 def second_pass_hits(l2_mb: float, tensor_mb: float, backward: bool, reverse: bool) -> float:
@@ -55,8 +56,12 @@ def main(argv=None) -> None:
     p.add_argument("--l2", type=float, nargs="+", default=[50.0, 40.0], help="cache sizes in MB")
     p.add_argument("--mb", type=float, help="one tensor size in MB instead of the recipes' layers")
     args = p.parse_args(argv)
-    if min(args.l2) <= 0 or (args.mb is not None and args.mb <= 0):
+    sizes = args.l2 + ([args.mb] if args.mb is not None else [])
+    if min(sizes) <= 0:
         p.error(f"--l2 and --mb must be positive sizes in MB, got --l2 {args.l2} --mb {args.mb}")
+    if not 1 / LINES_PER_MB <= min(sizes) <= max(sizes) <= MAX_MB:     # one line .. a model that fits in memory
+        p.error(f"--l2 and --mb must be {1 / LINES_PER_MB:g} to {MAX_MB} MB (the model's lines are "
+                f"{1024 // LINES_PER_MB} KB), got --l2 {args.l2} --mb {args.mb}")
     layers = {f"{args.mb} MB": args.mb} if args.mb else LAYERS
     print("L2 MB  layer                 tensor MB  apply hits: grid  reversed   dx hits: grid  reversed")
     for l2 in args.l2:

@@ -25,6 +25,10 @@ RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
     ("kernels", ["--smoke", "--tile", "3000"], "tile must be a power of two, got 3000"),
     ("kernels", ["--smoke", "--warps", "0"], "warps must be >= 1, got 0"),
     ("kernels", ["--smoke", "--fuse-finalize", "2"], "fuse_finalize must be 0 or 1, got 2"),
+    ("kernels", ["--smoke", "--tile", "-5"], "--tile must not be negative, got -5"),     # it named 'tile=-5' the
+    ("kernels", ["--smoke", "--recipes", ","], "--recipes ',' names no recipe"),        # wrong form; ran nothing
+    ("l2_model", ["--mb", "0.01"], "--l2 and --mb must be 0.0625 to 4096 MB"),           # ZeroDivisionError
+    ("l2_model", ["--l2", "1e9"], "--l2 and --mb must be 0.0625 to 4096 MB"),            # MemoryError
     # A result path that cannot be written: refused before the work (it was a traceback after it).
     ("kernels", ["--smoke", "--out", "adir"], "--out adir is a folder, not a file"),
     ("host_overhead", ["--out", "adir"], "--out adir is a folder, not a file"),
