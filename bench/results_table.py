@@ -162,6 +162,9 @@ def breakdown(d: dict) -> str:
                 alone.add(layer.get("net", "?"))
     if not steps:
         raise ValueError("no layer has a kernel breakdown (kernels_us)")
+    if not d.get("complete", True):     # an interrupted run: the sums cover only the layers it timed
+        lines.append(f"\ncut short: only the {len(d['layers'])} layer(s) timed before the interrupt; a recipe's "
+                     "sums below leave out its layers not timed")
     for net, step in steps.items():
         total = sum(step.values())
         how = "some timed alone only" if net in alone else "in sequence"

@@ -107,7 +107,12 @@ def test_breakdown_gives_each_kernels_bandwidth_and_share_of_the_step(tmp_path, 
                        "(24%), bwd_reduce+finalize 64.0 µs (24%), bwd_dx 96.0 µs (36%); sum 266.0 µs")
     path.write_text(json.dumps({"copy_gbs": 4000.0, "layers": [layer]}))     # every kernel in sequence
     assert results_table.main(["--breakdown", str(path)]) == 0
-    assert "Triton kernels per training step (in sequence): stats 32.0 µs (12%)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Triton kernels per training step (in sequence): stats 32.0 µs (12%)" in out and "cut short" not in out
+    # an interrupted run: the sums leave layers out, and the breakdown says so (it did not before 2026-12-04)
+    path.write_text(json.dumps({"copy_gbs": 4000.0, "complete": False, "layers": [layer]}))
+    assert results_table.main(["--breakdown", str(path)]) == 0
+    assert "cut short: only the 1 layer(s) timed before the interrupt" in capsys.readouterr().out
     # a kernels file without a breakdown (before 2026-12-02): one line, exit status 2
     path.write_text(json.dumps({"copy_gbs": 4000.0, "layers": [{**small, "variants": {"fused": {}}}]}))
     assert results_table.main(["--breakdown", str(path)]) == 2
