@@ -204,3 +204,22 @@ def test_sweep_row_cut_short_before_the_defaults(tmp_path, capsys):
         "| launch-knob sweep of the fused BN op (`bench/kernels.py --sweep`, cifar10-94, cut short) | NVIDIA H200, "
         "torch 2.11.0, triton 3.6.0 | 2026-12-03 | abc1234 | 0 configurations | BN fwd+bwd per training step as "
         f"CUDA graphs: defaults not timed | `{path.as_posix()}` |")
+
+
+def test_readme_rows_are_what_results_table_makes_of_their_files(monkeypatch):
+    """A README results row that names one file results_table formats must be its row, exactly:
+    a row pasted before a format change (the 5d9fdd7 kernels row lacked 'launched from the host'
+    until 2026-12-04) would otherwise tell an older story than the file."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)             # the rows name their files relative to the checkout
+    checked = 0
+    for line in (root / "README.md").read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^\|.*\| `(bench/results/[^`{},]+\.json)` \|$", line)
+        if m and results_table.NAME.match(Path(m.group(1)).name):
+            made = results_table.row(Path(m.group(1)))
+            if made is not None:        # hand-written rows (loader, compile checks) have no format
+                assert made == line, m.group(1)
+                checked += 1
+    assert checked >= 5
