@@ -1,6 +1,6 @@
 """Host (CPU) cost per BN layer of a training step: the fused op against PyTorch's BN.
 
-    python bench/host_overhead.py --out bench/results/host_overhead.json    # GPU or CPU, ~1 min
+    python bench/host_overhead.py --out /tmp/host-overhead.json    # GPU or CPU, ~1 min
 
 Small layers are bound by what the host spends per layer (Python, the dispatcher, the custom
 op's autograd wrapper, Triton's launcher), not by the GPU. This times forward + backward of a

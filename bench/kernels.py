@@ -1,9 +1,9 @@
 """Benchmark the fused BatchNorm + activation op on every BN layer shape of the recipe nets.
 
-    python bench/kernels.py --out bench/results/bn_act.json          # GPU: the DEFAULT_RECIPES, ~2 min
-    python bench/kernels.py --recipes all --out bench/results/bn_act_all.json   # every GPU recipe's net
+    python bench/kernels.py --out bench/results/DATE-DEVICE-COMMIT-kernels.json   # GPU: the DEFAULT_RECIPES, ~2 min
+    python bench/kernels.py --recipes all --out /tmp/kernels-all.json   # every GPU recipe's net
     python bench/kernels.py --smoke --out /tmp/bn_act_smoke.json      # CPU: interpreter plumbing, seconds
-    python bench/kernels.py --sweep --out bench/results/bn_act_sweep.json   # GPU: launch-knob grid
+    python bench/kernels.py --sweep --out /tmp/kernel-sweep.json   # GPU: launch-knob grid
 
 The layer shapes are read from the recipes' own models (fastres.model.build_model, one image
 through hooks on every BatchNormAct2d): channels, height, activation and ghost-batch size of
@@ -14,7 +14,8 @@ verifies: cifar10-94 (airbench net, 31x31 after the whitening, batch 1024: 64@15
 SiLU), whose 64@15 and 256@7 layers (42 and 37 MB) are the default set's layers of >= 32 MB, the
 size the bandwidth goal is stated for, and fashion-94-resnet9 (ResNet-9 at half width on 28x28,
 batch 512, CELU, ghost BN of 32: 32@28, 64@14 x3, 128@7, 256@3 x3). --recipes names others (or
-all). --ghost overrides every layer's ghost-batch size.
+all). --ghost overrides every layer's ghost-batch size. A layer's MB here and in the JSON
+("mbytes") are MiB (2^20 bytes) of its activation tensor; GB/s are 10^9 bytes per second.
 
 --sweep times the fused op's forward + backward summed over all layers (one training step's
 BN work per recipe, summed) for each launch configuration of SWEEP_STAGES, in five stages that
@@ -716,7 +717,7 @@ def main(argv=None) -> dict:
                   **sweep(timer, device, dtype, nets, not args.trainable_scale,
                            SMOKE_STAGES if args.smoke else SWEEP_STAGES, seconds=args.sweep_seconds)}
         return write(result, args.out)
-    header = f"{'layer':>30} {'MB':>6} | " + " | ".join(
+    header = f"{'layer':>30} {'MiB':>6} | " + " | ".join(
         f"{v:>8} fwd/bwd ms   GB/s (%copy)" for v in ("fused", "eager", "compiled"))
     print(header)
     layers, per_recipe = [], {}

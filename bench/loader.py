@@ -1,7 +1,7 @@
 """Images/s of fastres's batched on-device augmentation vs a conventional per-sample DataLoader.
 
     python bench/loader.py                               # CPU fp32 (or CUDA fp16 when present)
-    python bench/loader.py --json bench/results/loader-cpu.json
+    python bench/loader.py --json /tmp/loader.json
 
 Both sides apply the same augmentation to synthetic CIFAR-sized data (N x 3 x 32 x 32,
 normalised): 4 px reflect-padded translate, random horizontal flip, 8 x 8 cutout, and both

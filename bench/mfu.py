@@ -1,6 +1,6 @@
 """Model FLOP utilisation (MFU) of a training recipe.
 
-    python bench/mfu.py --recipe cifar10-94 --out bench/results/mfu.json      # GPU
+    python bench/mfu.py --recipe cifar10-94 --out /tmp/mfu.json      # GPU
     python bench/mfu.py --smoke --out /tmp/mfu.json                           # CPU plumbing, seconds
     python bench/mfu.py --from-json RESULT.json --out mfu.json   # from a gpu_check.sh recipe result
 

@@ -139,7 +139,7 @@ def breakdown(d: dict) -> str:
     reaches on the bytes it must move, then per recipe each kernel's share of a training step
     (every layer times its count). Times in sequence (the cache as a training step leaves it)
     where the file has them, else those of each kernel replayed alone."""
-    lines = ["| recipe | layer | MB | kernel | grid | µs alone | µs in sequence | GB/s | % of copy |",
+    lines = ["| recipe | layer | MiB | kernel | grid | µs alone | µs in sequence | GB/s | % of copy |",
              "|---|---|---:|---|---|---:|---:|---:|---:|"]
     steps, alone = {}, set()         # alone: the recipes with a kernel timed only alone
     for layer in d["layers"]:
