@@ -149,7 +149,7 @@ def format_summary(s: dict) -> str:
     return (f"{s['runs']} run(s): accuracy {s['acc_mean']:.4f} +- {s['acc_std']:.4f} "
             f"(min {s['acc_min']:.4f}, max {s['acc_max']:.4f}); time {s['time_mean']:.2f} +- "
             f"{s['time_std']:.2f} s; {s['reached']}/{s['runs']} reached {s['target']}; "
-            f"p(mean > target) = {'n/a' if p is None else format(p, '.3g')}")
+            f"one-sided t-test p = {'n/a' if p is None else format(p, '.3g')} against a mean <= {s['target']}")
 
 
 # ---------------------------------------------------------------- environment and files

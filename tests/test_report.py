@@ -94,3 +94,11 @@ def test_git_commit_falls_back_to_fastres_commit(monkeypatch):
     assert report.git_commit() == "0123abc"
     monkeypatch.delenv("FASTRES_COMMIT")
     assert report.git_commit() is None
+
+
+def test_summary_line_names_the_test_not_a_probability():
+    # It printed "p(mean > target) = 0.996" for runs far below the target: read as a probability,
+    # it said the opposite of the data. It is the one-sided t-test's p-value against mean <= target.
+    from fastres.report import format_summary
+    line = format_summary(summarize([0.55, 0.60, 0.65], [1.6, 1.7, 1.65], 0.91))
+    assert "0/3 reached 0.91; one-sided t-test p = 0.996 against a mean <= 0.91" in line and "p(mean" not in line
