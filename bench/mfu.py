@@ -9,8 +9,9 @@ of every conv and linear layer per image): training costs 3x the forward (forwar
 gradient, weight gradient) per training image seen, and the final evaluation 1x the forward
 per test image and TTA view. Dividing by the run's time-to-accuracy gives achieved FLOP/s;
 dividing that by a dense matmul rate measured in the same process (fp16 8192^3 on GPU, fp32
-2048^3 on CPU, 512^3 with --smoke) gives MFU; --from-json refuses a file timed on another device. BN, activations, pooling and the optimiser are not counted (they are
-memory-bound), so MFU understates how busy the GPU is.
+2048^3 on CPU, 512^3 with --smoke) gives MFU, so --from-json refuses a file timed on another
+device. BN, activations, pooling and the optimiser are not counted (they are memory-bound), so
+MFU understates how busy the GPU is.
 """
 from __future__ import annotations
 
