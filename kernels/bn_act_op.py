@@ -161,6 +161,12 @@ def _channels_last(t: Tensor) -> Tensor:
     return t if t.is_contiguous(memory_format=_CL) else t.contiguous(memory_format=_CL)
 
 
+def _vector(t: Tensor) -> Tensor:
+    """A per-channel vector (weight, bias, mean, variance) as the kernels index it, ptr + c:
+    t itself if contiguous, else a contiguous copy (a strided view is never misread)."""
+    return t if t.is_contiguous() else t.contiguous()
+
+
 def _empty_cl(x: Tensor, dtype=None) -> Tensor:
     """The op's output layout, built identically by the real and the fake implementations."""
     return torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device, memory_format=_CL)
@@ -246,6 +252,7 @@ def _fused_finalize(x: Tensor, G: int, geo: dict, wrap):
 def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
            ghost_batch: int, wrap) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check(x, weight, act)
+    weight, bias = _vector(weight), _vector(bias)
     G, per = map(int, _groups(x, ghost_batch))          # concrete, as in _launch
     M, R, geo = _launch(x, G, per)
     C, S = x.shape[1], geo["S"]
@@ -289,6 +296,7 @@ def _(x, weight, bias, eps, act, alpha, ghost_batch):
 def _eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
           eps: float, act: str, alpha: float, wrap) -> Tensor:
     _check(x, weight, act)
+    weight, bias, running_mean, running_var = map(_vector, (weight, bias, running_mean, running_var))
     M, R, geo = _launch(x, 1, int(x.shape[0]))
     y = _empty_cl(x)
     wrap(K.bn_apply_kernel)[(geo["S2"], geo["c_blocks"])](
@@ -325,6 +333,7 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
                   weight_grad: bool, wrap) -> tuple[Tensor, Tensor, Tensor]:
     """batch_stats=False: mean/rstd are the running mean/variance (eval mode; the variance is
     turned into rstd in-kernel). weight_grad=False (frozen scale): dweight is empty."""
+    weight, bias, mean, rstd = map(_vector, (weight, bias, mean, rstd))
     G, per = map(int, _groups(x, ghost_batch) if batch_stats else (1, x.shape[0]))
     M, R, geo = _launch(x, G, per)
     C, S = x.shape[1], geo["S"]

@@ -356,6 +356,35 @@ def test_non_channels_last_input_and_grad(fused_only):
     close(g["weight"], g_ref["weight"], torch.float32, "dgamma")
 
 
+def test_strided_parameter_and_statistics_vectors_are_not_misread(fused_only):
+    """weight, bias and running statistics that are strided views (a column of a larger tensor):
+    the kernels index them as contiguous vectors, so the ops copy them first."""
+    x = make_input((2, 40, 3, 5), torch.float32)
+    dy = make_input((2, 40, 3, 5), torch.float32, seed=2)
+    gen = torch.Generator().manual_seed(4)
+    w, b, stats = (torch.rand(40, 2, generator=gen).to(DEVICE) for _ in range(3))
+    w, b, rm, rv = w[:, 0] + 0.5, b[:, 1] - 0.5, (stats - 0.5)[:, 0], (stats + 0.5)[:, 1]
+    assert not rm.is_contiguous() and not rv.is_contiguous()
+    for training in (True, False):
+        big_w, big_b = torch.stack([w, w], 1).requires_grad_(), torch.stack([b, b], 1).requires_grad_()
+        ws, bs = big_w[:, 0], big_b[:, 1]
+        assert not ws.is_contiguous() and not bs.is_contiguous()
+        xg = x.detach().requires_grad_()
+        if training:
+            y = bn_act_op.fused_train(xg, ws, bs, 1e-5, "celu", 0.3, 0)[0]
+        else:
+            y = bn_act_op.fused_eval(xg, ws, bs, rm, rv, 1e-5, "celu", 0.3)
+        dx, dw, db = torch.autograd.grad(y, (xg, big_w, big_b), dy)
+        xr, wr, br = (t.detach().clone().requires_grad_() for t in (x, w, b))
+        yr = F.celu(F.batch_norm(xr, rm.clone(), rv.clone(), wr, br, training, 0.1, 1e-5), 0.3)
+        dxr, dwr, dbr = torch.autograd.grad(yr, (xr, wr, br), dy)
+        what = "train" if training else "eval"
+        close(y, yr, torch.float32, f"y ({what})")
+        close(dx, dxr, torch.float32, f"dx ({what})")
+        close(dw[:, 0], dwr, torch.float32, f"dgamma ({what})")
+        close(db[:, 1], dbr, torch.float32, f"dbeta ({what})")
+
+
 def test_reference_helpers_agree_with_pytorch():
     """The whole-batch reference against nn.BatchNorm2d + activation (the ghost reference:
     test_ghost_reference_is_batch_norm_per_group)."""
