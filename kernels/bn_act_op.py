@@ -488,7 +488,12 @@ class _EagerTrain(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, _dmean, _drstd, _dvar):
-        return *_backward(ctx, dy, True, _backward_impl), None, None, None, None
+        # With create_graph=True (grad mode on here) the op, which has no autograd formula: its
+        # outputs then depend on x, weight, bias for autograd, and differentiating them raises
+        # (as under torch.compile) instead of treating dx, dweight as constants (a gradient
+        # penalty silently missing its second-order terms).
+        backward = bn_act_backward if torch.is_grad_enabled() else _backward_impl
+        return *_backward(ctx, dy, True, backward), None, None, None, None
 
 
 def fused_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,

@@ -385,6 +385,18 @@ def test_strided_parameter_and_statistics_vectors_are_not_misread(fused_only):
         close(db[:, 1], dbr, torch.float32, f"dbeta ({what})")
 
 
+def test_double_backward_raises_instead_of_dropping_the_second_order_terms(fused_only):
+    """The fused backward is not differentiable: a gradient penalty through it must fail
+    loudly (as the custom ops do), not silently treat dx as a constant."""
+    x = make_input((2, 8, 3, 3), torch.float32).requires_grad_()
+    dy = make_input((2, 8, 3, 3), torch.float32, seed=2)
+    bn, _ = make_pair(8, "celu")
+    y = bn(x)
+    (dx,) = torch.autograd.grad(y, x, dy, create_graph=True)
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        torch.autograd.grad((dx * dx).sum() + y.sum(), x)    # y: a path that is differentiable
+
+
 def test_reference_helpers_agree_with_pytorch():
     """The whole-batch reference against nn.BatchNorm2d + activation (the ghost reference:
     test_ghost_reference_is_batch_norm_per_group)."""
