@@ -59,9 +59,15 @@ def bn_act_reference(x, weight, bias, running_mean, running_var, training: bool,
     updated with the average over groups of the group means and unbiased group variances, the
     convention of Myrtle.ai's GhostBatchNorm (which averages its per-split running stats)."""
     if not training or ghost_batch <= 0 or ghost_batch >= x.shape[0]:
-        y = F.batch_norm(x.float(), running_mean, running_var,
+        # fp32 running statistics for F.batch_norm's fp32 input (a .half() module has fp16
+        # ones, which it refuses), copied back after its in-place update.
+        rm, rv = (None if t is None else t.float() for t in (running_mean, running_var))
+        y = F.batch_norm(x.float(), rm, rv,
                          None if weight is None else weight.float(), None if bias is None else bias.float(),
                          training, momentum, eps)
+        if training and rm is not running_mean:
+            with torch.no_grad():
+                running_mean.copy_(rm), running_var.copy_(rv)
         return activation(y, act, alpha).to(x.dtype)
     mean, var, group, count = ghost_batch_stats(x, ghost_batch)
     if running_mean is not None:

@@ -397,6 +397,24 @@ def test_double_backward_raises_instead_of_dropping_the_second_order_terms(fused
         torch.autograd.grad((dx * dx).sum() + y.sum(), x)    # y: a path that is differentiable
 
 
+@pytest.mark.parametrize("ghost", [0, 2])
+def test_reference_path_of_a_half_module(ghost):
+    """The PyTorch path (CPU, or use_reference(True)) of a module converted with .half(), as
+    the fused path supports (test_half_parameters): fp16 running statistics."""
+    x = make_input((4, 8, 3, 5), torch.float16)
+    bn = BatchNormAct2d(8, act="silu", ghost_batch=ghost, momentum=0.5).to(DEVICE)
+    bn.backend = "reference"
+    ref = copy.deepcopy(bn)
+    y_ref = ref(x.float())
+    y = bn.half()(x)
+    assert y.dtype == torch.float16 and bn.running_mean.dtype == torch.float16
+    close(y, y_ref, torch.float16, "y")
+    close(bn.running_mean, ref.running_mean, torch.float16, "running_mean")
+    close(bn.running_var, ref.running_var, torch.float16, "running_var")
+    bn.eval(), ref.eval()
+    close(bn(x), ref(x.float()), torch.float16, "eval")
+
+
 def test_reference_helpers_agree_with_pytorch():
     """The whole-batch reference against nn.BatchNorm2d + activation (the ghost reference:
     test_ghost_reference_is_batch_norm_per_group)."""
