@@ -127,7 +127,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
                 factor = 1.0 / float(self.num_batches_tracked)
-        if not self._fused_path(x):
+        if not self._fused_path(x) or x.numel() == 0:    # an empty batch: as nn.BatchNorm2d
             return bn_act_reference(x, self.weight, self.bias, self.running_mean, self.running_var,
                                     self.training, factor, self.eps, self.act, self.alpha,
                                     self.ghost_batch)

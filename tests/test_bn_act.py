@@ -415,6 +415,26 @@ def test_reference_path_of_a_half_module(ghost):
     close(bn(x), ref(x.float()), torch.float16, "eval")
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_empty_batch_as_batchnorm2d(fused_only, training):
+    """An empty batch (N = 0) gives an empty output and leaves the running statistics alone,
+    as nn.BatchNorm2d does (the launch geometry divided by zero)."""
+    bn, _ = make_pair(8, "gelu", ghost=2)
+    bn.train(training)
+    rm, rv = bn.running_mean.clone(), bn.running_var.clone()
+    x = torch.zeros(0, 8, 3, 3, device=DEVICE).contiguous(memory_format=torch.channels_last).requires_grad_()
+    allowed, _reference_allowed[0] = _reference_allowed[0], True
+    try:
+        y = bn(x)
+    finally:
+        _reference_allowed[0] = allowed
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    assert torch.equal(bn.running_mean, rm) and torch.equal(bn.running_var, rv)
+    assert int(bn.num_batches_tracked) == int(training)
+
+
 def test_reference_helpers_agree_with_pytorch():
     """The whole-batch reference against nn.BatchNorm2d + activation (the ghost reference:
     test_ghost_reference_is_batch_norm_per_group)."""
