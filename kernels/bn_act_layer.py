@@ -124,6 +124,11 @@ class BatchNormAct2d(nn.BatchNorm2d):
         if self.training:
             if x.numel() == x.shape[1]:
                 raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+            g, n = self.ghost_batch, x.shape[0]
+            if 0 < g < n and x.shape[2] * x.shape[3] == 1 and (g == 1 or n % g == 1):
+                # a ghost group of one image at 1x1: its output would be the bias, its gradient 0
+                raise ValueError(f"Expected more than 1 value per channel in each ghost batch group when "
+                                 f"training, got input size {tuple(x.shape)} with ghost_batch={g}")
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
                 factor = 1.0 / float(self.num_batches_tracked)

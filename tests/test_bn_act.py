@@ -435,6 +435,21 @@ def test_empty_batch_as_batchnorm2d(fused_only, training):
     assert int(bn.num_batches_tracked) == int(training)
 
 
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_ghost_group_of_one_value_per_channel_is_refused(backend):
+    """A ghost group with one value per channel (one 1x1 image: N = 5 in groups of 2, or groups
+    of 1) would output the bias with a zero gradient and pull running_var towards 0: refused, as
+    nn.BatchNorm2d refuses such a batch. Groups of >= 2 values still train."""
+    for n, ghost in ((5, 2), (3, 1)):
+        bn = BatchNormAct2d(8, ghost_batch=ghost).to(DEVICE)
+        bn.backend = backend
+        with pytest.raises(ValueError, match="more than 1 value per channel in each ghost batch group"):
+            bn(make_input((n, 8, 1, 1), torch.float32))
+    bn = BatchNormAct2d(8, ghost_batch=2).to(DEVICE)
+    bn.backend = backend
+    assert bn(make_input((4, 8, 1, 1), torch.float32)).shape == (4, 8, 1, 1)
+
+
 def test_reference_helpers_agree_with_pytorch():
     """The whole-batch reference against nn.BatchNorm2d + activation (the ghost reference:
     test_ghost_reference_is_batch_norm_per_group)."""
