@@ -172,12 +172,18 @@ def _empty_cl(x: Tensor, dtype=None) -> Tensor:
     return torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device, memory_format=_CL)
 
 
-def _check(x: Tensor, weight: Tensor, act: str) -> None:
-    if x.dim() == 4 and weight.shape == (x.shape[1],) and act in K.ACT_CODES:
+def _check(x: Tensor, act: str, weight: Tensor, bias: Tensor, *stats: Tensor) -> None:
+    """A 4-D input with at least one image, a known activation, and [C] vectors: the kernels read
+    C values of each (a shorter one would be read past its end)."""
+    if x.dim() == 4 and x.shape[0] > 0 and act in K.ACT_CODES and weight.shape == bias.shape == (x.shape[1],) \
+            and all(s.shape == weight.shape for s in stats):
         return                  # the common case without torch._check's calls (host time per layer)
     torch._check(x.dim() == 4, lambda: f"expected a 4-D [N, C, H, W] input, got {x.dim()}-D")
-    torch._check(weight.shape == (x.shape[1],), lambda: "weight must have shape [C]")
+    torch._check(x.shape[0] > 0, lambda: "expected at least one image (N >= 1), got an empty batch")
     torch._check(act in K.ACT_CODES, lambda: f"unknown activation {act!r}")
+    for name, t in (("weight", weight), ("bias", bias), *zip(("running_mean", "running_var"), stats)):
+        torch._check(t.shape == (x.shape[1],), lambda: f"{name} must have shape [C] = [{x.shape[1]}], "
+                                                       f"got {list(t.shape)}")
 
 
 def _target(x: Tensor) -> tuple[bool, int]:
@@ -251,7 +257,7 @@ def _fused_finalize(x: Tensor, G: int, geo: dict, wrap):
 # ---------------------------------------------------------------- forward, training
 def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha: float,
            ghost_batch: int, wrap) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    _check(x, weight, act)
+    _check(x, act, weight, bias)
     weight, bias = _vector(weight), _vector(bias)
     G, per = map(int, _groups(x, ghost_batch))          # concrete, as in _launch
     M, R, geo = _launch(x, G, per)
@@ -295,7 +301,7 @@ def _(x, weight, bias, eps, act, alpha, ghost_batch):
 # ---------------------------------------------------------------- forward, running statistics
 def _eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
           eps: float, act: str, alpha: float, wrap) -> Tensor:
-    _check(x, weight, act)
+    _check(x, act, weight, bias, running_mean, running_var)
     weight, bias, running_mean, running_var = map(_vector, (weight, bias, running_mean, running_var))
     M, R, geo = _launch(x, 1, int(x.shape[0]))
     y = _empty_cl(x)

@@ -9,6 +9,7 @@ Every fused run asserts that the reference path was NOT taken, so a silent fallb
 """
 import copy
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -1277,3 +1278,18 @@ def test_a_backward_timed_no_longer_than_its_forward_gets_no_bandwidth_and_misse
     both_fast = bench.rates(0.045, 0.115, elem, copy_gbs)
     assert bench.bandwidth_goal([{**layer, "variants": {"fused": both_fast}}])[2] == ["n 64@32"]
     assert bench.fmt(None, 5, 0) == "    -" and bench.fmt(1.25, 6, 2) == "  1.25"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, w: bn_act_op.fused_train(x, w, w[:1], 1e-5, "relu", 1.0, 0), "bias must have shape [C] = [8], got [1]"),
+    (lambda x, w: bn_act_op.fused_eval(x, w, w, w, w[:4], 1e-5, "relu", 1.0), "running_var must have shape [C] = [8]"),
+    (lambda x, w: bn_act_op.fused_train(x[:0], w, w, 1e-5, "relu", 1.0, 0), "got an empty batch"),
+    (lambda x, w: bn_act_op.fused_train(x, w, w, 1e-5, "tanh", 1.0, 0), "unknown activation 'tanh'"),
+])
+def test_ops_check_every_vector_and_the_batch(call, message):
+    """The raw ops: the kernels read C values of bias and of the running statistics (a shorter
+    vector was read past its end, unchecked before 2026-12-04) and divide by N (an empty batch was
+    a ZeroDivisionError)."""
+    x, w = make_input((2, 8, 3, 3), torch.float32), torch.ones(8, device=DEVICE)
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        call(x, w)
