@@ -99,18 +99,28 @@ class BatchNormAct2d(nn.BatchNorm2d):
     not train it, as the speed recipes do; fused: use the Triton kernel where it can run (CUDA
     tensors) unless use_reference(True) forces the PyTorch path.
 
+    affine and track_running_stats as in nn.BatchNorm2d (keyword arguments here: the positional
+    order differs): without affine parameters the op gets a unit scale and zero shift (buffers
+    left out of the state_dict); without running statistics batch statistics are used in eval too.
+
     `backend` (attribute, not a constructor argument): "auto" = Triton on CUDA, reference on CPU
     (CPU training never pays for Triton's interpreter); "triton" = always the Triton op (tests
     run it on CPU under TRITON_INTERPRET=1); "reference" = always the PyTorch path."""
 
     def __init__(self, num_features: int, act: str = "relu", alpha: float = 1.0, eps: float = 1e-5,
-                 momentum: float = 0.1, ghost_batch: int = 0, freeze_scale: bool = False,
-                 fused: bool = True, device=None, dtype=None):
-        super().__init__(num_features, eps=eps, momentum=momentum, device=device, dtype=dtype)
+                 momentum: float | None = 0.1, ghost_batch: int = 0, freeze_scale: bool = False,
+                 fused: bool = True, device=None, dtype=None, affine: bool = True,
+                 track_running_stats: bool = True):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
+                         track_running_stats=track_running_stats, device=device, dtype=dtype)
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
         self.act, self.alpha, self.ghost_batch, self.fused = act, alpha, ghost_batch, fused
-        self.weight.requires_grad_(not freeze_scale)
+        if affine:
+            self.weight.requires_grad_(not freeze_scale)
+        else:               # what the op applies in their place; not part of the state_dict
+            self.register_buffer("unit_scale", torch.ones(num_features, device=device, dtype=dtype), persistent=False)
+            self.register_buffer("zero_shift", torch.zeros(num_features, device=device, dtype=dtype), persistent=False)
         self.backend = "auto"
 
     def _fused_path(self, x: torch.Tensor) -> bool:
@@ -121,7 +131,9 @@ class BatchNormAct2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         factor = 0.0 if self.momentum is None else self.momentum   # eval: unused, but F.batch_norm needs a float
-        if self.training:
+        # Batch statistics in training, and in eval without running statistics (as nn.BatchNorm2d).
+        batch_stats = self.training or self.running_mean is None
+        if batch_stats:
             if x.numel() == x.shape[1]:
                 raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
             g, n = self.ghost_batch, x.shape[0]
@@ -129,18 +141,23 @@ class BatchNormAct2d(nn.BatchNorm2d):
                 # a ghost group of one image at 1x1: its output would be the bias, its gradient 0
                 raise ValueError(f"Expected more than 1 value per channel in each ghost batch group when "
                                  f"training, got input size {tuple(x.shape)} with ghost_batch={g}")
+        track = self.training and self.running_mean is not None
+        if track:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
                 factor = 1.0 / float(self.num_batches_tracked)
+        weight, bias = (self.weight, self.bias) if self.affine else (self.unit_scale, self.zero_shift)
         if not self._fused_path(x) or x.numel() == 0:    # an empty batch: as nn.BatchNorm2d
-            return bn_act_reference(x, self.weight, self.bias, self.running_mean, self.running_var,
-                                    self.training, factor, self.eps, self.act, self.alpha,
-                                    self.ghost_batch)
-        if not self.training:
-            return bn_act_op.fused_eval(x, self.weight, self.bias, self.running_mean,
+            return bn_act_reference(x, weight, bias, self.running_mean if track or not batch_stats else None,
+                                    self.running_var if track or not batch_stats else None,
+                                    batch_stats, factor, self.eps, self.act, self.alpha, self.ghost_batch)
+        if not batch_stats:
+            return bn_act_op.fused_eval(x, weight, bias, self.running_mean,
                                         self.running_var, self.eps, self.act, self.alpha)
-        y, mean, _, var = bn_act_op.fused_train(x, self.weight, self.bias, self.eps, self.act,
+        y, mean, _, var = bn_act_op.fused_train(x, weight, bias, self.eps, self.act,
                                                 self.alpha, self.ghost_batch)
+        if not track:
+            return y
         # The op is functional; the buffers are updated here with its (non-differentiable)
         # statistics, averaged over ghost groups as the reference does. Plain in-place torch ops:
         # compiled, they fuse into one small kernel with no custom-op dispatch on the host.

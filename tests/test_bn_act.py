@@ -1293,3 +1293,33 @@ def test_ops_check_every_vector_and_the_batch(call, message):
     x, w = make_input((2, 8, 3, 3), torch.float32), torch.ones(8, device=DEVICE)
     with pytest.raises(RuntimeError, match=re.escape(message)):
         call(x, w)
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+@pytest.mark.parametrize("affine, track", [(False, True), (True, False), (False, False)])
+def test_affine_and_running_stats_switched_off_as_in_batchnorm2d(backend, affine, track, monkeypatch):
+    """affine=False and track_running_stats=False, as nn.BatchNorm2d takes them (a TypeError before
+    2026-12-04): the same state_dict keys, outputs, running statistics and input gradients, in
+    training and in eval (batch statistics there too without running statistics)."""
+    torch.manual_seed(3)
+    bn = BatchNormAct2d(8, act="relu", affine=affine, track_running_stats=track).to(DEVICE)
+    plain = nn.BatchNorm2d(8, affine=affine, track_running_stats=track).to(DEVICE)
+    bn.backend = backend
+    if backend == "triton":         # the op itself, never a silent fallback
+        monkeypatch.setattr(bn_act_layer, "bn_act_reference", lambda *a, **k: pytest.fail("reference path taken"))
+    assert bn.state_dict().keys() == plain.state_dict().keys()
+    if affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
+    plain.load_state_dict(bn.state_dict())
+    for training in (True, False):
+        bn.train(training), plain.train(training)
+        x = make_input((3, 8, 4, 4), torch.float32, seed=int(training)).requires_grad_()
+        x_ref = x.detach().clone().requires_grad_()
+        y, y_ref = bn(x), F.relu(plain(x_ref))
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+        dy = torch.randn_like(y)
+        y.backward(dy), y_ref.backward(dy)
+        torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-4, rtol=1e-4)
+        for name, buf in plain.named_buffers():
+            torch.testing.assert_close(dict(bn.named_buffers())[name], buf, atol=1e-6, rtol=1e-5)
