@@ -102,6 +102,8 @@ class BatchNormAct2d(nn.BatchNorm2d):
     affine and track_running_stats as in nn.BatchNorm2d (keyword arguments here: the positional
     order differs): without affine parameters the op gets a unit scale and zero shift (buffers
     left out of the state_dict); without running statistics batch statistics are used in eval too.
+    nn.SyncBatchNorm.convert_sync_batchnorm would turn this module into a plain SyncBatchNorm and
+    drop its activation: fastres's data-parallel training keeps statistics per rank instead.
 
     `backend` (attribute, not a constructor argument): "auto" = Triton on CUDA, reference on CPU
     (CPU training never pays for Triton's interpreter); "triton" = always the Triton op (tests

@@ -234,7 +234,11 @@ def _scratch(x: Tensor, *shape: int) -> Tensor:
 
 # The fused finalize's counters: one zeroed int32 buffer per device, which every launch leaves at
 # zero. COUNTERS bounds the (group, channel block) pairs of one launch (ghost BN of 2000 images
-# in groups of 32 at C = 512 needs 63 x 4).
+# in groups of 32 at C = 512 needs 63 x 4). One buffer per device assumes that launches on it do
+# not overlap: true of fastres (one stream; CUDA graphs replay in order), not of two streams
+# running fused-finalize BN layers at once, which would share the counters. The knob is off by
+# default; keying the buffer by stream instead would miss it inside a CUDA-graph capture (a stream
+# of its own), where the benchmark times the knob.
 COUNTERS = 4096
 _COUNTERS: dict = {}
 
