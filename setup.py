@@ -22,5 +22,5 @@ setup(
         "test": ["pytest", "pytest-benchmark"],
         "plot": ["matplotlib"],
     },
-    entry_points={"console_scripts": ["fastres=fastres.cli:main"]},
+    entry_points={"console_scripts": ["fastres=fastres.__main__:run"]},
 )

@@ -1217,6 +1217,14 @@ def test_bad_kernel_settings_are_one_error_line(name, value, message):
     cli = subprocess.run([sys.executable, "-m", "fastres", "--list-recipes"], capture_output=True, text=True,
                          env=env, timeout=120)
     assert cli.returncode == 2 and cli.stderr == f"fastres: error: {message}\n" and cli.stdout == ""
+    # The `fastres` command runs setup.py's console-script function (it was cli.main, which the
+    # error reaches before it can catch anything: a traceback and status 1 until 2026-12-04).
+    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    assert '"fastres=fastres.__main__:run"' in setup
+    script = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['fastres', '--list-recipes']; "
+                             "from fastres.__main__ import run; sys.exit(run())"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert script.returncode == 2 and script.stderr == f"fastres: error: {message}\n" and script.stdout == ""
 
 
 def test_host_overhead_keeps_the_other_variants_when_one_fails(monkeypatch, tmp_path):
