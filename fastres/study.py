@@ -487,7 +487,7 @@ def parse_set(items: list[str]) -> dict:
         key, sep, text = item.partition("=")
         key = key.replace("-", "_")
         if not sep or key not in hints:
-            raise FastresError(f"--set {item!r}: expected FIELD=VALUE with a Config field (see `fastres --help`)")
+            raise FastresError(f"--set {item!r}: expected FIELD=VALUE with a Config field (see `python -m fastres train --help`)")
         kind = hints[key]
         try:
             if kind is bool:
