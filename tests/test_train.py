@@ -206,26 +206,35 @@ def test_lookahead_ramp_avoids_averaging_early_steps():
     assert ramped.accuracy >= 0.9 and constant.accuracy < ramped.accuracy - 0.2
 
 
-@pytest.mark.parametrize("changes", [
-    dict(arch="airbench", logit_scale=1 / 9, ema_decay=0.9, lookahead=True, ema_ramp_power=3),
-    dict(optimizer="muon", muon_lr=0.1),
-    dict(arch="resnet18"),
-    dict(ghost_batch=16, ema_decay=0.9, tta=2, tta_fraction=0.5, val_split=64),
+@pytest.mark.parametrize("changes, tracks", [
+    (dict(arch="airbench", logit_scale=1 / 9, ema_decay=0.9, lookahead=True, ema_ramp_power=3), True),
+    (dict(optimizer="muon", muon_lr=0.1), True),
+    (dict(arch="resnet18", lr=0.02), False),
+    (dict(ghost_batch=16, ema_decay=0.9, tta=2, tta_fraction=0.5, val_split=64), True),
 ])
-def test_fp16_training_path_runs_on_cpu(changes, monkeypatch):
+def test_fp16_training_path_runs_on_cpu(changes, tracks, monkeypatch):
     # On CUDA the model and activations are fp16 with BN in fp32; run that dtype mix here (tiny
     # sizes; fp16 convs work on CPU) so dtype mistakes show up without a GPU. Over 2 epochs the
-    # fp16 run tracks the fp32 run of the same seed (measured: losses within 0.5%, accuracies
-    # within 0.01); a wrong cast or an fp16 overflow would not.
+    # fp16 run tracks the fp32 run of the same seed (measured on a 2-core Intel Xeon and a 2-core
+    # AMD EPYC: losses within 3%, accuracies within 0.05); a wrong cast or an fp16 overflow would not.
+    # Not ResNet-18 here: 8 blocks of fp16 rounding grow into another trajectory within an epoch,
+    # whose test accuracy (eval-mode BN of 1x1 maps after 32 steps) swings between seeds of
+    # chance. On the AMD EPYC (2026-12-04) at its default LR 0.2 the fp32 run itself diverged
+    # (loss 2.5): accuracies 0.50 (fp32) and 0.28 (fp16); at LR 0.02, losses 1.09 / 1.05 and
+    # 0.40 / 0.38, accuracies 0.45 / 0.44. There it must train in fp16 as in fp32, and learn.
     import fastres.train as train_mod
     cfg = TINY.replace(epochs=2, **changes)
     fp32 = train(cfg, pattern_set())
     monkeypatch.setattr(train_mod, "training_dtype", lambda device: torch.float16)
     fp16 = train(cfg, pattern_set())
-    assert math.isfinite(fp16.time_s) and abs(fp16.accuracy - fp32.accuracy) <= 0.05
     losses = [(a["train_loss"], b["train_loss"]) for a, b in zip(fp32.epochs, fp16.epochs)]
-    assert len(losses) == 2 and all(b == pytest.approx(a, rel=0.03) for a, b in losses), losses
-    assert any(a != b for a, b in losses)                  # the fp16 path did run
+    assert math.isfinite(fp16.time_s) and len(losses) == 2 and any(a != b for a, b in losses)  # fp16 ran
+    if tracks:
+        assert abs(fp16.accuracy - fp32.accuracy) <= 0.05
+        assert all(b == pytest.approx(a, rel=0.03) for a, b in losses), losses
+    else:
+        assert all(b == pytest.approx(a, rel=0.15) for a, b in losses), losses
+        assert fp16.epochs[-1]["train_acc"] >= 0.9 and fp32.epochs[-1]["train_acc"] >= 0.9
 
 
 def test_warm_up_covers_every_compiled_call():
