@@ -71,8 +71,9 @@ class Timer:
 def lr_factor(cfg: Config, step: int, total_steps: int) -> float:
     """Per-step LR multiplier: linear (piecewise) or cosine (onecycle) rise from start_lr_frac
     to 1 over the first int(warmup_frac x total_steps) steps (airbench's count: step 109 of 476
-    for cifar10-94; the epsilon keeps e.g. 0.3 x 10 from truncating to 2), then down to
-    final_lr_frac at the last step."""
+    for cifar10-94; the epsilon keeps e.g. 0.3 x 10 from truncating to 2), then down towards
+    final_lr_frac, reached at step total_steps: as in airbench, the last step taken (total_steps - 1)
+    still has final + (1 - final) / (total_steps - peak)."""
     if cfg.schedule == "constant":
         return 1.0
     peak = int(cfg.warmup_frac * total_steps + 1e-6)
@@ -130,8 +131,10 @@ def make_optimizers(model: torch.nn.Module, cfg: Config) -> list[torch.optim.Opt
     the head, biases and BN parameters, as in airbench's Muon variant. Muon's update is
     normalised, so its LR does not depend on the batch size or the loss scale."""
     filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4] if cfg.optimizer == "muon" else []
+    # Nesterov with momentum 0 is plain SGD (the same update), but torch's SGD refuses the pair:
+    # --momentum 0 must not need --no-nesterov as well.
     optimizers = [torch.optim.SGD(param_groups(model, cfg, exclude=filters), lr=0.0, momentum=cfg.momentum,
-                                  nesterov=cfg.nesterov)]
+                                  nesterov=cfg.nesterov and cfg.momentum > 0)]
     if filters:
         muon = Muon(filters, lr=0.0, momentum=cfg.muon_momentum, nesterov=True,
                     ns_dtype=torch.bfloat16 if filters[0].is_cuda else torch.float32,

@@ -412,3 +412,17 @@ def test_loop_gives_every_group_its_scheduled_lr(monkeypatch, schedule, optimize
         for base, lr in groups:
             assert lr == pytest.approx(base * lr_factor(cfg, s, total)), (s, i)
     assert {round(lr / base, 9) for _, gs in seen for base, lr in gs} >= {0.1, 1.0}   # start, peak
+
+
+def test_momentum_zero_with_default_nesterov_trains_as_plain_sgd():
+    # torch's SGD raises "Nesterov momentum requires a momentum" for the pair (momentum 0,
+    # nesterov True), the Config default: --momentum 0 alone used to crash after the warm-up.
+    from fastres.train import make_optimizers, new_model
+    ds = pattern_set()
+    cfg = TINY.replace(momentum=0.0, epochs=1, eval_every=0)
+    assert cfg.nesterov
+    (sgd,) = make_optimizers(new_model(cfg, ds), cfg)
+    assert (sgd.defaults["momentum"], sgd.defaults["nesterov"]) == (0.0, False)
+    a = train(cfg, ds)
+    b = train(cfg.replace(nesterov=False), ds)
+    assert (a.accuracy, a.steps) == (b.accuracy, b.steps)
