@@ -45,6 +45,11 @@ def user_error(e: BaseException, cfg: Config) -> BaseException:
     if isinstance(e, RuntimeError) and "can't allocate memory" in str(e):     # PyTorch's CPU allocator
         return FastresError(f"out of memory on the CPU at --batch-size {cfg.batch_size} "
                             f"({str(e).splitlines()[0]}); try a smaller batch or width")
+    if isinstance(e, ValueError) and str(e).startswith("Expected more than 1 value per channel"):
+        # a batch norm over 1x1 maps (resnet18's last stage) with one image per (ghost) batch
+        return FastresError(f"--batch-size {cfg.batch_size}" + (f" with --ghost-batch {cfg.ghost_batch}"
+                            if cfg.ghost_batch else "") + f" leaves a batch norm of {cfg.arch} one value per "
+                            f"channel to normalise ({str(e).splitlines()[0]}); use larger batches")
     return e
 
 

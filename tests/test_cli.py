@@ -223,3 +223,14 @@ def test_gpu_recipe_on_cpu_drops_compile_unless_asked():
     cfg, _ = cli.config_from_args(parser.parse_args(["train", "--recipe", "cifar10-94", "--device", "cpu",
                                                      "--compile"]))
     assert cfg.compile
+
+
+@pytest.mark.parametrize("flags", [["--batch-size", "1"], ["--ghost-batch", "1"]])
+def test_one_value_per_batch_norm_channel_is_one_line(flags, tmp_path, capsys):
+    # resnet18 ends on 1x1 maps: one image per (ghost) batch leaves its batch norms nothing to
+    # normalise, which PyTorch and the fused layer report as a ValueError (it was a traceback).
+    data = write_npz(tmp_path / "tiny.npz", n_train=64, n_test=32, size=16)
+    code, err = run_main(["--dataset", str(data), *TINY_FLAGS, "--arch", "resnet18", "--epochs", "0.1", *flags],
+                         capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("fastres: error: --batch-size"), err
+    assert "one value per channel" in err[0] and "use larger batches" in err[0]
