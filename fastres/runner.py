@@ -62,6 +62,11 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None,
     world, device = distributed.setup(cfg, jobs=len(seeds))   # World() and None without torchrun
     cfg = cfg.replace(parallel=world.mode)
     device = device or resolve_device(cfg.device)
+    if device.type == "cuda" and device.index is not None:
+        # --device cuda:N: make it the current device, as torchrun's ranks do (distributed.setup),
+        # so that whatever launches on "the current device" (Triton kernels, bare synchronize
+        # calls) works on the training GPU.
+        torch.cuda.set_device(device)
     printer = world.main_only(printer)
     configure_torch(cfg, device)
     with world.main_first():                                        # one download / cache build per node

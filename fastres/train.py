@@ -38,31 +38,36 @@ from .optim import NS_COEFFICIENTS, Muon
 
 class Timer:
     """Sums the time of start()/stop() segments: CUDA events on GPU (no host sync until
-    total()), perf_counter on CPU."""
+    total()), perf_counter on CPU. The events go on the current stream of the training device,
+    which need not be the current device (--device cuda:1): an event on another GPU's stream
+    would time that idle GPU, i.e. only the host's launch time."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
+        self.device = device
         self.segments, self.seconds, self._t0 = [], 0.0, None
+
+    def _event(self):
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event
 
     def start(self):
         if self.cuda:
-            self._t0 = torch.cuda.Event(enable_timing=True)
-            self._t0.record()
+            self._t0 = self._event()
         else:
             self._t0 = time.perf_counter()
 
     def stop(self):
         if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self.segments.append((self._t0, end))
+            self.segments.append((self._t0, self._event()))
         else:
             self.seconds += time.perf_counter() - self._t0
 
     def total(self) -> float:
-        """Seconds inside the timer so far (synchronises the GPU)."""
+        """Seconds inside the timer so far (synchronises the training GPU)."""
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
             self.seconds += sum(a.elapsed_time(b) for a, b in self.segments) / 1000
             self.segments = []
         return self.seconds
@@ -270,7 +275,7 @@ def warm_up(nets: Nets, cfg: Config, ds: ImageSet) -> float:
                 predict_logits(nets.model, x_eval, cfg.tta, cfg.eval_batch_size, cfg.tta_fraction)
     model.load_state_dict(saved)
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0
 
 

@@ -426,3 +426,30 @@ def test_momentum_zero_with_default_nesterov_trains_as_plain_sgd():
     a = train(cfg, ds)
     b = train(cfg.replace(nesterov=False), ds)
     assert (a.accuracy, a.steps) == (b.accuracy, b.steps)
+
+
+def test_cuda_timer_records_and_syncs_on_the_training_device(monkeypatch):
+    # --device cuda:1 without torchrun: the events must go on cuda:1's stream and the sync wait
+    # for cuda:1, not the current device (cuda:0), which would time an idle GPU. Faked CUDA calls.
+    import fastres.train as train_mod
+    calls = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self, stream=None):
+            calls.append(("record", stream))
+
+        def elapsed_time(self, other):
+            return 250.0
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device}")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("sync", device)))
+    dev = torch.device("cuda", 1)
+    timer = train_mod.Timer(dev)
+    timer.start()
+    timer.stop()
+    assert timer.total() == pytest.approx(0.25)
+    assert calls == [("record", f"stream of {dev}")] * 2 + [("sync", dev)]
