@@ -68,6 +68,7 @@ class Config:
     warmup_frac: float = 0.2        # fraction of steps spent rising to the peak LR
     start_lr_frac: float = 0.0      # LR at step 0, as a fraction of the peak
     final_lr_frac: float = 0.0      # LR at the last step, as a fraction of the peak
+    decay_end_frac: float = 1.0     # fraction of steps at which the LR reaches final_lr_frac, then held
     ema_decay: float = 0.0          # EMA of weights, decay per update (0 = off)
     ema_every: int = 5              # steps between EMA updates
     lookahead: bool = False         # reset weights to the EMA at each EMA update
@@ -138,6 +139,9 @@ class Config:
                                 ("bn_momentum", 0, 1)):
             if not low <= getattr(self, name) <= high:
                 bad(f"--{name.replace('_', '-')} must be in [{low}, {high}], got {getattr(self, name)}")
+        if not self.warmup_frac < self.decay_end_frac <= 1:
+            bad(f"--decay-end-frac must be in (--warmup-frac, 1], got {self.decay_end_frac} "
+                f"(--warmup-frac {self.warmup_frac})")
         if self.output and Path(self.output).exists() and not Path(self.output).is_dir():
             bad(f"--output {self.output} is a file: give a directory (it is created if missing)")
         for name, allowed in (("flip", ("none", "random", "alternating")),

@@ -78,14 +78,19 @@ def lr_factor(cfg: Config, step: int, total_steps: int) -> float:
     to 1 over the first int(warmup_frac x total_steps) steps (airbench's count: step 109 of 476
     for cifar10-94; the epsilon keeps e.g. 0.3 x 10 from truncating to 2), then down towards
     final_lr_frac, reached at step total_steps: as in airbench, the last step taken (total_steps - 1)
-    still has final + (1 - final) / (total_steps - peak)."""
+    still has final + (1 - final) / (total_steps - peak). With decay_end_frac < 1 the decay ends
+    at step int(decay_end_frac x total_steps) and final_lr_frac holds from there on (Myrtle.ai's
+    ResNet-9: 0 -> 1 at epoch 2 -> 0.1 at epoch 8 of 10, then 0.1)."""
     if cfg.schedule == "constant":
         return 1.0
     peak = int(cfg.warmup_frac * total_steps + 1e-6)
+    end = total_steps if cfg.decay_end_frac >= 1 else int(cfg.decay_end_frac * total_steps + 1e-6)
     if step < peak:
         a, b, frac = cfg.start_lr_frac, 1.0, step / peak
+    elif step >= end:
+        return cfg.final_lr_frac
     else:
-        a, b, frac = 1.0, cfg.final_lr_frac, (step - peak) / max(total_steps - peak, 1)
+        a, b, frac = 1.0, cfg.final_lr_frac, (step - peak) / max(end - peak, 1)
     if cfg.schedule == "onecycle":
         frac = (1 - math.cos(math.pi * frac)) / 2
     return a + (b - a) * frac

@@ -1,6 +1,7 @@
 """The training loop: schedule, parameter groups, EMA, NaN detection, and that it learns."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,27 @@ def test_piecewise_and_onecycle_schedules():
     # the warm-up lasts int(warmup_frac x steps) steps, with no float truncation (0.3 x 10 = 2.99...)
     assert lr_factor(cfg.replace(warmup_frac=0.3, start_lr_frac=0.4), 3, 10) == 1.0
     assert lr_factor(cfg.replace(warmup_frac=0.25), 2, 10) == 1.0          # int(2.5) = 2
+
+
+def test_myrtle_recipe_schedule_and_ema_are_myrtles():
+    """cifar10-myrtle as Myrtle.ai's code trains it: PiecewiseLinear([0, 2, 8], [0, 1, 0.1]) over
+    10 epochs, the LR held at 0.1 for the last 2, and update_ema(0.99, update_freq=5), whose decay
+    per update is 0.99^5. Until 2026-12-04 it decayed to 0.1 at epoch 10 (0.325 at epoch 8) and
+    used 0.99 per update with a linear ramp."""
+    from fastres.config import get_recipe
+    cfg = get_recipe("cifar10-myrtle").config
+    steps_per_epoch = 50_000 // cfg.batch_size                      # 97: the last partial batch dropped
+    total = steps_in(cfg.epochs, steps_per_epoch)
+
+    def myrtle(step):                                               # numpy.interp over epochs
+        return float(np.interp(step / steps_per_epoch, [0, 2, 8], [0, 1.0, 0.1]))
+    for step in (0, 97, 194, 195, 500, 775, 776, 777, 900, total - 1):
+        assert lr_factor(cfg, step, total) == pytest.approx(myrtle(step), abs=0.002), step
+    assert cfg.ema_decay == pytest.approx(0.99 ** 5) and cfg.ema_every == 5 and cfg.ema_ramp_power == 0
+    # the hold is opt-in: without decay_end_frac the decay still ends at the last step
+    assert lr_factor(cfg.replace(decay_end_frac=1.0), 776, total) == pytest.approx(1 - 0.9 * (776 - 194) / (970 - 194))
+    with pytest.raises(FastresError, match="decay-end-frac"):
+        cfg.replace(decay_end_frac=0.1).validate()
 
 
 def test_param_groups_split_biases_and_scale_lr():
