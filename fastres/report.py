@@ -193,12 +193,7 @@ def output_problem(path) -> str | None:
     path = Path(path)
     if path.is_dir():
         return f"{path} is a folder, not a file"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / f".fastres-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
+    if e := _unwritable(path.parent):
         return f"{path} cannot be written: {e.strerror or e}"
     return None
 
@@ -211,15 +206,22 @@ def atomic_write(path: Path, write) -> Path:
     return path
 
 
-def prepare_output(out: Path, names: list[str]) -> None:
-    """Create the output folder and check that each file to be written there can be, before any
-    training: an unwritable folder found after an hour of training would lose the results."""
+def _unwritable(folder: Path) -> OSError | None:
+    """Create folder and write (then delete) a probe file in it: the error, or None."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".fastres-write-test-{os.getpid()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".fastres-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
+        return e
+    return None
+
+
+def prepare_output(out: Path, names: list[str]) -> None:
+    """Create the output folder and check that each file to be written there can be, before any
+    training: an unwritable folder found after an hour of training would lose the results."""
+    if e := _unwritable(out):
         raise FastresError(f"--output {out} cannot be written: {e.strerror or e}") from None
     if taken := [n for n in names if (out / n).is_dir()]:
         raise FastresError(f"--output {out}: these must be files but are folders: {', '.join(taken)}")

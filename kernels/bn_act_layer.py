@@ -150,9 +150,8 @@ class BatchNormAct2d(nn.BatchNorm2d):
                 factor = 1.0 / float(self.num_batches_tracked)
         weight, bias = (self.weight, self.bias) if self.affine else (self.unit_scale, self.zero_shift)
         if not self._fused_path(x) or x.numel() == 0:    # an empty batch: as nn.BatchNorm2d
-            return bn_act_reference(x, weight, bias, self.running_mean if track or not batch_stats else None,
-                                    self.running_var if track or not batch_stats else None,
-                                    batch_stats, factor, self.eps, self.act, self.alpha, self.ghost_batch)
+            return bn_act_reference(x, weight, bias, self.running_mean, self.running_var, batch_stats, factor,
+                                    self.eps, self.act, self.alpha, self.ghost_batch)
         if not batch_stats:
             return bn_act_op.fused_eval(x, weight, bias, self.running_mean,
                                         self.running_var, self.eps, self.act, self.alpha)
