@@ -25,9 +25,11 @@ Choices (documented because they differ between papers):
   as in Myrtle.ai's and airbench96's code; cutout_inside=False draws the centre uniformly over
   all pixels and clips the square at the border, as DeVries & Taylor describe.
 - Random erasing (Zhong et al.): with probability p, a box of area fraction ~ U(erase_area) and
-  aspect h/w log-uniform in erase_ratio, fully inside the image. Boxes that do not fit are
-  rejected as in the paper, but with all ERASE_TRIES candidates drawn in bulk; an image whose
-  candidates all fail is not erased. Fill 0 (the normalised mean) or N(0, 1) ('normal').
+  aspect h/w log-uniform in erase_ratio (as torchvision's RandomErasing), fully inside the image
+  and allowed to span a whole side, up to ERASE_TRIES candidates, all drawn in bulk; an image
+  whose candidates all fail is not erased. Zhong et al.'s own code draws the aspect uniformly in
+  [r1, 1/r1] and tries up to 100 times; both it and torchvision require the box to be strictly
+  smaller than the image. Fill 0 (the normalised mean) or N(0, 1) ('normal').
 - Brightness/contrast jitter (the 2025 record): each normalised image becomes (x + b) * c with
   b ~ U(-brightness, brightness) and c ~ U(1 - contrast, 1 + contrast), after crop and flip and
   before cutout/erasing (so erased pixels stay exactly 0).
@@ -40,7 +42,7 @@ import math
 
 import torch
 
-ERASE_TRIES = 10        # Zhong et al. retry up to 10 times; here all 10 are drawn at once
+ERASE_TRIES = 10        # torchvision's RandomErasing tries 10 times; here all 10 are drawn at once
 FLIPS = ("none", "random", "alternating")
 
 
