@@ -82,6 +82,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return cfg, recipe
 
 
+def idle_settings(cfg: Config) -> list[str]:
+    """Settings that change nothing in this config, said once: an ablation such as
+    `--recipe cifar10-94 --ema-decay 0` also switches off the recipe's lookahead."""
+    notes = []
+    if not cfg.ema_decay and (idle := [f for f in ("lookahead", "ema_ramp_power") if getattr(cfg, f)]):
+        flags = " and ".join("--" + f.replace("_", "-") for f in idle)
+        notes.append(f"{flags} {'has' if len(idle) == 1 else 'have'} no effect without --ema-decay")
+    if cfg.tta == 0 and cfg.tta_fraction < 1:
+        notes.append("--tta-fraction has no effect with --tta 0")
+    return notes
+
+
 def add_train_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--recipe", help="named recipe (see --list-recipes); default: chosen by --target")
     parser.add_argument("--list-recipes", action="store_true", help="list the recipes and exit")
@@ -102,6 +114,8 @@ def run_train(args: argparse.Namespace, printer=print) -> int:
         if resolve_device(cfg.device).type == "cpu" and recipe.config.compile:   # a GPU speed recipe
             printer(f"note: recipe {recipe.name} is sized for a GPU and will be slow on this CPU "
                     f"(a CPU recipe: --dataset fashion-mnist --recipe fashion-cpu)")
+        for note in idle_settings(cfg):
+            printer(f"note: {note}")
     run_many(cfg, printer)
     return 0
 

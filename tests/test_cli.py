@@ -234,3 +234,17 @@ def test_one_value_per_batch_norm_channel_is_one_line(flags, tmp_path, capsys):
                          capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("fastres: error: --batch-size"), err
     assert "one value per channel" in err[0] and "use larger batches" in err[0]
+
+
+def test_settings_that_change_nothing_are_said_once():
+    """--ema-decay 0 on cifar10-94 also switches off its lookahead and ramp, and --tta-fraction
+    means nothing without TTA: said as notes (they were silently ignored before 2026-12-04)."""
+    parser = cli.build_parser()
+    cfg, _ = cli.config_from_args(parser.parse_args(["train", "--recipe", "cifar10-94", "--ema-decay", "0",
+                                                     "--tta", "0", "--tta-fraction", "0.5", "--device", "cpu"]))
+    assert cli.idle_settings(cfg) == ["--lookahead and --ema-ramp-power have no effect without --ema-decay",
+                                      "--tta-fraction has no effect with --tta 0"]
+    cfg, _ = cli.config_from_args(parser.parse_args(["train", "--recipe", "cifar10-94", "--device", "cpu"]))
+    assert cli.idle_settings(cfg) == []
+    from fastres.config import RECIPES
+    assert not any(cli.idle_settings(r.config) for r in RECIPES.values())    # no recipe carries an idle setting
