@@ -29,10 +29,12 @@ is --parallel:
   Time-to-accuracy: the ranks meet at a barrier before the clock starts, and the reported time
   is the maximum over the ranks of their timers (the run is done when the slowest rank is).
 - runs  (default when there are several runs: --runs > 1, or a study row with several seeds)
-  independent runs spread over the ranks: the k-th seed goes to rank k mod world_size, each rank trains its seeds on its device, and the plain
-  result dicts are gathered (all_gather_object) so rank 0 prints the table, summary and JSONL log
-  exactly as a single process training the same seeds would (times aside). Weights (--save) are
-  written by the rank that trained them.
+  independent runs spread over the ranks: the k-th seed goes to rank k mod world_size, each rank
+  trains its seeds on its device, and after each round of world_size runs the plain result dicts
+  are gathered (all_gather_object) so rank 0 prints the table and JSONL log exactly as a single
+  process training the same seeds would (times aside), round by round. A run's error (a NaN
+  loss) travels with its round's results, and every rank stops after reporting the round's
+  finished runs. Weights (--save) are written by the rank that trained them.
 - none  ignore torchrun: every process runs the whole job on its own.
 
 Errors (one line per process, exit 2, before any rendezvous): --batch-size smaller than the
@@ -77,10 +79,15 @@ class World:
         """printer on rank 0, a no-op elsewhere."""
         return printer if self.is_main else (lambda *args, **kwargs: None)
 
-    def split(self, items: list) -> list[tuple[int, object]]:
-        """(index, item) pairs this rank handles: all of them, or every size-th under 'runs'."""
+    def rounds(self, items: list) -> list[list[tuple[int, object]]]:
+        """The (index, item) pairs this rank handles, round by round: under 'runs' round r gives
+        item r*size + rank to this rank (none where the last round is short), so that the ranks
+        can gather each round's results as soon as it ends; otherwise every item, one a round."""
         indexed = list(enumerate(items))
-        return indexed[self.rank::self.size] if self.mode == "runs" else indexed
+        if self.mode != "runs":
+            return [[pair] for pair in indexed]
+        return [indexed[start:start + self.size][self.rank:self.rank + 1]
+                for start in range(0, len(indexed), self.size)]
 
     def gather(self, mine: list[tuple[int, object]]) -> list:
         """Every rank's (index, picklable item) pairs -> all items in index order, on every rank

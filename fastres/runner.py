@@ -57,7 +57,8 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None,
              on_run: Callable[[RunResult], None] | None = None) -> tuple[list[RunResult], dict]:
     """Train cfg.runs seeds (or the given ones); print the per-epoch table and a summary;
     write the JSONL log, plot and weights into cfg.output when set. on_run gets each finished
-    run as soon as it is back (under torchrun --parallel runs: every rank, once they are gathered)."""
+    run as soon as it is back (under torchrun --parallel runs: on every rank, once its round of
+    world-size runs is gathered)."""
     seeds = list(range(cfg.seed, cfg.seed + cfg.runs)) if seeds is None else seeds
     world, device = distributed.setup(cfg, jobs=len(seeds))   # World() and None without torchrun
     cfg = cfg.replace(parallel=world.mode)
@@ -96,26 +97,43 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None,
         def report_epoch(i, seed, row):
             table.row({"run": i, **row})
             log.write({"type": "epoch", "seed": seed, **row})
-        live = world.mode != "runs"      # runs spread over ranks are reported once gathered
-        mine = []
-        for i, seed in world.split(seeds):
-            on_epoch = (lambda row, i=i, seed=seed: report_epoch(i, seed, row)) if live else None
-            result = train(cfg.replace(seed=seed), ds, nets, on_epoch)
-            mine.append((i, asdict(result)))
+
+        def report_run(result):
+            log.write({"type": "run", **asdict(result)})
+            if on_run:
+                on_run(result)
+        live = world.mode != "runs"      # runs spread over ranks are reported once a round is gathered
+        results = []
+        for chunk in world.rounds(seeds):
+            mine = []
+            for i, seed in chunk:
+                on_epoch = (lambda row, i=i, seed=seed: report_epoch(i, seed, row)) if live else None
+                try:
+                    result = train(cfg.replace(seed=seed), ds, nets, on_epoch)
+                except FastresError as e:
+                    if live:
+                        raise
+                    # Spread over ranks, a run's error (a NaN loss) goes to every rank with the
+                    # round's runs: all of them report the finished runs and stop alike.
+                    mine.append((i, {"error": str(e)}))
+                    continue
+                mine.append((i, asdict(result)))
+                if live:
+                    results.append(result)
+                    report_run(result)
+                if out and cfg.save and (world.is_main or not live):   # runs: the rank that trained it
+                    save_weights(nets.net, out / f"weights-seed{seed}.pt")
             if live:
-                log.write({"type": "run", **mine[-1][1]})
-                if on_run:
-                    on_run(result)
-            if out and cfg.save and (world.is_main or not live):   # runs: the rank that trained it
-                save_weights(nets.net, out / f"weights-seed{seed}.pt")
-        results = [RunResult(**r) for r in world.gather(mine)]     # every rank, in seed order
-        if not live:
-            for i, result in enumerate(results):
-                for row in result.epochs:
-                    report_epoch(i, result.seed, row)
-                log.write({"type": "run", **asdict(result)})
-                if on_run:
-                    on_run(result)
+                continue
+            gathered = world.gather(mine)                  # every rank, in seed order
+            for r in gathered:
+                if "error" not in r:
+                    results.append(RunResult(**r))
+                    for row in r["epochs"]:
+                        report_epoch(seeds.index(r["seed"]), r["seed"], row)
+                    report_run(results[-1])
+            if errors := [r["error"] for r in gathered if "error" in r]:
+                raise FastresError(errors[0])
     except BaseException as e:          # the log then says why it ends without a summary
         stop = user_error(e, cfg)
         log.write({"type": "stopped", "error": f"{type(stop).__name__}: {(str(stop).splitlines() or [''])[0]}"})

@@ -368,7 +368,7 @@ def run_study(study: Study, runs: int = 5, seed: int = 0, is_quick: bool = False
 
         def record(result: dict, row=row, key=key, cfg=cfg):
             """One run's record, written as soon as run_many has it (under torchrun --parallel runs:
-            once the ranks' runs are gathered), so an interrupted study keeps every finished run."""
+            once its round of runs is gathered), so an interrupted study keeps every finished run."""
             nonlocal env
             if env is None:
                 from .report import environment

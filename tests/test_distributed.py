@@ -121,11 +121,11 @@ def test_shard_order_gives_each_rank_its_slice_of_every_global_batch():
     assert len(set(covered.tolist())) == steps * batch            # no image twice, whole epoch
 
 
-def test_split_covers_every_seed_once_and_gather_restores_order():
+def test_rounds_cover_every_seed_once_and_gather_restores_order():
     seeds = [10, 11, 12, 13, 14]
-    parts = [World(rank=r, size=2, mode="runs").split(seeds) for r in range(2)]
-    assert parts == [[(0, 10), (2, 12), (4, 14)], [(1, 11), (3, 13)]]
-    assert World(rank=1, size=2, mode="data").split(seeds) == list(enumerate(seeds))
+    parts = [World(rank=r, size=2, mode="runs").rounds(seeds) for r in range(2)]
+    assert parts == [[[(0, 10)], [(2, 12)], [(4, 14)]], [[(1, 11)], [(3, 13)], []]]   # as many rounds
+    assert World(rank=1, size=2, mode="data").rounds(seeds) == [[pair] for pair in enumerate(seeds)]
     assert World().gather([(1, "b"), (0, "a")]) == ["a", "b"]
     assert resolve_mode("auto", 4) == "runs" and resolve_mode("auto", 1) == "data"
     assert check_data_batch(512, 8) == 64
@@ -162,6 +162,35 @@ def test_errors_under_torchrun_are_one_line_before_any_rendezvous(flags, world, 
     assert code == 2 and len(err) == 1 and message in err[0], err
 
 
-if __name__ == "__main__":          # the data-parallel test's torchrun worker
-    model_mod.default_norm_act = without_batch_stats
+def test_a_run_diverging_on_one_rank_is_recorded_and_the_study_goes_on(data, tmp_path):
+    """Runs spread over 2 ranks: seed 1 of row a (rank 1) diverges for real (its LR raised to 1e12
+    by the worker below). Every rank must then stop row a alike, with rank 0's finished seed 0
+    recorded, and go on to row b. (Before, rank 1 alone went on: its next collective met rank 0's
+    gather of row a, which mixed rows or hung.)"""
+    base = {"dataset": data, "epochs": 2, "batch_size": 64, "width": 0.125, "device": "cpu", "crop_pad": 1,
+            "flip": "random", "eval_batch_size": 128, "threads": 1, "target": 0.3, "lr": 0.4}
+    spec = {"name": "spread", "base": base, "rows": [{"name": "a"}, {"name": "b", "changes": {"lr": 0.5}}]}
+    (tmp_path / "spread.json").write_text(json.dumps(spec))
+    os.environ["FASTRES_TEST_DIVERGE"] = "1"
+    try:
+        stdout = torchrun([__file__], ["study", "--file", "spread.json", "--runs", "4", "--output", "out"],
+                          tmp_path)
+    finally:
+        del os.environ["FASTRES_TEST_DIVERGE"]
+    assert stdout.count("a: diverged at seed 1 (loss became nan") == 1, stdout
+    lines = (tmp_path / "out" / "study-spread.jsonl").read_text().splitlines()
+    recs = [(r["row"], r["seed"], "diverged" if r.get("diverged") else "run") for r in map(json.loads, lines)]
+    assert recs == [("a", 0, "run"), ("a", 1, "diverged")] + [("b", s, "run") for s in range(4)]
+    table = (tmp_path / "out" / "study-spread.md").read_text()
+    assert "| a | — | 2 | diverged (seed 1) |" in table and "| b | lr=0.5 | 4 |" in table, table
+
+
+if __name__ == "__main__":          # the torchrun worker of the tests above
+    if os.environ.get("FASTRES_TEST_DIVERGE"):          # a real NaN loss at seed 1 of lr 0.4's row
+        from fastres import runner
+        real_train = runner.train
+        runner.train = lambda cfg, *args: real_train(
+            cfg.replace(lr=1e12) if (cfg.seed, cfg.lr) == (1, 0.4) else cfg, *args)
+    else:                           # the data-parallel test
+        model_mod.default_norm_act = without_batch_stats
     sys.exit(cli.main(sys.argv[1:]))
