@@ -12,7 +12,6 @@ appears twice on one side is an error (the same run copied into two files).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 # This checkout's fastres and kernels/, never an installed copy from another checkout:
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fastres.errors import Parser  # noqa: E402
 from fastres.report import atomic_write, mean_std, output_problem, welch_interval, welch_test
 
 
@@ -95,7 +95,7 @@ def report(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("a", nargs="+", type=Path, help="result files of side a")
     p.add_argument("--vs", nargs="+", type=Path, required=True, metavar="B", help="result files of side b")
     p.add_argument("--json", type=Path, help="also write the comparison here")

@@ -35,7 +35,6 @@ clock, rounded down), and in practice issue overlaps memory well only below that
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import json
@@ -57,6 +56,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
+from fastres.errors import Parser  # noqa: E402
 from fastres.kernels import bn_act_kernels as K  # noqa: E402
 from fastres.kernels import bn_act_op  # noqa: E402
 from fastres.report import atomic_write, environment, output_problem  # noqa: E402
@@ -318,7 +318,7 @@ def check_api() -> str | None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--recipes", default="all", help="comma-separated GPU recipes, or all (default)")
     p.add_argument("--tests", action="store_true", help="add tests/test_bn_act.py's GPU launches")
     p.add_argument("--sweep", action="store_true",

@@ -26,7 +26,6 @@ host-side calls per layer pay off, not faster kernels.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -40,6 +39,7 @@ import torch
 if not torch.cuda.is_available():          # must precede the kernels' @triton.jit decoration
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from fastres.errors import Parser  # noqa: E402
 from fastres.kernels import bn_act_kernels, bn_act_op  # noqa: E402
 from fastres.kernels.bn_act_layer import BatchNormAct2d  # noqa: E402
 from fastres.report import atomic_write, environment, output_problem  # noqa: E402
@@ -147,7 +147,7 @@ def chain_rounds(backend: str, device: str, x, dy, compiled: bool, iters: int, r
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--iters", type=int, default=500)
     p.add_argument("--no-compile", action="store_true", help="eager variants only")
     p.add_argument("--out", default="", help="write the result as JSON here")

@@ -62,7 +62,6 @@ variant and the fused op's speed-up over the compiled reference, the issue's >= 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -83,6 +82,7 @@ import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 
 from fastres.config import RECIPES, dataset_key, get_recipe  # noqa: E402
+from fastres.errors import Parser  # noqa: E402
 from fastres.kernels import bn_act_op  # noqa: E402
 from fastres.kernels.bn_act_layer import BatchNormAct2d, activation, bn_act_reference  # noqa: E402
 from fastres.model import build_model  # noqa: E402
@@ -655,7 +655,7 @@ def step_summary(net: str, batch: int, totals: dict, graph_totals: dict, train_t
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="write the results as JSON to this file")
     p.add_argument("--smoke", action="store_true", help="tiny shapes, 1 iteration (CPU plumbing check)")
     p.add_argument("--recipes", default=",".join(DEFAULT_RECIPES),

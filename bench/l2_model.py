@@ -14,8 +14,13 @@ min(1, L / 3B) of its reads once 2B > L; in grid order, next to none.
 """
 from __future__ import annotations
 
-import argparse
+import os
+import sys
 from collections import OrderedDict
+
+# This checkout's fastres, never an installed copy from another checkout:
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fastres.errors import Parser  # noqa: E402
 
 LINES_PER_MB = 16          # the model's granularity: a line stands for 64 KB of rows
 MAX_MB = 4096              # 65536 lines: far beyond any GPU's L2 or BN layer, seconds to model
@@ -52,7 +57,7 @@ LAYERS = {"cifar10-94 64@15": 28.1, "cifar10-94 256@7": 24.5, "cifar10-94 256@3"
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--l2", type=float, nargs="+", default=[50.0, 40.0], help="cache sizes in MB")
     p.add_argument("--mb", type=float, help="one tensor size in MB instead of the recipes' layers")
     args = p.parse_args(argv)

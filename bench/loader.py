@@ -14,7 +14,6 @@ copied to the GPU (pinned), as a conventional pipeline must. One untimed warm-up
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from fastres.augment import EpochAugmenter, epoch_batches  # noqa: E402
+from fastres.errors import Parser  # noqa: E402
 from fastres.report import atomic_write, output_problem  # noqa: E402
 
 PAD, CUTOUT = 4, 8
@@ -108,7 +108,7 @@ def time_dataloader(x, y, epochs, batch_size, workers, device):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = Parser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=10_000, help="synthetic training images")
     ap.add_argument("--epochs", type=int, default=5, help="timed epochs per method (median reported)")
     ap.add_argument("--batch-size", type=int, default=512)

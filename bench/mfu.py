@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch
 
 from fastres.config import Config, get_recipe
-from fastres.errors import FastresError
+from fastres.errors import FastresError, Parser
 from fastres.evaluate import tta_views
 from fastres.model import build_model, model_flops
 from fastres.report import atomic_write, environment, output_problem
@@ -66,7 +66,7 @@ def run_flops(cfg, in_channels: int, image_size: int, num_classes: int, train_im
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--recipe", default="cifar10-94")
     p.add_argument("--runs", type=int, default=3, help="timed runs (after the compile warm-up)")
     p.add_argument("--smoke", action="store_true", help="tiny fashion-cpu run on CPU")

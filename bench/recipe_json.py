@@ -8,7 +8,6 @@ Exit status 1 (and no file) when no run finished.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -16,6 +15,7 @@ import sys
 # This checkout's fastres and kernels/, never an installed copy from another checkout:
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fastres.errors import Parser  # noqa: E402
 from fastres.report import atomic_write, output_problem, summarize
 
 
@@ -35,7 +35,7 @@ def build(records: list[dict], recipe: str, flags: str = "", fallback: bool = Fa
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("runs_jsonl")
     p.add_argument("out")
     p.add_argument("--recipe", required=True)

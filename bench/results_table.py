@@ -11,11 +11,15 @@ and skipped. A file that cannot be read: one line on stderr, exit status 2.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
+
+# This checkout's fastres, never an installed copy from another checkout:
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fastres.errors import Parser  # noqa: E402
 
 NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(.+?)-([0-9a-f]{7}|unknown)-(.+)\.json$")
 
@@ -197,7 +201,7 @@ def row(path: Path) -> str | None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--breakdown", action="store_true",
                    help="for bench/kernels.py files: the fused op's time by Triton kernel, not README rows")

@@ -18,7 +18,7 @@ from dataclasses import fields
 from . import config as config_mod
 from . import distributed
 from .config import RECIPES, Config, get_recipe, select_recipe
-from .errors import FastresError
+from .errors import FastresError, Parser
 from .runner import resolve_device, run_many
 
 SUBCOMMANDS = {}   # name -> (add_arguments(parser), run(args) -> exit code); study/bench add theirs
@@ -121,13 +121,6 @@ def run_train(args: argparse.Namespace, printer=print) -> int:
 
 
 subcommand("train", "train a recipe and report time-to-accuracy (default)")((add_train_arguments, run_train))
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line (not usage + message) and exits 2."""
-
-    def error(self, message):
-        self.exit(2, f"fastres: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
