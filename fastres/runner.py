@@ -117,10 +117,11 @@ def run_many(cfg: Config, printer=print, seeds: list[int] | None = None,
                     # round's runs: all of them report the finished runs and stop alike.
                     mine.append((i, {"error": str(e)}))
                     continue
-                mine.append((i, asdict(result)))
                 if live:
                     results.append(result)
                     report_run(result)
+                else:
+                    mine.append((i, asdict(result)))
                 if out and cfg.save and (world.is_main or not live):   # runs: the rank that trained it
                     save_weights(nets.net, out / f"weights-seed{seed}.pt")
             if live:
