@@ -162,7 +162,7 @@ def test_errors_under_torchrun_are_one_line_before_any_rendezvous(flags, world, 
     assert code == 2 and len(err) == 1 and message in err[0], err
 
 
-def test_a_run_diverging_on_one_rank_is_recorded_and_the_study_goes_on(data, tmp_path):
+def test_a_run_diverging_on_one_rank_is_recorded_and_the_study_goes_on(data, tmp_path, monkeypatch):
     """Runs spread over 2 ranks: seed 1 of row a (rank 1) diverges for real (its LR raised to 1e12
     by the worker below). Every rank must then stop row a alike, with rank 0's finished seed 0
     recorded, and go on to row b. (Before, rank 1 alone went on: its next collective met rank 0's
@@ -171,12 +171,8 @@ def test_a_run_diverging_on_one_rank_is_recorded_and_the_study_goes_on(data, tmp
             "flip": "random", "eval_batch_size": 128, "threads": 1, "target": 0.3, "lr": 0.4}
     spec = {"name": "spread", "base": base, "rows": [{"name": "a"}, {"name": "b", "changes": {"lr": 0.5}}]}
     (tmp_path / "spread.json").write_text(json.dumps(spec))
-    os.environ["FASTRES_TEST_DIVERGE"] = "1"
-    try:
-        stdout = torchrun([__file__], ["study", "--file", "spread.json", "--runs", "4", "--output", "out"],
-                          tmp_path)
-    finally:
-        del os.environ["FASTRES_TEST_DIVERGE"]
+    monkeypatch.setenv("FASTRES_TEST_DIVERGE", "1")       # the workers' switch (below)
+    stdout = torchrun([__file__], ["study", "--file", "spread.json", "--runs", "4", "--output", "out"], tmp_path)
     assert stdout.count("a: diverged at seed 1 (loss became nan") == 1, stdout
     lines = (tmp_path / "out" / "study-spread.jsonl").read_text().splitlines()
     recs = [(r["row"], r["seed"], "diverged" if r.get("diverged") else "run") for r in map(json.loads, lines)]
