@@ -39,6 +39,7 @@ class Config:
     ghost_batch: int = 0            # images per BN statistics group (0 = whole batch)
     logit_scale: float = 0.125      # logits multiplied by this (Myrtle: 0.125)
     whiten: bool = False            # patch-whitening first conv, initialised from training data
+    prep_kernel: int = 3            # resnet9: the prep conv's kernel, 3 or 1 (Myrtle's final net: 1x1 after the whitening)
     whiten_bias_epochs: float = 3.0  # airbench: whitening bias trains this long, then frozen
     whiten_bias_group: str = "weights"  # the whitening bias's LR and decay: weights (airbench94) | biases (x bias scales)
     whiten_bias_schedule: str = "global"  # global (the run's schedule) | linear (1 -> 0 over whiten_bias_epochs)
@@ -168,6 +169,10 @@ class Config:
                     f"got {self.widths!r}")
         if not 1 <= self.ladder_step <= 7:
             bad(f"--ladder-step must be 1..7, got {self.ladder_step}")
+        if self.prep_kernel not in (1, 3):
+            bad(f"--prep-kernel must be 1 or 3, got {self.prep_kernel}")
+        if self.prep_kernel != 3 and self.arch != "resnet9":
+            bad(f"--prep-kernel is for resnet9 (the {self.arch} arch has no prep conv of that kind)")
         if self.tta not in (0, 1, 2):
             bad(f"--tta must be 0, 1 or 2, got {self.tta}")
         if not 0 <= self.erase_p <= 1 or not 0 <= self.ema_decay < 1 or not 0 <= self.label_smoothing < 1:

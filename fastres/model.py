@@ -142,12 +142,13 @@ class Classifier(nn.Module):
 
 
 class ConvNormAct(nn.Sequential):
-    """3x3 conv -> [2x2 max-pool] -> norm-act. Myrtle.ai moved the pool before the BN: max-pool
-    commutes with a per-channel increasing map, so this only changes which pixels the batch
-    statistics see, and the BN+activation then run on 4x fewer pixels."""
+    """3x3 (or k x k) conv -> [2x2 max-pool] -> norm-act. Myrtle.ai moved the pool before the BN:
+    max-pool commutes with a per-channel increasing map, so this only changes which pixels the
+    batch statistics see, and the BN+activation then run on 4x fewer pixels."""
 
-    def __init__(self, c_in: int, c_out: int, norm_act: NormFactory, pool: bool = False):
-        layers = [conv3x3(c_in, c_out)] + ([nn.MaxPool2d(2)] if pool else []) + [norm_act(c_out)]
+    def __init__(self, c_in: int, c_out: int, norm_act: NormFactory, pool: bool = False, k: int = 3):
+        conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)      # no bias before a BN
+        layers = [conv] + ([nn.MaxPool2d(2)] if pool else []) + [norm_act(c_out)]
         super().__init__(*layers)
 
 
@@ -164,15 +165,18 @@ class Residual(nn.Module):
 
 
 class ResNet9(Classifier):
-    """Myrtle.ai ResNet-9: prep 64 -> 128 (pool, residual) -> 256 (pool) -> 512 (pool, residual)
-    -> global max pool -> linear. 32x32: 32->16->8->4; 28x28: 28->14->7->3."""
+    """Myrtle.ai ResNet-9: [whitening] -> prep 64 -> 128 (pool, residual) -> 256 (pool) -> 512
+    (pool, residual) -> global max pool -> linear. 32x32: 32->16->8->4; 28x28: 28->14->7->3."""
 
     def __init__(self, cfg: Config, in_channels: int, num_classes: int, norm_act: NormFactory):
         super().__init__()
         w = stage_widths(cfg, (64, 128, 256, 512))
         self.whiten = (PatchWhitening(in_channels, 3, padding=1, eps=1e-2, n_images=10_000)
                        if cfg.whiten else None)
-        self.prep = ConvNormAct(self.whiten.out_channels if cfg.whiten else in_channels, w[0], norm_act)
+        # Myrtle's final net (bag_of_tricks.ipynb, whitening_block) replaces the 3x3 prep conv
+        # by the fixed 3x3 whitening followed by a learnable 1x1 conv: cfg.prep_kernel = 1.
+        self.prep = ConvNormAct(self.whiten.out_channels if cfg.whiten else in_channels, w[0], norm_act,
+                                k=cfg.prep_kernel)
         self.layer1 = nn.Sequential(ConvNormAct(w[0], w[1], norm_act, pool=True), Residual(w[1], norm_act))
         self.layer2 = ConvNormAct(w[1], w[2], norm_act, pool=True)
         self.layer3 = nn.Sequential(ConvNormAct(w[2], w[3], norm_act, pool=True), Residual(w[3], norm_act))

@@ -309,6 +309,29 @@ def test_model_flops_resnet9():
     assert all(torch.equal(s, m.running_mean) for s, m in zip(stats, bn_modules(model)))
 
 
+def test_myrtle_recipe_builds_myrtles_final_net():
+    """cifar10-myrtle as Myrtle's final 10-epoch run (bag_of_tricks.ipynb): the fixed 3x3
+    whitening (27 channels, no bias), then a learnable 1x1 prep conv to 64 channels, ghost BN with
+    frozen scales, CELU(0.3), logits x 1/16, no cutout. Other resnet9 configs keep the 3x3 prep
+    conv, whose MACs test_model_flops_resnet9 counts."""
+    from fastres.config import get_recipe
+    cfg = get_recipe("cifar10-myrtle").config
+    model = build_model(cfg, 3, 10, 32)
+    assert model.whiten.out_channels == 27 and model.whiten.bias is None
+    prep = model.prep[0]
+    assert (prep.in_channels, prep.out_channels, prep.kernel_size, prep.padding) == (27, 64, (1, 1), (0, 0))
+    assert prep.bias is None and prep.weight.requires_grad
+    assert model.head.scale == 1 / 16 and cfg.cutout == 0 and cfg.ghost_batch == 32
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert build_model(cfg.replace(prep_kernel=3), 3, 10, 32).prep[0].kernel_size == (3, 3)
+    # per pixel of the 32x32 map, the 1x1 conv costs 27 x 64 MACs where the 3x3 one costs 9 x that
+    full = model_flops(build_model(cfg.replace(prep_kernel=3), 3, 10, 32), 3, 32)
+    assert full - model_flops(model, 3, 32) == 2 * 32 * 32 * 8 * 27 * 64
+    for bad in ({"prep_kernel": 5}, {"prep_kernel": 1, "arch": "airbench"}):
+        with pytest.raises(FastresError, match="prep-kernel"):
+            cfg.replace(**bad).validate()
+
+
 def test_build_errors():
     with pytest.raises(FastresError):
         build_model(Config(arch="resnet18", whiten=True), 3, 10, 32)

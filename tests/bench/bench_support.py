@@ -56,7 +56,9 @@ def model_config(arch: str) -> Config:
     net at batch 512."""
     recipes = [r.config for r in RECIPES.values() if r.config.dataset == "cifar10" and r.config.arch == arch]
     cfg = recipes[0] if recipes else Config(arch=arch, act="relu", whiten=False, batch_size=512)
-    cfg = cfg.replace(compile=False)
+    # cifar10-myrtle's prep conv has been 1x1 since 2026-12-04 (Myrtle's final net); the benchmark
+    # keeps the 3x3 one it timed before, so its figures stay comparable with the stored baselines.
+    cfg = cfg.replace(compile=False, prep_kernel=3)
     if SIZES.width is not None:
         cfg = cfg.replace(width=SIZES.width)
     return cfg.replace(batch_size=SIZES.batch) if SIZES.batch is not None else cfg

@@ -9,17 +9,20 @@ from bench_support import SIZES, measure, synthetic_images, synthetic_labels
 from fastres.augment import EpochAugmenter, epoch_batches, from_config
 from fastres.config import get_recipe
 
-# The two augmentation styles of the recipes: Myrtle.ai (translate 4, random flip, cutout 8)
-# and airbench (translate 2, alternating flip).
-AUGMENT_RECIPES = ("cifar10-myrtle", "cifar10-94")
+# Two augmentation styles: Myrtle.ai's (translate 4, random flip, cutout 8) and airbench's
+# (translate 2, alternating flip). cifar10-myrtle has had no cutout since 2026-12-04 (Myrtle's
+# 10-epoch final drops the 8x8 cutout of its longer runs): the benchmark of that name keeps it, so
+# that cutout stays timed and the figures stay comparable with the stored baselines.
+AUGMENT_RECIPES = {"cifar10-myrtle": {"cutout": 8}, "cifar10-94": {}}
 
 
 def augmenter(recipe: str, n: int, device) -> EpochAugmenter:
-    return from_config(get_recipe(recipe).config, n, torch.Generator(device).manual_seed(0))
+    cfg = get_recipe(recipe).config.replace(**AUGMENT_RECIPES[recipe])
+    return from_config(cfg, n, torch.Generator(device).manual_seed(0))
 
 
 @pytest.mark.benchmark(group="data")
-@pytest.mark.parametrize("recipe", AUGMENT_RECIPES)
+@pytest.mark.parametrize("recipe", list(AUGMENT_RECIPES))
 def test_augment_epoch(benchmark, recipe):
     """The whole training set augmented once, as at the start of every epoch."""
     x = synthetic_images(SIZES.train_images)
