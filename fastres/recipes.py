@@ -16,10 +16,11 @@ from .config import register
 # the whitening bias keeps the plain LR (train.param_groups). Warm-up from 0.2 to 1.0 over 23%
 # of steps, then down to 0.07; lookahead every 5 steps with decay 0.95^5 (t/T)^3; BN momentum
 # 0.6 in airbench's convention = 0.4 in PyTorch's; eps 1e-12; TTA level 2.
-# Lookahead as in airbench94_compiled.py and airbench/lib_airbench94.py (average kept from step
-# 0, live weights reset to it at every update, final weights = the average); the newest
-# airbench94.py starts the average in epoch 3 and also resets at every epoch end (differences
-# of this kind were audited against airbench94.py and are all below run-to-run noise).
+# Lookahead as in airbench94_compiled.py, airbench/lib_airbench94.py and legacy/airbench94.py
+# (KellerJordan/cifar10-airbench at 1b8f794): average kept from step 0, live weights reset to it
+# at every update, final weights = the average. The airbench94.py stored at 01a2367 starts the
+# average in epoch 3 and also resets at every epoch end (differences of this kind were audited
+# against airbench94.py and are all below run-to-run noise).
 H100 = "NVIDIA H100 80GB HBM3, 2026-11-28, commit 5d9fdd7 (bench/results/2026-11-28-h100-80gb-hbm3-5d9fdd7-{}.json)"
 CIFAR10_94 = register("cifar10-94", claim="94.04 +- 0.13% in 4.43 +- 0.30 s, 25 runs (16 >= 94%), " + H100.format(
     "cifar10-94"), dataset="cifar10", target=0.94, arch="airbench", act="gelu", bn_eps=1e-12,
