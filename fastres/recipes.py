@@ -41,7 +41,12 @@ CIFAR10_94 = register("cifar10-94", claim="94.04 +- 0.13% in 4.43 +- 0.30 s, 25 
 # follow when the head's torch LR is 0.67 x (1/256)^2 / (sqrt(3)/16)^2 = 0.67 / 768, so
 # cfg.lr = 0.67 x 2000 / 768 = 1.745; bias_lr_scale = 0.053 / (0.67 / 768) = 60.75 (BN biases and,
 # with whiten_bias_group="biases", the whitening bias, whose LR decays to 0 over its 3 epochs);
-# weight_decay = 0.004 / cfg.lr, bias_decay_scale = 1 / 60.75. Registered after cifar10-94 so
+# weight_decay = 0.004 / cfg.lr, bias_decay_scale = 1 / 60.75. Checked against airbench94_muon.py
+# (KellerJordan/cifar10-airbench at 096d14d) on 2026-12-04: every hyperparameter matches. Known
+# differences: its whitening conv is a plain nn.Conv2d whose bias starts at PyTorch's default
+# U(-1/sqrt(12), 1/sqrt(12)) per channel (fastres: -filters . mean, about 0; it trains for 75
+# steps either way) from an uncentred patch moment (fastres: the covariance), and it compiles with
+# mode="max-autotune" (fastres: the default mode; --compile-mode). Registered after cifar10-94 so
 # --target 0.94 keeps picking the measured lineage; unverified on a GPU: no claim yet.
 register("cifar10-94-muon", dataset="cifar10", target=0.94, arch="airbench", act="gelu", bn_eps=1e-12,
          bn_momentum=0.4, bn_freeze_scale=True, logit_scale=3 ** 0.5 / 16, whiten=True, whiten_bias_epochs=3,
