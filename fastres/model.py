@@ -47,9 +47,9 @@ def stage_widths(cfg: Config, default: tuple[int, ...]) -> list[int]:
     return [scaled(c, cfg.width) for c in base]
 
 
-def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
-    # No bias anywhere before a BN: the BN's own bias makes it redundant.
-    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+def conv3x3(c_in: int, c_out: int, stride: int = 1, k: int = 3) -> nn.Conv2d:
+    # No bias anywhere before a BN: the BN's own bias makes it redundant. Other odd k: k x k.
+    return nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False)
 
 
 class Activation(nn.Module):
@@ -147,8 +147,7 @@ class ConvNormAct(nn.Sequential):
     batch statistics see, and the BN+activation then run on 4x fewer pixels."""
 
     def __init__(self, c_in: int, c_out: int, norm_act: NormFactory, pool: bool = False, k: int = 3):
-        conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)      # no bias before a BN
-        layers = [conv] + ([nn.MaxPool2d(2)] if pool else []) + [norm_act(c_out)]
+        layers = [conv3x3(c_in, c_out, k=k)] + ([nn.MaxPool2d(2)] if pool else []) + [norm_act(c_out)]
         super().__init__(*layers)
 
 
@@ -228,7 +227,7 @@ class MyrtleLadder(Classifier):
         if step >= 4:
             return nn.Sequential(conv3x3(c_in, c_out), norm_act(c_out), nn.MaxPool2d(2))
         k = 1 if step <= 2 else 3
-        layers = [nn.Conv2d(c_in, c_out, k, stride=2, padding=k // 2, bias=False), norm_act(c_out)]
+        layers = [conv3x3(c_in, c_out, stride=2, k=k), norm_act(c_out)]
         return nn.Sequential(*layers, *([norm_act(c_out)] if step == 1 else []))
 
     def forward(self, x):                                              # (N, C, H, W)
