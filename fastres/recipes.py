@@ -124,7 +124,8 @@ register("cifar10-96", dataset="cifar10", target=0.96, arch="airbench96", act="g
 # cutout (its 13-epoch runs keep a 5x5 one; this shorter run drops it), bias LR x64 / decay /64,
 # label smoothing 0.2, flip TTA; LR piecewise-linear 0 -> 1.0 (epoch 2) -> 0.1 (epoch 8), then
 # held at 0.1 (Myrtle's PiecewiseLinear([0, epochs/5, epochs - 2], [0, 1, 0.1])); EMA "0.99
-# every 5 steps" is Myrtle's update_ema(0.99, 5), whose decay per update is 0.99^5 (rho = momentum ** update_freq), constant. Until 2026-12-04 this
+# every 5 steps" is Myrtle's update_ema(0.99, 5), whose decay per update is 0.99^5 (rho =
+# momentum ** update_freq), constant. Until 2026-12-04 this
 # recipe decayed to 0.1 at epoch 10, used 0.99 per update with a linear ramp, an 8x8 cutout (of
 # Myrtle's earlier, longer runs), a 3x3 prep conv and logits x 1/8; no run of it was measured, so
 # no claim changes.
