@@ -150,16 +150,17 @@ def cutout_pixels(centres: torch.Tensor, size: int, h: int, w: int) -> torch.Ten
     k = torch.arange(size, device=centres.device)
     lo = centres - size // 2                                                        # (N, 2)
     # first/last in-image coordinate of each square, then every position clamped into it
-    inside = torch.minimum(torch.maximum(lo[:, :, None] + k, lo.clamp(min=0)[:, :, None]),
-                           torch.tensor([h - 1, w - 1], device=centres.device)[:, None])   # (N, 2, size)
+    inside = torch.maximum(lo[:, :, None] + k, lo.clamp(min=0)[:, :, None])        # (N, 2, size)
+    rows, cols = inside[:, 0].clamp(max=h - 1), inside[:, 1].clamp(max=w - 1)       # (N, size) each
     image = torch.arange(n, device=centres.device)[:, None, None]
-    return ((image * h + inside[:, 0, :, None]) * w + inside[:, 1, None, :]).reshape(-1)
+    return ((image * h + rows[:, :, None]) * w + cols[:, None, :]).reshape(-1)
 
 
 def _uniform_int(u: torch.Tensor, k) -> torch.Tensor:
-    """floor(u * k) for u ~ U[0, 1): an integer uniform in [0, k); clamped as fp32 u*k may round to k."""
-    k = torch.as_tensor(k, device=u.device)
-    return torch.minimum((u * k).long(), k - 1)
+    """floor(u * k) for u ~ U[0, 1): an integer uniform in [0, k); clamped as fp32 u*k may round to
+    k. k is an int or a tensor on u's device (an int is never made a tensor: on a GPU that would
+    be a copy from the host, which waits for the GPU)."""
+    return (u * k).long().clamp(max=k - 1)
 
 
 def erase_boxes(u: torch.Tensor, h: int, w: int, p: float, area=(0.02, 0.33), ratio=(0.3, 3.3)):
