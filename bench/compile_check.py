@@ -235,7 +235,10 @@ def compile_launch(launch: Launch, arch: int, tool: str | None) -> dict:
     shared = kernel.metadata.shared
     row = {"shared_bytes": shared, "shared_ok": shared <= SHARED_LIMIT.get(arch, 48 * 1024),
            # asynchronous global-to-shared copies: the software-pipelined loads of STAGES >= 2
-           "async_copies": sum(line.lstrip().startswith("cp.async.c") for line in kernel.asm["ptx"].splitlines())}
+           "async_copies": sum(line.lstrip().startswith("cp.async.c") for line in kernel.asm["ptx"].splitlines()),
+           # double-precision work beyond declaring, reading and converting an fp64 argument
+           "fp64_ops": sum(".f64" in line and not line.lstrip().startswith((".param", "ld.param", "cvt."))
+                           for line in kernel.asm["ptx"].splitlines())}
     if tool:
         text = disassemble(kernel.asm["cubin"], tool)
         row.update(resource_usage(text))

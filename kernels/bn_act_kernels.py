@@ -153,6 +153,14 @@ def _act_grad(z, alpha, ACT: tl.constexpr):
 
 # ---------------------------------------------------------------- shared indexing
 @triton.jit
+def _f32(v):
+    """A float argument as fp32. Triton's launcher passes a Python float as fp32, but Inductor,
+    which launches the triton_op twins under torch.compile, passes it as fp64: left so, it
+    would turn the arithmetic it enters into double precision."""
+    return tl.cast(v, tl.float32)
+
+
+@triton.jit
 def _program(REVERSE: tl.constexpr):
     """This program's (slab program p, channel block): its own ids, or with REVERSE those of the
     program at the same place from the grid's end (see "L2 reuse" above)."""
@@ -205,6 +213,7 @@ def bn_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, coun
     accumulate element-wise in [BLOCK_M, BLOCK_C] registers and are reduced once at the end
     (no reduction, so no barrier, inside the loop), the pivot being the slab's first row: one
     sample of the data, within a few std of the mean, so s2 - s1^2/n cancels only a few bits."""
+    eps = _f32(eps)
     g, row_start, row_end = _slab(tl.program_id(0), M, R, S, SLAB)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     if TWO_D:
@@ -306,6 +315,7 @@ def _finalize_stats(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, g, cols, M,
 def bn_finalize_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, M, C, R, S, SLAB, eps,
                        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """_finalize_stats for group program_id(0), channel block program_id(1)."""
+    eps = _f32(eps)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     _finalize_stats(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, var_ptr, tl.program_id(0), cols, M, C, R,
                     S, SLAB, eps, BLOCK_P)
@@ -317,6 +327,7 @@ def bn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, M, C, R, S, 
                     BLOCK_C: tl.constexpr, STAGES: tl.constexpr, REVERSE: tl.constexpr):
     """y = act(gamma * (x - mean) * rstd + beta), stored in y's dtype. Subtracting the mean
     before scaling (rather than x*scale + shift) keeps z accurate when |mean| >> std."""
+    eps, alpha = _f32(eps), _f32(alpha)
     p, cb = _program(REVERSE)
     g, row_start, row_end = _slab(p, M, R, S, SLAB)
     cols = cb * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -359,6 +370,7 @@ def bn_bwd_reduce_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, psum_g
     """Per-slab partial sums of g and g * x_hat per channel: reduced tile by tile, or with
     TWO_D accumulated element-wise in [BLOCK_M, BLOCK_C] registers and reduced once. The sums
     run over g * (x - mean), times rstd once at the end."""
+    eps, alpha = _f32(eps), _f32(alpha)
     g, row_start, row_end = _slab(tl.program_id(0), M, R, S, SLAB)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mean, rstd = _load_stats(mean_ptr, rstd_ptr, g, cols, C, eps, FROM_VAR)
@@ -437,6 +449,7 @@ def bn_bwd_dx_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, su
                      STAGES: tl.constexpr, REVERSE: tl.constexpr):
     """dx = gamma * rstd * (g - sum(g)/n - x_hat * sum(g*x_hat)/n) with n the group's rows;
     with running statistics (eval mode) the mean and rstd are constants: dx = gamma*rstd*g."""
+    eps, alpha = _f32(eps), _f32(alpha)
     p, cb = _program(REVERSE)
     g, row_start, row_end = _slab(p, M, R, S, SLAB)
     cols = cb * BLOCK_C + tl.arange(0, BLOCK_C)

@@ -93,6 +93,7 @@ def test_every_recipe_launch_compiles_for_sm90(tmp_path):
         assert stats and max(stats) < 22, stats
     # The default stages=1: every load waits for its data (no asynchronous copies anywhere).
     assert all(r["async_copies"] == 0 for r in rows)
+    assert all(r["fp64_ops"] == 0 for r in rows)         # all single precision
 
 
 @pytest.mark.parametrize("fuse", [0, 1], ids=["finalize-kernels", "fused-finalize"])
@@ -193,3 +194,50 @@ def test_compiler_catches_what_the_interpreter_lets_through(tmp_path):
                          "BLOCK_P": 1, "BLOCK_CF": 1}
     assert aligned == ["x_ptr", "pmean_ptr", "mean_ptr", "rstd_ptr", "var_ptr", "count_ptr", "C", "R",
                        "SLAB"] and warps == 8
+
+
+FP64_PROBE = '''
+import json, sys
+sys.path[:0] = [sys.argv[1]]
+import dataclasses
+import torch
+import compile_check as cc
+if cc.check_api():
+    print("skipped: " + cc.check_api())
+    sys.exit(3)
+# One CELU layer (alpha reaches every activation formula), trained and frozen, at the default
+# knobs and with the pipelined, 2-D accumulating, fused-finalize ones.
+cases = [(4, 40, 5, 5, "celu", 0.3, ghost, torch.float16, freeze) for ghost in (0, 2) for freeze in (True, False)]
+launches = cc.find_launches([({}, cases), ({"acc2d": 1, "fuse_finalize": 1, "stages": 3}, cases)])
+out = {"compiled": [], "failed": {}}
+for launch in launches:
+    signature = tuple((n, "fp64" if t == "fp32" else t) for n, t in launch.signature)
+    if signature == launch.signature:
+        continue
+    name = launch.fn.__name__
+    try:
+        row = cc.compile_launch(dataclasses.replace(launch, signature=signature), 90, None)
+        out["compiled"].append(name)
+        if row["fp64_ops"]:
+            out["failed"][name] = f"{row['fp64_ops']} fp64 instructions"
+    except Exception as e:
+        out["failed"][name] = str(e).splitlines()[-1][:300]
+print(json.dumps(out))
+'''
+
+
+def test_kernels_compile_with_float_arguments_typed_fp64(tmp_path):
+    """Under torch.compile the triton_op twins are launched by Inductor, which types a Python
+    float argument (eps, alpha) fp64 (torch._inductor.config._use_fp64_for_unbacked_floats; so
+    in torch 2.11 and 2.13). A kernel that lets it into its loop-carried sums fails to compile
+    ("sum_g has initial type fp32 but is re-assigned to fp64": an H200, torch 2.11, 2026-12-04,
+    test_gpu_compiled_net_matches_eager[*-triton_op]); one that lets it into its arithmetic
+    computes in double precision. Every kernel must cast them to fp32 first."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(FP64_PROBE)
+    proc = python([str(probe), str(ROOT / "bench")], tmp_path)
+    skip_if_unsupported(proc)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["failed"] == {}
+    assert set(out["compiled"]) == KERNELS - {"bn_bwd_finalize_kernel"}   # the ones taking eps or alpha
