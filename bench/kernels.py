@@ -62,6 +62,7 @@ variant and the fused op's speed-up over the compiled reference, the issue's >= 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -499,9 +500,17 @@ def autograd_as_in_training_ms(timer, fn, x, dy, inputs, evict, graph=None, even
 
     def forward():
         out[:] = [fn()]         # y and its autograd graph, whose saved tensors the replays rewrite
-    passes = [(graph(forward), x)]
-    passes.append((graph(lambda: torch.autograd.grad(out[0], inputs, dy, retain_graph=True)), dy))
-    fwd, bwd = replay_as_in_training(timer, passes, evict, event, sync)
+    # The replays run one backward many times (retain_graph). AOTAutograd refuses that for a
+    # compiled backward it built to reuse ("donate") its saved buffers, which it does once a
+    # backward has run without retain_graph, as the host timings' did; with donation off it
+    # builds one that keeps them (donation only lets a backward reuse their memory).
+    functorch = torch._functorch.config
+    no_donation = (functorch.patch(donated_buffer=False) if hasattr(functorch, "donated_buffer")
+                   else contextlib.nullcontext())
+    with no_donation:
+        passes = [(graph(forward), x)]
+        passes.append((graph(lambda: torch.autograd.grad(out[0], inputs, dy, retain_graph=True)), dy))
+        fwd, bwd = replay_as_in_training(timer, passes, evict, event, sync)
     return fwd, bwd
 
 

@@ -1010,6 +1010,25 @@ def test_each_variant_timed_with_the_l2_cache_as_in_training(variant):
     assert len(graphs[1].out) == 3 and all(torch.equal(g, r) for g, r in zip(graphs[1].out, want))
 
 
+@pytest.mark.skipif(CUDA, reason="stand-ins for CUDA's graphs and events, in the interpreter")
+def test_compiled_variant_timed_as_in_training_after_its_host_timings():
+    """bench_layer times the host launches first, so the compiled reference's backward has run
+    once without retain_graph (AOTAutograd then donates its saved buffers) before the
+    as-in-training replays need it with retain_graph: that raised for every compiled row on an
+    H200 (2026-12-04, "compiled with non-empty donated buffers"), leaving no compiled timing."""
+    bench = load_bench("kernels")
+    Graph, Event, graphs = graph_stand_ins()
+    fn = bench.variants("gelu", 0.3, 0, "aot_eager")["compiled"]
+    x, dy, w, b, inputs = bench.layer_tensors("cpu", torch.float32, 4, 8, 5, False)
+    rm, rv = torch.zeros(8), torch.ones(8)
+    torch.autograd.grad(fn(x, w, b, rm, rv), inputs, dy)        # as the host timings run it
+    timer = bench.Timer("cpu", warmup=1, iters=2)
+    ms = bench.autograd_as_in_training_ms(timer, lambda: fn(x, w, b, rm, rv), x, dy, inputs,
+                                          bench.l2_evict_buffer("cpu", 1024), graph=Graph, event=Event,
+                                          sync=lambda: None)
+    assert ms == (1.0, 2.0) and [g.replays for g in graphs] == [3, 3]
+
+
 @pytest.mark.skipif(CUDA, reason="stand-ins for CUDA's graphs and events")
 def test_in_sequence_timing_gives_each_launch_the_time_it_adds_to_its_pass():
     """bench/kernels.py's in_sequence_us: per pass a graph of its first k launches for k = 0..n,
