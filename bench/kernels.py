@@ -95,36 +95,37 @@ GEOMETRY = {"cifar10": (3, 32), "fashion-mnist": (1, 28)}     # input channels, 
 SMOKE_NETS = [("smoke", 4, [(40, 5, "celu", 0.3, 0, 1), (64, 3, "celu", 0.3, 0, 2)])]
 EPS, MOMENTUM = 1e-5, 0.1
 # --sweep's stages: each times its knob sets over the best configuration so far (the first over
-# the defaults), skipping any already timed. Each new tile, warps, stages, acc2d, reverse or
-# finalize setting compiles the kernels anew, so the grid stays at about 32 points, and the
-# stages that compile least come before the finalize's, which a sweep out of time (gpu_check's
-# --sweep-seconds) drops first. 1: four launch shapes (SWEEP_SHAPES), programs per SM, without
-# and with software-pipelined row loops (stages 3), since pipelining changes how many programs
-# and how large a tile keep the memory busy. The shapes give a thread 16 or 32 elements of a
-# tile with 4 or 8 warps, up to 128 rows a tile at C = 64 (shared/docs/kernel-notes.md puts
-# BLOCK_M at 64-256; the default tile has 32 rows there). At 8192 x 8 warps the backward sums
-# need 182 registers (1 program per SM; 128 with acc2d), the statistics 80, no spills, at most
-# 96 KB of shared memory at stages 4 (bench/compile_check.py, sm_90, triton 3.6). 2: the other pipelining depths, and the element-wise
-# reductions (acc2d). 3: the second pass (apply, dx) with more programs than the reductions
-# (pass2_per_sm, in bn_act_op): 8 and 16 per SM, as many as its registers let fit (4-10 of 4
-# warps at the default tile) or more in a second wave, with the reductions' programs per SM as
-# the best has them and at 2 (fewer partials to finalize, now that the second pass no longer
-# follows them); runtime grids, nothing compiles anew. 4: the second pass in reverse grid order
-# (bn_act_kernels.py, "L2 reuse"), over the best launch shape, since that shape decides which
-# rows are still cached. 5: the finalize tile (block_p partials x finalize_c channels; the
-# default 128 x 32 gives a C = 64 layer two finalize programs), in the finalize kernels or fused
-# into the reductions' last programs. Two points run at 3 programs per SM: where a kernel needs
-# more than 128 registers at the default tile (bench/compile_check.py at 3f13bfc: acc2d at
-# stages 4 on C = 64, 139; the statistics kernel with the fused finalize's tail, 142-154), only
-# 3 programs of 4 warps fit on an SM, and at 4 per SM the grid's last quarter would run as a
-# second wave, hiding what the knob itself does.
-SWEEP_SHAPES = ((2048, 4), (4096, 4), (4096, 8), (8192, 8))    # (tile, warps); the first: the defaults
+# the defaults, after the defaults' own point), skipping any already timed. Each new tile, warps,
+# stages, acc2d, reverse or finalize setting compiles the kernels anew, so the grid stays at about
+# 32 points, and the stages that compile least come before the finalize's, which a sweep out of
+# time (gpu_check's --sweep-seconds) drops first. 1: four launch shapes (SWEEP_SHAPES), programs
+# per SM, without and with software-pipelined row loops (stages 3), since pipelining changes how
+# many programs and how large a tile keep the memory busy. The shapes give a thread 16 or 32
+# elements of a tile with 4 or 8 warps, up to 128 rows a tile at C = 64
+# (shared/docs/kernel-notes.md puts BLOCK_M at 64-256; tile 2048 has 32 rows there, the default
+# 4096 64). At 8192 x 8 warps the backward sums need 182 registers (1 program per SM; 128 with
+# acc2d), the statistics 80, no spills, at most 96 KB of shared memory at stages 4
+# (bench/compile_check.py, sm_90, triton 3.6). 2: the other pipelining depths, and the
+# element-wise reductions (acc2d), each with and without the other. 3: the second pass (apply, dx)
+# with more programs than the reductions (pass2_per_sm, in bn_act_op): 8 and 16 per SM, as many as
+# its registers let fit (4-10 of 4 warps at tile 2048) or more in a second wave, or the
+# reductions' own grid (0), with the reductions' programs per SM as the best has them and at 2
+# (fewer partials to finalize, now that the second pass no longer follows them); runtime grids,
+# nothing compiles anew. 4: the second pass in reverse grid order (bn_act_kernels.py, "L2 reuse"),
+# over the best launch shape, since that shape decides which rows are still cached. 5: the
+# finalize tile (block_p partials x finalize_c channels; 128 x 32 gives a C = 64 layer two
+# finalize programs, the default 512 x 8 eight), in the finalize kernels or fused into the
+# reductions' last programs. Two points run at 3 programs per SM: where a kernel needs more than
+# 128 registers at tile 2048 (bench/compile_check.py at 3f13bfc: acc2d at stages 4 on C = 64, 139;
+# the statistics kernel with the fused finalize's tail, 142-154), only 3 programs of 4 warps fit
+# on an SM, and at 4 per SM the grid's last quarter would run as a second wave, hiding what the
+# knob itself does.
+SWEEP_SHAPES = ((2048, 4), (4096, 4), (4096, 8), (8192, 8))    # (tile, warps); 4096 x 4: the default
 SWEEP_STAGES = [
     [dict(tile=t, warps=w, programs_per_sm=p, stages=s)
      for s in (1, 3) for t, w in SWEEP_SHAPES for p in (2, 4)],
-    [dict(stages=2), dict(stages=4), dict(acc2d=1), dict(acc2d=1, stages=2), dict(acc2d=1, stages=4),
-     dict(acc2d=1, stages=4, programs_per_sm=3)],
-    [*(dict(pass2_per_sm=q) for q in (8, 16)), *(dict(programs_per_sm=2, pass2_per_sm=q) for q in (8, 16))],
+    [*(dict(acc2d=a, stages=s) for a in (0, 1) for s in (2, 3, 4)), dict(acc2d=1, stages=4, programs_per_sm=3)],
+    [*(dict(pass2_per_sm=q) for q in (0, 8, 16)), *(dict(programs_per_sm=2, pass2_per_sm=q) for q in (8, 16))],
     [dict(reverse=1)],
     [*(dict(block_p=p, finalize_c=c, fuse_finalize=f) for f in (0, 1) for p, c in ((128, 32), (512, 8))),
      dict(block_p=128, finalize_c=32, fuse_finalize=1, programs_per_sm=3)],
@@ -570,8 +571,8 @@ def sweep(timer, device, dtype, nets, freeze: bool, stages: list[list[dict]], ro
     try:
         for stage, knob_list in enumerate(stages, 1):
             base = fastest()["tuning"] if fastest() else default
-            if stage == 1:      # the defaults' own point first: an interrupted sweep still has it
-                knob_list = sorted(knob_list, key=lambda k: {**default, **k} != default)
+            if stage == 1:      # the defaults' own point first, listed or not: every speed-up is
+                knob_list = [{}, *knob_list]    # against it, and an interrupted sweep still has it
             for knobs in knob_list:
                 bn_act_op.GPU_TUNING.update(base, **knobs)
                 if any(r["tuning"] == bn_act_op.GPU_TUNING for r in rows):

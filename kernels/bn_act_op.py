@@ -53,16 +53,15 @@ def _sm_count(index: int) -> int:
 # 2-D tiles and reduce once per program instead of once per tile (bn_stats_kernel's TWO_D).
 # block_p x finalize_c: the tile in which a finalize program walks the slab partials (one
 # program per finalize_c channels per group; fewer, longer walks with wider tiles). acc2d and
-# finalize_c also apply in the interpreter, so the CPU tests cover them; defaults stay as the
-# first H100 run measured them until a GPU run measures the others.
+# finalize_c also apply in the interpreter, so the CPU tests cover them.
 # stages: the row loops' software-pipelining depth (bn_act_kernels.py, "Memory-level
-# parallelism"): 1 waits on each tile's load, as the first H100 run measured; >= 2 keeps
-# stages - 1 tiles' loads in flight, in (stages - 1) x the tile of shared memory per input.
+# parallelism"): 1 waits on each tile's load; >= 2 keeps stages - 1 tiles' loads in flight,
+# in (stages - 1) x the tile of shared memory per input.
 # fuse_finalize (0 or 1): the reduction kernels' last program per group and channel block
 # combines the partials (bn_act_kernels.py, "Fused finalize"), in the finalize kernels' tiles
 # and order: one launch fewer forward and backward (custom ops and eager calls; the
 # triton_op twins launch the finalize kernels). The tail's registers count for the whole kernel:
-# at the default tile the forward statistics kernel needs up to 154 instead of 72 (sm_90,
+# at tile 2048 the forward statistics kernel needs up to 154 instead of 72 (sm_90,
 # triton 3.6; bench/results/2026-12-02-cpu-amd-epyc-2c-aa7c622-compile-check.json).
 # reverse (0 or 1): the second pass over the data (apply, dx) runs its programs in reverse grid
 # order, so that it first reads what the first pass read last, still in the L2 cache
@@ -70,11 +69,19 @@ def _sm_count(index: int) -> int:
 # pass2_per_sm: programs per SM of the second pass (apply, dx; eval's apply), 0 = programs_per_sm.
 # The reductions' grid sets how many partials the finalize combines; apply and dx write no
 # partials, so their grid can be as large as occupancy allows (their slabs need not match the
-# reductions': each element's result is the same whichever program computes it). At the default
-# tile on cifar10-94's layers, apply needs 48-80 registers and dx 72-115 (ff7bfb8's compile
+# reductions': each element's result is the same whichever program computes it). At tile 2048
+# on cifar10-94's layers, apply needs 48-80 registers and dx 72-115 (ff7bfb8's compile
 # check): 4-10 programs of 4 warps fit on an SM, each with one tile's loads in flight (stages=1).
-GPU_TUNING = {"tile": 2048, "warps": 4, "programs_per_sm": 4, "block_p": 128, "acc2d": 0, "finalize_c": 32,
-              "stages": 1, "fuse_finalize": 0, "reverse": 0, "pass2_per_sm": 0}
+#
+# The defaults are the sweep's best on an H200 (2026-12-04, 03b972c, cifar10-94's BN layers,
+# bench/results/2026-12-04-h200-03b972c-kernel-sweep.json): the summed BN step, forward and
+# backward as CUDA graphs with the L2 cache as in training, 0.468 ms against 0.887 ms for the
+# former defaults (tile 2048, programs_per_sm 4, block_p 128, acc2d 0, finalize_c 32,
+# stages 1, pass2_per_sm 0), means of 3 rounds. In the grid: tile 4096 and stages 3 together
+# 0.843 -> 0.613 ms, then acc2d 0.510, programs_per_sm 2 with pass2_per_sm 8 0.461, the
+# finalize tile 512 x 8 0.449; reverse and fuse_finalize gained nothing. Not measured on an H100.
+GPU_TUNING = {"tile": 4096, "warps": 4, "programs_per_sm": 2, "block_p": 512, "acc2d": 1, "finalize_c": 8,
+              "stages": 3, "fuse_finalize": 0, "reverse": 0, "pass2_per_sm": 8}
 
 
 SWITCHES = ("acc2d", "fuse_finalize", "reverse")      # the knobs that are 0 or 1

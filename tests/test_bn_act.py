@@ -806,7 +806,9 @@ def test_bench_sweep_smoke_restores_tuning(tmp_path):
     assert bn_act_op.GPU_TUNING == before
     rows = result["configs"]
     assert [r["stage"] for r in rows] == sorted(r["stage"] for r in rows)
-    assert sum(r["stage"] == 1 for r in rows) == len(bench.SMOKE_STAGES[0])
+    # stage 1: the defaults' own point first, then each first-stage knob set that differs from it
+    firsts = {str({**before, **k}) for k in bench.SMOKE_STAGES[0]} | {str(before)}
+    assert rows[0]["tuning"] == before and sum(r["stage"] == 1 for r in rows) == len(firsts)
     assert result["best"] in rows and len({str(r["tuning"]) for r in rows}) == len(rows)   # none twice
     # each later stage changes only its own knobs, over the best configuration of the stages before
     for stage in range(2, len(bench.SMOKE_STAGES) + 1):
@@ -821,7 +823,18 @@ def test_bench_sweep_smoke_restores_tuning(tmp_path):
     assert result["confirm"][0]["tuning"] == before and result["confirmed_speedup"] > 0
 
 
-def test_sweep_times_the_defaults_first_and_keeps_what_it_timed_when_interrupted(monkeypatch):
+# The launch knobs' defaults until 2026-12-04 (unpipelined, reductions per tile): the sweep-logic
+# tests' fake timings are written against them, whatever the defaults are now.
+FORMER_DEFAULTS = dict(tile=2048, warps=4, programs_per_sm=4, block_p=128, acc2d=0, finalize_c=32, stages=1,
+                       fuse_finalize=0, reverse=0, pass2_per_sm=0)
+
+
+@pytest.fixture
+def former_defaults(monkeypatch):
+    monkeypatch.setattr(bn_act_op, "GPU_TUNING", dict(FORMER_DEFAULTS))
+
+
+def test_sweep_times_the_defaults_first_and_keeps_what_it_timed_when_interrupted(monkeypatch, former_defaults):
     bench = load_bench("kernels")
     before = dict(bn_act_op.GPU_TUNING)
     seen = []
@@ -844,7 +857,7 @@ def test_sweep_times_the_defaults_first_and_keeps_what_it_timed_when_interrupted
     assert result["configs"] == [] and result["best_speedup"] is None and not result["complete"]
 
 
-def test_sweep_confirms_the_best_against_the_defaults_with_fresh_paired_timings(monkeypatch):
+def test_sweep_confirms_the_best_against_the_defaults_with_fresh_paired_timings(monkeypatch, former_defaults):
     """After the stages, the defaults, the best and its twins (`reverse` flipped; `pass2_per_sm`
     at 0, or 16 where the best has 0) are timed again in turn; the confirmed speed-up is the
     ratio of those means, not of the grid's lucky minimum. Fake timings: tile 4096 is 1 ms
@@ -875,7 +888,7 @@ def test_sweep_confirms_the_best_against_the_defaults_with_fresh_paired_timings(
     assert result["best_speedup"] == 10.0 / 7.0 and result["confirmed_speedup"] == 10.0 / 9.0
 
 
-def test_sweep_stops_starting_knob_sets_after_its_time_budget_and_still_confirms(monkeypatch):
+def test_sweep_stops_starting_knob_sets_after_its_time_budget_and_still_confirms(monkeypatch, former_defaults):
     """--sweep-seconds: a fake clock advances 1 s per timing; with 2.5 s the sweep times three
     knob sets, lists the rest as not timed (incomplete), and confirms its best of those."""
     bench = load_bench("kernels")
@@ -901,7 +914,7 @@ def test_sweep_stops_starting_knob_sets_after_its_time_budget_and_still_confirms
     assert result["complete"] and result["not_timed"] == [] and len(result["configs"]) == 5
 
 
-def test_sweep_keeps_its_timings_when_a_knob_set_or_the_confirmation_fails(monkeypatch):
+def test_sweep_keeps_its_timings_when_a_knob_set_or_the_confirmation_fails(monkeypatch, former_defaults):
     """A knob set that raises is recorded with its error and skipped; a confirmation that raises
     leaves the grid's timings, best and (unconfirmed) speed-up in the result."""
     bench = load_bench("kernels")
@@ -1137,7 +1150,8 @@ def test_gpu_real_sizes(shape, ghost, act):
                                     dict(fuse_finalize=1), dict(fuse_finalize=1, stages=3, finalize_c=8),
                                     dict(reverse=1, stages=3), dict(pass2_per_sm=16),
                                     dict(programs_per_sm=2, pass2_per_sm=8, reverse=1),
-                                    dict(tile=8192, warps=8, stages=3)])
+                                    dict(tile=8192, warps=8, stages=3),
+                                    FORMER_DEFAULTS])
 def test_gpu_other_launch_knobs(tuning, monkeypatch):
     # bench/kernels.py --sweep may hand any grid point to training via FASTRES_BN_TUNING.
     monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, **tuning})
