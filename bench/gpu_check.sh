@@ -48,11 +48,13 @@
 #   calls: 1. budget / deadline 150 / 250 s, timeout_s 280 (took 186 s: the kernels phase
 #   without host, loader and suite); 2. 300 / 330 s, timeout_s 360 (took 189 s: cifar10-94's 25
 #   runs in 157 s with its warm-up); 3. timeout_s = budget_left_s - 60 with the deadline 30 s
-#   under it (took 299 s). Planned for the next run (bench/results/2026-11-28-next-gpu-run-
-#   protocol.md, its addendum 4): 1. kernels, 450 / 470 s, timeout_s 500 (tests ~60-90 s, the
-#   sweep's grid until 200 s before the deadline, its confirmation ~30 s, kernel benchmark
-#   ~170 s); 2. compare, 290 / 300 s, timeout_s 320 (cmp-fused, cmp-torch-bn,
-#   cmp-fused-cudagraphs; the others if time is left); no third call.
+#   under it (took 299 s). The H200 session of 2026-12-04: 1. kernels, 450 / 470 s, took 349 s
+#   (tests 111 s, sweep 74 s, kernel benchmark 68 s, host 55 s, loader 10 s; the suite skipped);
+#   the machine then went back, so a fresh one needed part 1 unpacked again (a 2 s call) and
+#   the sweep's adopted knobs by hand (FASTRES_BN_TUNING); 2. compare, 370 / 385 s, took 247 s
+#   (all five variants). Planned for the next run (bench/results/2026-11-28-next-gpu-run-
+#   protocol.md, its addendum 6): 1. kernels, 330 / 350 s, timeout_s 380; 2. compare, 250 /
+#   265 s, timeout_s 290; 3. --phase cifar with what is left, no carry.
 #   Use PYTHONUNBUFFERED=1 ... 2>&1 | tee "$OUT/log" so a call cut short still returns its log.
 #   Then copy each call's files into bench/results/ (and a first baseline into bench/baselines/);
 #   python bench/results_table.py bench/results/<those files> prints README's rows for them.
