@@ -1,6 +1,8 @@
-"""Small synthetic datasets shared by the tests (built in memory, never downloaded)."""
+"""Small synthetic datasets shared by the tests (built in memory, never downloaded), and a
+recorder of the calls that would wait for a GPU."""
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 from fastres.data import ImageSet
 
@@ -42,3 +44,30 @@ def load_bench(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# Tensor methods that copy a value to the host: on a GPU each waits for the GPU to finish.
+_TO_HOST = (torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.__bool__,
+            torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.nonzero, torch.nonzero)
+
+
+class HostSyncs(TorchFunctionMode):
+    """Records, on any device, the calls that would synchronise with a GPU: a value read to the
+    host (.item(), a tensor's truth value, nonzero, ...), indexing with a boolean mask (its size
+    is read), and a tensor built from host numbers or lists for a device (a host-to-device copy,
+    which waits for the GPU). `calls` holds their names."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _TO_HOST:
+            self.calls.append(func.__name__)
+        elif func in (torch.tensor, torch.as_tensor) and not isinstance(args[0], torch.Tensor) \
+                and kwargs.get("device") is not None:
+            self.calls.append(func.__name__ + " from host data")
+        elif func is torch.Tensor.__getitem__ and isinstance(args[1], torch.Tensor) and args[1].dtype == torch.bool:
+            self.calls.append("boolean-mask index")
+        return func(*args, **kwargs)

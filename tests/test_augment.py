@@ -4,11 +4,11 @@ per-image references. Run:  OMP_NUM_THREADS=1 pytest tests/test_augment.py -q   
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from fastres import augment
 from fastres.augment import (EpochAugmenter, alternating_flip_mask, batch_crop, batch_crop_flip, batch_flip,
                              box_mask, cutout_mask, cutout_pixels, epoch_batches, erase_boxes, from_config, half_flip_mask)
+from helpers import HostSyncs
 
 CL = torch.channels_last
 
@@ -393,31 +393,15 @@ def test_fp16_full_augmentation_matches_the_reference(device):
     assert torch.equal(out.cpu()[keep], ref[keep])
 
 
-class HostData(TorchFunctionMode):
-    """Records torch.tensor / torch.as_tensor calls that build a tensor on another device from
-    host data (Python numbers or lists): on a GPU each is a copy that waits for the GPU."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if (func in (torch.tensor, torch.as_tensor) and not isinstance(args[0], torch.Tensor)
-                and torch.device(kwargs.get("device") or "cpu").type != "cpu"):
-            self.calls.append(func.__name__)
-        return func(*args, **kwargs)
-
-
 @pytest.mark.parametrize("flip", ["random", "alternating"])
 def test_an_epoch_never_waits_for_the_device(flip):
     # The CPU stand-in for the GPU test test_no_host_sync_from_the_first_step_to_the_end_of_the_timer,
     # which found the crop's and cutout's host-made tensors on an H200 (2026-12-04). On the meta
     # device every data-dependent op (.item(), a boolean mask, nonzero) raises, and the mode
-    # catches each tensor built from host data on the images' device.
+    # records each call that would wait for a GPU (helpers.HostSyncs).
     x = torch.empty(64, 3, 16, 16, dtype=torch.float16, device="meta")
     aug = EpochAugmenter(64, **dict(FULL, flip=flip))
-    with HostData() as mode:
+    with HostSyncs() as mode:
         out = aug(x, 1, order=torch.randperm(64))
     assert out.shape == x.shape and out.device.type == "meta"
     assert mode.calls == []

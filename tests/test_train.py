@@ -334,13 +334,54 @@ def test_compiled_train_step_matches_eager():
     assert torch.allclose(manual, l0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.gpu
-@pytest.mark.parametrize("changes", [
+SYNC_FREE_RUNS = [
     dict(arch="airbench", logit_scale=1 / 9, flip="alternating", ema_decay=0.9, lookahead=True,
          ema_ramp_power=3, tta=2),
     dict(optimizer="muon", muon_lr=0.1, ghost_batch=16, cutout=4, tta=2, tta_fraction=0.5),
-])
+]
+
+
+@pytest.mark.parametrize("changes", SYNC_FREE_RUNS)
+def test_no_call_that_would_wait_for_a_gpu_from_the_first_step_to_the_end_of_the_timer(changes, monkeypatch):
+    # The CPU stand-in for the GPU test below: the same runs, with helpers.HostSyncs recording
+    # every call that would synchronise with a GPU from the first step until the timer stops.
+    # With the augmentation as it was before 2026-12-04 it records the crop's and cutout's
+    # tensors made from Python numbers, which the GPU test found on an H200.
+    import fastres.train as train_mod
+    from fastres.data import upload
+    from helpers import HostSyncs
+    ds = upload(pattern_set(), torch.device("cpu"))
+    cfg = TINY.replace(epochs=3, eval_every=0, **changes)
+    torch.manual_seed(cfg.seed)
+    nets = train_mod.build_nets(cfg, ds)
+    step, mode, on = nets.step, HostSyncs(), []
+
+    def recording_step(x, y):
+        if not on:
+            mode.__enter__()
+            on.append(True)
+        return step(x, y)
+    recording_step._orig_mod = train_mod.unwrap(step)
+
+    def stop_recording(timer, stop=train_mod.Timer.stop):
+        if on:
+            mode.__exit__(None, None, None)
+            on.clear()
+        stop(timer)
+    nets.step = recording_step
+    monkeypatch.setattr(train_mod.Timer, "stop", stop_recording)
+    try:
+        result = train(cfg, ds, nets)
+    finally:
+        if on:
+            mode.__exit__(None, None, None)
+    assert result.steps == 3 * (len(ds.train_y) // cfg.batch_size)
+    assert mode.calls == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+@pytest.mark.parametrize("changes", SYNC_FREE_RUNS)
 def test_no_host_sync_from_the_first_step_to_the_end_of_the_timer(changes, monkeypatch):
     # An implicit device-to-host copy (.item(), a boolean mask, nonzero) in the step loop stalls
     # the GPU once per step. From the first step until the timer stops (the end of the run, with
