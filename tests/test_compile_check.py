@@ -210,9 +210,10 @@ if cc.check_api():
     print("skipped: " + cc.check_api())
     sys.exit(3)
 # One CELU layer (alpha reaches every activation formula), trained and frozen, at the default
-# knobs and with the pipelined, 2-D accumulating, fused-finalize ones.
+# knobs (pipelined, sums accumulated in 2-D) and with unpipelined sums reduced per tile and the
+# fused finalize (the branch that failed on the H200).
 cases = [(4, 40, 5, 5, "celu", 0.3, ghost, torch.float16, freeze) for ghost in (0, 2) for freeze in (True, False)]
-launches = cc.find_launches([({}, cases), ({"acc2d": 1, "fuse_finalize": 1, "stages": 3}, cases)])
+launches = cc.find_launches([({}, cases), ({"acc2d": 0, "stages": 1, "fuse_finalize": 1}, cases)])
 out = {"compiled": [], "failed": {}}
 for launch in launches:
     signature = tuple((n, "fp64" if t == "fp32" else t) for n, t in launch.signature)
