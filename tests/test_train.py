@@ -341,41 +341,51 @@ SYNC_FREE_RUNS = [
 ]
 
 
+def train_watched(changes, device, monkeypatch, watch, unwatch):
+    """A 3-epoch run of TINY with `changes` on `device`, calling watch() at each step while
+    unwatched and unwatch() where the timer stops (and at the end): the part of the run from
+    the first step to the end of the timer (with eval_every=0: every epoch and the final TTA
+    evaluation). Checks the step count; returns the result."""
+    import fastres.train as train_mod
+    from fastres.data import upload
+    ds = upload(pattern_set(), torch.device(device))
+    cfg = TINY.replace(epochs=3, eval_every=0, device=device, **changes)
+    torch.manual_seed(cfg.seed)
+    nets = train_mod.build_nets(cfg, ds)
+    step, on = nets.step, []
+
+    def watched_step(x, y):
+        if not on:
+            watch()
+            on.append(True)
+        return step(x, y)
+    watched_step._orig_mod = train_mod.unwrap(step)   # what train() checks, as on a compiled step
+
+    def stop(timer, stop=train_mod.Timer.stop):
+        if on:
+            unwatch()
+            on.clear()
+        stop(timer)
+    nets.step = watched_step
+    monkeypatch.setattr(train_mod.Timer, "stop", stop)
+    try:
+        result = train(cfg, ds, nets)
+    finally:
+        if on:
+            unwatch()
+    assert result.steps == 3 * (len(ds.train_y) // cfg.batch_size) and 0 <= result.accuracy <= 1
+    return result
+
+
 @pytest.mark.parametrize("changes", SYNC_FREE_RUNS)
 def test_no_call_that_would_wait_for_a_gpu_from_the_first_step_to_the_end_of_the_timer(changes, monkeypatch):
     # The CPU stand-in for the GPU test below: the same runs, with helpers.HostSyncs recording
     # every call that would synchronise with a GPU from the first step until the timer stops.
     # With the augmentation as it was before 2026-12-04 it records the crop's and cutout's
     # tensors made from Python numbers, which the GPU test found on an H200.
-    import fastres.train as train_mod
-    from fastres.data import upload
     from helpers import HostSyncs
-    ds = upload(pattern_set(), torch.device("cpu"))
-    cfg = TINY.replace(epochs=3, eval_every=0, **changes)
-    torch.manual_seed(cfg.seed)
-    nets = train_mod.build_nets(cfg, ds)
-    step, mode, on = nets.step, HostSyncs(), []
-
-    def recording_step(x, y):
-        if not on:
-            mode.__enter__()
-            on.append(True)
-        return step(x, y)
-    recording_step._orig_mod = train_mod.unwrap(step)
-
-    def stop_recording(timer, stop=train_mod.Timer.stop):
-        if on:
-            mode.__exit__(None, None, None)
-            on.clear()
-        stop(timer)
-    nets.step = recording_step
-    monkeypatch.setattr(train_mod.Timer, "stop", stop_recording)
-    try:
-        result = train(cfg, ds, nets)
-    finally:
-        if on:
-            mode.__exit__(None, None, None)
-    assert result.steps == 3 * (len(ds.train_y) // cfg.batch_size)
+    mode = HostSyncs()
+    train_watched(changes, "cpu", monkeypatch, mode.__enter__, lambda: mode.__exit__(None, None, None))
     assert mode.calls == []
 
 
@@ -384,32 +394,9 @@ def test_no_call_that_would_wait_for_a_gpu_from_the_first_step_to_the_end_of_the
 @pytest.mark.parametrize("changes", SYNC_FREE_RUNS)
 def test_no_host_sync_from_the_first_step_to_the_end_of_the_timer(changes, monkeypatch):
     # An implicit device-to-host copy (.item(), a boolean mask, nonzero) in the step loop stalls
-    # the GPU once per step. From the first step until the timer stops (the end of the run, with
-    # eval_every=0: every epoch and the final TTA evaluation), any synchronising op raises.
-    import fastres.train as train_mod
-    from fastres.data import upload
-    ds = upload(pattern_set(), torch.device("cuda"))
-    cfg = TINY.replace(epochs=3, eval_every=0, device="cuda", **changes)
-    torch.manual_seed(cfg.seed)
-    nets = train_mod.build_nets(cfg, ds)
-    step = nets.step
-
-    def strict_step(x, y):
-        torch.cuda.set_sync_debug_mode("error")
-        return step(x, y)
-    strict_step._orig_mod = train_mod.unwrap(step)   # what train() checks, as on a compiled step
-
-    def stop_then_allow(timer, stop=train_mod.Timer.stop):
-        torch.cuda.set_sync_debug_mode("default")
-        stop(timer)
-
-    nets.step = strict_step
-    monkeypatch.setattr(train_mod.Timer, "stop", stop_then_allow)
-    try:
-        result = train(cfg, ds, nets)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    assert result.steps == 3 * (len(ds.train_y) // cfg.batch_size) and 0 <= result.accuracy <= 1
+    # the GPU once per step. From the first step until the timer stops, any synchronising op raises.
+    train_watched(changes, "cuda", monkeypatch, lambda: torch.cuda.set_sync_debug_mode("error"),
+                  lambda: torch.cuda.set_sync_debug_mode("default"))
 
 
 @pytest.mark.parametrize("bias_epochs, frozen_at", [(1, 8), (1.3, 11)])
