@@ -246,3 +246,42 @@ def test_kernels_compile_with_float_arguments_typed_fp64(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["failed"] == {}
     assert set(out["compiled"]) == KERNELS - {"bn_bwd_finalize_kernel"}   # the ones taking eps or alpha
+
+
+ALIGNMENT_PROBE = '''
+import json, sys
+sys.path[:0] = [sys.argv[1]]
+import torch
+import compile_check as cc
+from fastres.kernels import bn_act_kernels as K
+if cc.check_api():
+    print("skipped: " + cc.check_api())
+    sys.exit(3)
+rows = []
+for c, dtype in ((64, torch.float16), (40, torch.float16), (64, torch.float32)):
+    x = torch.empty(256 * c, device="meta", dtype=dtype)
+    part = torch.empty(8 * c, device="meta", dtype=torch.float32)
+    spec = cc.specialise(K.bn_stats_kernel, (x, part, part, part, part, part, part, 256, c, 256, 8, 32, 1e-5),
+                         {"BLOCK_M": 64, "BLOCK_C": 64, "TWO_D": True, "STAGES": 3, "FUSE_FIN": False,
+                          "BLOCK_P": 1, "BLOCK_CF": 1, "num_warps": 4})
+    rows.append({"constants": dict(spec.constants), "signature": dict(spec.signature),
+                 "aligned": list(spec.aligned), "num_warps": 4, **cc.compile_launch(spec, 90, None)})
+print(json.dumps({"pipelined": cc.pipelined_by_stages(rows), "keys": [cc._knob_key(r) for r in rows]}))
+'''
+
+
+def test_summaries_keep_unaligned_and_fp32_launches_apart(tmp_path):
+    """A channel count not divisible by 16 (the tests' C = 24 and 40) leaves Triton unable to
+    prove a row 16-byte aligned: the statistics kernel, pipelined (stages=3), then compiles
+    without asynchronous copies. The summaries count such launches, and fp32 ones, under keys of
+    their own, so that a test shape's code never stands for a recipe's (the compile check of
+    fe06ec5 reported 374 of 399 stages=3 launches pipelined with the two kinds mixed)."""
+    probe = tmp_path / "alignment_probe.py"
+    probe.write_text(ALIGNMENT_PROBE)
+    proc = python([str(probe), str(ROOT / "bench")], tmp_path)
+    skip_if_unsupported(proc)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["keys"] == ["64x64, 4 warps, stages 3, acc2d", "64x64, 4 warps, stages 3, acc2d, C % 16 != 0",
+                           "64x64, 4 warps, stages 3, acc2d, fp32"]
+    assert out["pipelined"] == {"stages=3": "1/1", "stages=3, C % 16 != 0": "0/1", "stages=3, fp32": "1/1"}
