@@ -220,8 +220,9 @@ def loop_instructions(sass: str) -> int | None:
     return None
 
 
-def compile_launch(launch: Launch, arch: int, tool: str | None) -> dict:
-    """Compile one launch for sm_<arch> to a cubin; raises what Triton's compiler raises."""
+def compile_kernel(launch: Launch, arch: int):
+    """Triton's compiled kernel (its asm: ttir ... ptx, cubin) of one launch for sm_<arch>, as the
+    launcher would compile it; raises what Triton's compiler raises."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -231,7 +232,12 @@ def compile_launch(launch: Launch, arch: int, tool: str | None) -> dict:
     options = {"num_warps": launch.num_warps}
     if launch.fp_fusion is not None:
         options["enable_fp_fusion"] = launch.fp_fusion
-    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+
+
+def compile_launch(launch: Launch, arch: int, tool: str | None) -> dict:
+    """Compile one launch for sm_<arch> to a cubin; raises what Triton's compiler raises."""
+    kernel = compile_kernel(launch, arch)
     shared = kernel.metadata.shared
     row = {"shared_bytes": shared, "shared_ok": shared <= SHARED_LIMIT.get(arch, 48 * 1024),
            # asynchronous global-to-shared copies: the software-pipelined loads of STAGES >= 2
@@ -262,8 +268,9 @@ def _probe_kernel(x_ptr, BLOCK: tl.constexpr):
 def _data_key(r) -> str:
     """What of a launch's data changes its code: ", fp32" for fp32 activations (the recipes'
     are fp16), ", C % 16 != 0" where the channel count is not marked divisible by 16 (the tests'
-    C = 24 and 40): Triton then cannot prove a row 16-byte aligned, so it loads element by
-    element, without asynchronous copies, in more instructions and registers."""
+    C = 24 and 40): Triton then cannot prove a row 16-byte aligned and loads element by element,
+    in more instructions and registers; in fp16 that is 2 bytes a load, below an asynchronous
+    copy's 4, so such launches are not pipelined (fp32 ones are: compile check of 62dd86e)."""
     x = next((t for name, t in r["signature"].items() if name == "x_ptr" or name == "pmean_ptr"), "")
     unaligned = "C" in r["signature"] and r["signature"]["C"] != "constexpr" and "C" not in r["aligned"]
     return (", fp32" if x == "*fp32" else "") + (", C % 16 != 0" if unaligned else "")

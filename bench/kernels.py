@@ -277,7 +277,8 @@ def record_launches(fn) -> list[tuple]:
 def kernel_breakdown(timer, fn, reps: int = 10) -> list[dict]:
     """Microseconds per launch of each Triton kernel that fn launches (in launch order). On a GPU
     each launch is replayed `reps` times in one CUDA graph: the GPU's time for that kernel alone,
-    its input in the L2 cache wherever it fits (its own replays put it there). On a CPU (the
+    its input in the L2 cache wherever it fits (its own replays put it there), and its compiled
+    code's registers and row-loop instructions per element (code_facts). On a CPU (the
     interpreter) a plain timing, which checks the plumbing only. Every kernel of the op
     overwrites its outputs from its inputs, so replaying one alone is safe."""
     rows, reps = [], reps if timer.cuda else 1
@@ -293,7 +294,66 @@ def kernel_breakdown(timer, fn, reps: int = 10) -> list[dict]:
             ms = timer(launch)
         label = name.removesuffix("_kernel").removeprefix("bn_") + ("+finalize" if kwargs.get("FUSE_FIN") else "")
         rows.append({"kernel": label, "grid": list(grid), "us": ms * 1e3 / reps})
+        if timer.cuda:
+            try:    # a diagnostic: never costs the timing
+                rows[-1].update(code_facts(kernel[grid](*args, **kwargs), kwargs))
+            except Exception as e:
+                rows[-1]["code_error"] = f"{type(e).__name__}: {e}"[:300]
     return rows
+
+
+def _compile_check():
+    """bench/compile_check.py as a module, for its SASS reading (imported on a GPU only: it
+    clears TRITON_INTERPRET, which a CPU process of tests needs)."""
+    import importlib.util
+    name = "bench_compile_check"
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compile_check.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)    # dataclasses look it up there
+        try:
+            spec.loader.exec_module(sys.modules[name])
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+def code_facts(compiled, kwargs: dict) -> dict:
+    """Registers per thread and, for a kernel with a row loop (a STAGES constant), the loop's
+    machine instructions per element of a launched kernel (`compiled`: what kernel[grid](...)
+    returns on a GPU), from its cubin's SASS, counted as bench/compile_check.py counts them
+    (the cuobjdump bundled with Triton). With the run's issue rate (`issue` in the result),
+    python bench/results_table.py --breakdown gives each kernel's share of peak issue."""
+    cc = _compile_check()
+    tool = cc.cuobjdump()
+    if tool is None:
+        return {}
+    text = cc.disassemble(compiled.asm["cubin"], tool)
+    facts = {"registers": cc.resource_usage(text)["registers"]}
+    if "STAGES" in kwargs:
+        n = cc.loop_instructions(text)
+        per_thread = kwargs["BLOCK_M"] * kwargs["BLOCK_C"] / (32 * kwargs.get("num_warps", 4))
+        facts["instructions_per_element"] = None if n is None else round(n / per_thread, 2)
+    return facts
+
+
+def issue_rate(device: str) -> dict | None:
+    """The GPU's peak instruction issue: SMs x 4 warp-instructions per cycle (4 schedulers per
+    SM on Ampere and Hopper) x 32 threads x the SM clock (nvidia-smi's clocks.max.sm); None on
+    a CPU or without nvidia-smi."""
+    if device != "cuda":
+        return None
+    import subprocess
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=clocks.max.sm", "--format=csv,noheader,nounits",
+                              f"--id={torch.cuda.current_device()}"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        mhz = float(out.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    return {"sms": sms, "clock_mhz": mhz, "thread_instructions_per_s": sms * 4 * 32 * mhz * 1e6}
 
 
 def kernels_in_sequence(timer, fn, x, dy, evict, graph=None, event=None, sync=None) -> list[float]:
@@ -782,7 +842,7 @@ def main(argv=None) -> dict:
               "torch": torch.__version__, "triton": triton.__version__, "dtype": str(dtype),
               "ghost_override": args.ghost, "tuning": dict(bn_act_op.GPU_TUNING),
               "freeze_scale": not args.trainable_scale, "smoke": args.smoke, "copy_gbs": copy_gbs,
-              "complete": complete, "layers": layers, "summary": summary}
+              "issue": issue_rate(device), "complete": complete, "layers": layers, "summary": summary}
     return write(result, args.out)
 
 

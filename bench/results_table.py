@@ -12,6 +12,7 @@ and skipped. A file that cannot be read: one line on stderr, exit status 2.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -142,9 +143,15 @@ def breakdown(d: dict) -> str:
     kernels_us): a Markdown table, a row per kernel and layer, with the bandwidth the kernel
     reaches on the bytes it must move, then per recipe each kernel's share of a training step
     (every layer times its count). Times in sequence (the cache as a training step leaves it)
-    where the file has them, else those of each kernel replayed alone."""
-    lines = ["| recipe | layer | MiB | kernel | grid | µs alone | µs in sequence | GB/s | % of copy |",
-             "|---|---|---:|---|---|---:|---:|---:|---:|"]
+    where the file has them, else those of each kernel replayed alone. Where the file has them
+    (GPU runs from 2026-12-04 on), each streaming kernel's row-loop instructions per element
+    and the share of the GPU's peak issue rate they take in that time (elements x instructions
+    over issue-rate x time): near 100% a kernel is bound by issuing its instructions, well
+    below both that and its copy bandwidth it waits on latency."""
+    rate = (d.get("issue") or {}).get("thread_instructions_per_s")
+    lines = ["| recipe | layer | MiB | kernel | grid | µs alone | µs in sequence | GB/s | % of copy "
+             "| instructions/element | % of peak issue |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     steps, alone = {}, set()         # alone: the recipes with a kernel timed only alone
     for layer in d["layers"]:
         fused = layer["variants"]["fused"]
@@ -158,9 +165,14 @@ def breakdown(d: dict) -> str:
             accesses = KERNEL_ACCESSES.get(k["kernel"].removesuffix("+finalize"))
             gbs = accesses * layer["mbytes"] * 2**20 / us / 1e3 if accesses and us > 0 else None
             bandwidth = "— | —" if gbs is None else f"{gbs:.0f} | {100 * gbs / d['copy_gbs']:.0f}"
+            per_element = k.get("instructions_per_element")
+            issue = "— | —"
+            if per_element is not None:
+                share = math.prod(layer["shape"]) * per_element / (rate * us * 1e-6) if rate and us > 0 else None
+                issue = f"{per_element:.1f} | " + ("—" if share is None else f"{100 * share:.0f}")
             lines.append(f"| {layer.get('net', '?')} | {c}@{h} x{count} | {layer['mbytes']:.1f} | {k['kernel']} | "
                          f"{'x'.join(map(str, k['grid']))} | {k['us']:.1f} | "
-                         f"{'—' if seq is None else f'{seq:.1f}'} | {bandwidth} |")
+                         f"{'—' if seq is None else f'{seq:.1f}'} | {bandwidth} | {issue} |")
             step[k["kernel"]] = step.get(k["kernel"], 0.0) + count * us
             if seq is None:
                 alone.add(layer.get("net", "?"))

@@ -272,8 +272,8 @@ print(json.dumps({"pipelined": cc.pipelined_by_stages(rows), "keys": [cc._knob_k
 
 def test_summaries_keep_unaligned_and_fp32_launches_apart(tmp_path):
     """A channel count not divisible by 16 (the tests' C = 24 and 40) leaves Triton unable to
-    prove a row 16-byte aligned: the statistics kernel, pipelined (stages=3), then compiles
-    without asynchronous copies. The summaries count such launches, and fp32 ones, under keys of
+    prove a row 16-byte aligned: in fp16 the statistics kernel, pipelined (stages=3), then
+    compiles without asynchronous copies. The summaries count such launches, and fp32 ones, under keys of
     their own, so that a test shape's code never stands for a recipe's (the compile check of
     fe06ec5 reported 374 of 399 stages=3 launches pipelined with the two kinds mixed)."""
     probe = tmp_path / "alignment_probe.py"
@@ -285,3 +285,50 @@ def test_summaries_keep_unaligned_and_fp32_launches_apart(tmp_path):
     assert out["keys"] == ["64x64, 4 warps, stages 3, acc2d", "64x64, 4 warps, stages 3, acc2d, C % 16 != 0",
                            "64x64, 4 warps, stages 3, acc2d, fp32"]
     assert out["pipelined"] == {"stages=3": "1/1", "stages=3, C % 16 != 0": "0/1", "stages=3, fp32": "1/1"}
+
+
+CODE_FACTS_PROBE = '''
+import importlib.util, json, sys
+sys.path[:0] = [sys.argv[1]]
+import torch
+import compile_check as cc          # first: it clears TRITON_INTERPRET before the kernels load
+from fastres.kernels import bn_act_kernels as K
+if cc.check_api() or cc.cuobjdump() is None:
+    print("skipped: " + (cc.check_api() or "no cuobjdump"))
+    sys.exit(3)
+spec = importlib.util.spec_from_file_location("bench_kernels", sys.argv[1] + "/kernels.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+x = torch.empty(256 * 64, device="meta", dtype=torch.float16)
+part = torch.empty(8 * 64, device="meta", dtype=torch.float32)
+out = {}
+for name, args, kwargs in (
+        ("stats", (x, part, part, part, part, part, part, 256, 64, 256, 8, 32, 1e-5),
+         {"BLOCK_M": 64, "BLOCK_C": 64, "TWO_D": True, "STAGES": 3, "FUSE_FIN": False, "BLOCK_P": 1,
+          "BLOCK_CF": 1, "num_warps": 4}),
+        ("finalize", (part, part, part, part, part, 256, 64, 256, 8, 32, 1e-5), {"BLOCK_P": 8, "BLOCK_C": 64})):
+    kernel = K.bn_stats_kernel if name == "stats" else K.bn_finalize_kernel
+    launch = cc.specialise(kernel, args, dict(kwargs))
+    expected = cc.compile_launch(launch, 90, cc.cuobjdump())
+    # kernel[grid](...) returns the compiled kernel on a GPU; compile_kernel makes the same here
+    facts = bench.code_facts(cc.compile_kernel(launch, 90), kwargs)
+    out[name] = {"expected": {k: expected[k] for k in ("registers", "instructions_per_element") if k in expected},
+                 "facts": facts}
+print(json.dumps(out))
+'''
+
+
+def test_kernel_breakdown_reads_the_launched_kernels_code(tmp_path):
+    """bench/kernels.py's breakdown gives each kernel launched on a GPU its registers and, for
+    the row-loop kernels, instructions per element, from the kernel object the launch returns:
+    the counts bench/compile_check.py makes of the same launch."""
+    probe = tmp_path / "code_facts_probe.py"
+    probe.write_text(CODE_FACTS_PROBE)
+    proc = python([str(probe), str(ROOT / "bench")], tmp_path)
+    skip_if_unsupported(proc)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["stats"]["facts"] == out["stats"]["expected"]
+    assert set(out["stats"]["facts"]) == {"registers", "instructions_per_element"}
+    assert 2 < out["stats"]["facts"]["instructions_per_element"] < 20 and out["stats"]["facts"]["registers"] > 16
+    assert out["finalize"]["facts"] == out["finalize"]["expected"] and set(out["finalize"]["facts"]) == {"registers"}

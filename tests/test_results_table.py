@@ -95,12 +95,13 @@ def test_breakdown_gives_each_kernels_bandwidth_and_share_of_the_step(tmp_path, 
     out = capsys.readouterr().out.splitlines()
     rows = [line for line in out if line.startswith("| cifar10-94")]
     # 32 MB (32e6 bytes) moved once in 16 us = 2000 GB/s, half of the copy's 4000
-    assert rows[0] == "| cifar10-94 | 64@15 x2 | 30.5 | stats | 528x1 | 10.0 | 16.0 | 2000 | 50 |"
-    assert rows[1] == "| cifar10-94 | 64@15 x2 | 30.5 | finalize | 1x2 | 8.0 | 4.0 | — | — |"
-    assert rows[2].endswith("| apply | 528x1 | 20.0 | 32.0 | 2000 | 50 |")
-    assert rows[3].endswith("| bwd_reduce+finalize | 528x1 | 30.0 | 32.0 | 2000 | 50 |")
-    assert rows[4].endswith("| bwd_dx | 528x1 | 40.0 | 48.0 | 2000 | 50 |")
-    assert rows[5] == "| cifar10-94 | 256@3 x1 | 1.0 | stats | 8x1 | 2.0 | — | 500 | 12 |"
+    # (no instruction counts in this file: files before 2026-12-04 have none)
+    assert rows[0] == "| cifar10-94 | 64@15 x2 | 30.5 | stats | 528x1 | 10.0 | 16.0 | 2000 | 50 | — | — |"
+    assert rows[1] == "| cifar10-94 | 64@15 x2 | 30.5 | finalize | 1x2 | 8.0 | 4.0 | — | — | — | — |"
+    assert rows[2].endswith("| apply | 528x1 | 20.0 | 32.0 | 2000 | 50 | — | — |")
+    assert rows[3].endswith("| bwd_reduce+finalize | 528x1 | 30.0 | 32.0 | 2000 | 50 | — | — |")
+    assert rows[4].endswith("| bwd_dx | 528x1 | 40.0 | 48.0 | 2000 | 50 | — | — |")
+    assert rows[5] == "| cifar10-94 | 256@3 x1 | 1.0 | stats | 8x1 | 2.0 | — | 500 | 12 | — | — |"
     # the step: stats 2 x 16 + 2 = 34 us of 2 x 132 + 2 = 266
     assert out[-1] == ("cifar10-94, Triton kernels per training step (some timed alone only): stats 34.0 µs (13%), "
                        "finalize 8.0 µs (3%), apply 64.0 µs "
@@ -113,6 +114,20 @@ def test_breakdown_gives_each_kernels_bandwidth_and_share_of_the_step(tmp_path, 
     path.write_text(json.dumps({"copy_gbs": 4000.0, "complete": False, "layers": [layer]}))
     assert results_table.main(["--breakdown", str(path)]) == 0
     assert "cut short: only the 1 layer(s) timed before the interrupt" in capsys.readouterr().out
+    # With the kernels' instruction counts and the run's issue rate (GPU runs from 2026-12-04 on):
+    # 1024 x 64 x 15 x 15 = 14.7456e6 elements x 20 instructions in 16 us at 3.6864e13
+    # instructions/s is 50% of peak issue; a kernel without a row loop has no count.
+    counted = [{**k, "instructions_per_element": 20.0} if k["kernel"] == "stats" else k for k in kernels]
+    issue = {"sms": 144, "clock_mhz": 2000.0, "thread_instructions_per_s": 3.6864e13}
+    path.write_text(json.dumps({"copy_gbs": 4000.0, "issue": issue,
+                                "layers": [{**layer, "variants": {"fused": {"kernels_us": counted}}}]}))
+    assert results_table.main(["--breakdown", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[3] == "| cifar10-94 | 64@15 x2 | 30.5 | stats | 528x1 | 10.0 | 16.0 | 2000 | 50 | 20.0 | 50 |"
+    assert out[4].endswith("| finalize | 1x2 | 8.0 | 4.0 | — | — | — | — |")
+    path.write_text(json.dumps({"copy_gbs": 4000.0, "layers": [{**layer, "variants": {"fused": {"kernels_us": counted}}}]}))
+    assert results_table.main(["--breakdown", str(path)]) == 0       # counts without an issue rate
+    assert capsys.readouterr().out.splitlines()[3].endswith("| 2000 | 50 | 20.0 | — |")
     # a kernels file without a breakdown (before 2026-12-02): one line, exit status 2
     path.write_text(json.dumps({"copy_gbs": 4000.0, "layers": [{**small, "variants": {"fused": {}}}]}))
     assert results_table.main(["--breakdown", str(path)]) == 2
