@@ -159,6 +159,8 @@ kernels_phase() {
   optional 120 sweep_knobs
   step "kernel benchmark (FASTRES_BN_TUNING=${FASTRES_BN_TUNING:-default})"
   capped $PY bench/kernels.py "${KERNEL_FLAGS[@]}" --out "$PREFIX-kernels.json" || fail "bench/kernels.py"
+  # Each kernel's time, bandwidth and share of peak issue, into the log (a diagnostic).
+  [ -s "$PREFIX-kernels.json" ] && { $PY bench/results_table.py --breakdown "$PREFIX-kernels.json" || true; }
   host_phase
 }
 

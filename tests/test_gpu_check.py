@@ -75,6 +75,8 @@ def test_gpu_check_phase_and_budget(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == 2 and names[0].endswith("-kernels-env.json") and names[1].endswith("-kernels.json"), names
     assert proc.stdout.count("skipped (budget 0s)") == 4, proc.stdout[-3000:]
+    # the kernel breakdown of the file just written, in the log
+    assert "| recipe | layer | MiB | kernel | grid | µs alone |" in proc.stdout, proc.stdout[-3000:]
     # --phase host (a last call's leftovers): the host cost, loader and suite, each optional.
     host = tmp_path / "host"
     proc = subprocess.run(["bash", script, "--smoke", "--phase", "host", str(host)],
