@@ -216,8 +216,7 @@ def variants(act: str, alpha: float, ghost: int, compile_backend: str):
         y, mean, _, var = bn_act_op.fused_train(x, w, b, EPS, act, alpha, ghost)
         if ghost:
             mean, var = mean.mean(0), var.mean(0)
-        rm.lerp_(mean.reshape(-1), MOMENTUM)
-        rv.lerp_(var.reshape(-1), MOMENTUM)
+        torch._foreach_lerp_([rm, rv], [mean.reshape(-1), var.reshape(-1)], MOMENTUM)
         return y
 
     def eager(x, w, b, rm, rv):

@@ -160,12 +160,13 @@ class BatchNormAct2d(nn.BatchNorm2d):
         if not track:
             return y
         # The op is functional; the buffers are updated here with its (non-differentiable)
-        # statistics, averaged over ghost groups as the reference does. Plain in-place torch ops:
-        # compiled, they fuse into one small kernel with no custom-op dispatch on the host.
+        # statistics, averaged over ghost groups as the reference does. A plain in-place torch
+        # op: compiled, it becomes one small kernel with no custom-op dispatch on the host; eager
+        # on a GPU, the foreach form updates both buffers in one launch where two lerp_ take two.
         if mean.shape[0] > 1:
             mean, var = mean.mean(0), var.mean(0)
-        self.running_mean.lerp_(mean.reshape(-1).to(self.running_mean.dtype), factor)
-        self.running_var.lerp_(var.reshape(-1).to(self.running_var.dtype), factor)
+        running = [self.running_mean, self.running_var]
+        torch._foreach_lerp_(running, [t.reshape(-1).to(r.dtype) for t, r in zip((mean, var), running)], factor)
         return y
 
     def extra_repr(self) -> str:

@@ -495,6 +495,36 @@ def test_ghost_reference_is_batch_norm_per_group():
     torch.testing.assert_close(rv, 0.6 * rv0 + 0.4 * torch.stack(variances).mean(0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("ghost", [0, 2])
+def test_running_statistics_update_is_one_launch(fused_only, ghost, dtype):
+    """Eager, the fused path updates both running statistics with one foreach op (one kernel
+    launch on a GPU, where two lerp_ are two), in the buffers' own dtype, also for a .half()
+    module; the values are test_running_statistics_follow_momentum_over_steps's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+    bn = BatchNormAct2d(8, act="gelu", ghost_batch=ghost).to(DEVICE, dtype)
+    bn.backend = "triton"
+    x = make_input((4, 8, 3, 3), dtype)
+    with Ops() as ops:
+        bn(x)
+    assert ops.names.count("_foreach_lerp_") == 1 and "lerp_" not in ops.names, ops.names
+    assert bn.running_mean.dtype == bn.running_var.dtype == dtype
+    groups = x.float().split(ghost or len(x))
+    mean = torch.stack([g.mean((0, 2, 3)) for g in groups]).mean(0)
+    var = torch.stack([g.var((0, 2, 3)) for g in groups]).mean(0)
+    close(bn.running_mean, 0.1 * mean, dtype, "running_mean")
+    close(bn.running_var, 0.9 + 0.1 * var, dtype, "running_var")
+
+
 @pytest.mark.parametrize("ghost", [0, 2])
 @pytest.mark.parametrize("momentum", [0.4, None], ids=["m0.4", "cumulative"])
 @pytest.mark.parametrize("backend", ["triton", "reference"])
