@@ -10,9 +10,10 @@ Ops (namespace `fastres`), all functional:
   bn_act_eval(x, weight, bias, running_mean, running_var, eps, act, alpha) -> y
   bn_act_backward(dy, x, weight, bias, mean, rstd, ...) -> (dx, dweight, dbias)
       recomputes x_hat and z from x, mean, rstd: the forward saves nothing else.
-The running statistics are updated by BatchNormAct2d with in-place torch ops on the op's
-(non-differentiable) mean and unbiased variance: compiled, those fuse into one small kernel with
-no custom-op dispatch (a separate mutating op cost ~20 us of host time per layer).
+The running statistics are updated by BatchNormAct2d with an in-place torch op on the op's
+(non-differentiable) mean and unbiased variance (torch._foreach_lerp_: one launch eager, one
+small kernel compiled, no custom-op dispatch; a separate mutating op cost ~20 us of host time
+per layer, and torch.library refuses an autograd formula for an op that mutates its inputs).
 Each op has a fake (meta) implementation returning the real strides, so torch.compile traces a
 net using them with fullgraph=True, and an autograd formula where it is differentiable.
 BatchNormAct2d calls fused_train / fused_eval: the ops while torch.compile traces, and the same
