@@ -248,6 +248,17 @@ def test_kernels_compile_with_float_arguments_typed_fp64(tmp_path):
     assert set(out["compiled"]) == KERNELS - {"bn_bwd_finalize_kernel"}   # the ones taking eps or alpha
 
 
+def run_probe(source: str, tmp_path) -> dict:
+    """Run a probe script (argument: bench/) without the interpreter; its JSON output. Skips
+    where this triton lacks the compiler API (the probe exits 3 saying so)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(source)
+    proc = python([str(probe), str(ROOT / "bench")], tmp_path)
+    skip_if_unsupported(proc)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 ALIGNMENT_PROBE = '''
 import json, sys
 sys.path[:0] = [sys.argv[1]]
@@ -273,15 +284,10 @@ print(json.dumps({"pipelined": cc.pipelined_by_stages(rows), "keys": [cc._knob_k
 def test_summaries_keep_unaligned_and_fp32_launches_apart(tmp_path):
     """A channel count not divisible by 16 (the tests' C = 24 and 40) leaves Triton unable to
     prove a row 16-byte aligned: in fp16 the statistics kernel, pipelined (stages=3), then
-    compiles without asynchronous copies. The summaries count such launches, and fp32 ones, under keys of
-    their own, so that a test shape's code never stands for a recipe's (the compile check of
-    fe06ec5 reported 374 of 399 stages=3 launches pipelined with the two kinds mixed)."""
-    probe = tmp_path / "alignment_probe.py"
-    probe.write_text(ALIGNMENT_PROBE)
-    proc = python([str(probe), str(ROOT / "bench")], tmp_path)
-    skip_if_unsupported(proc)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    compiles without asynchronous copies. The summaries count such launches, and fp32 ones,
+    under keys of their own, so that a test shape's code never stands for a recipe's (the
+    compile check of fe06ec5 reported 374 of 399 stages=3 launches pipelined, the kinds mixed)."""
+    out = run_probe(ALIGNMENT_PROBE, tmp_path)
     assert out["keys"] == ["64x64, 4 warps, stages 3, acc2d", "64x64, 4 warps, stages 3, acc2d, C % 16 != 0",
                            "64x64, 4 warps, stages 3, acc2d, fp32"]
     assert out["pipelined"] == {"stages=3": "1/1", "stages=3, C % 16 != 0": "0/1", "stages=3, fp32": "1/1"}
@@ -322,12 +328,7 @@ def test_kernel_breakdown_reads_the_launched_kernels_code(tmp_path):
     """bench/kernels.py's breakdown gives each kernel launched on a GPU its registers and, for
     the row-loop kernels, instructions per element, from the kernel object the launch returns:
     the counts bench/compile_check.py makes of the same launch."""
-    probe = tmp_path / "code_facts_probe.py"
-    probe.write_text(CODE_FACTS_PROBE)
-    proc = python([str(probe), str(ROOT / "bench")], tmp_path)
-    skip_if_unsupported(proc)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out = run_probe(CODE_FACTS_PROBE, tmp_path)
     assert out["stats"]["facts"] == out["stats"]["expected"]
     assert set(out["stats"]["facts"]) == {"registers", "instructions_per_element"}
     assert 2 < out["stats"]["facts"]["instructions_per_element"] < 20 and out["stats"]["facts"]["registers"] > 16
