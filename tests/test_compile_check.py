@@ -277,6 +277,11 @@ for c, dtype in ((64, torch.float16), (40, torch.float16), (64, torch.float32)):
                           "BLOCK_P": 1, "BLOCK_CF": 1, "num_warps": 4})
     rows.append({"constants": dict(spec.constants), "signature": dict(spec.signature),
                  "aligned": list(spec.aligned), "num_warps": 4, **cc.compile_launch(spec, 90, None)})
+part = torch.empty(8 * 64, device="meta", dtype=torch.float32)     # the finalize: fp32 partials of fp16 data
+spec = cc.specialise(K.bn_finalize_kernel, (part, part, part, part, part, 256, 64, 256, 8, 32, 1e-5),
+                     {"BLOCK_P": 8, "BLOCK_C": 64})
+rows.append({"constants": dict(spec.constants), "signature": dict(spec.signature), "aligned": list(spec.aligned),
+             "num_warps": 4, **cc.compile_launch(spec, 90, None)})
 print(json.dumps({"pipelined": cc.pipelined_by_stages(rows), "keys": [cc._knob_key(r) for r in rows]}))
 '''
 
@@ -289,7 +294,7 @@ def test_summaries_keep_unaligned_and_fp32_launches_apart(tmp_path):
     compile check of fe06ec5 reported 374 of 399 stages=3 launches pipelined, the kinds mixed)."""
     out = run_probe(ALIGNMENT_PROBE, tmp_path)
     assert out["keys"] == ["64x64, 4 warps, stages 3, acc2d", "64x64, 4 warps, stages 3, acc2d, C % 16 != 0",
-                           "64x64, 4 warps, stages 3, acc2d, fp32"]
+                           "64x64, 4 warps, stages 3, acc2d, fp32", "8x64, 4 warps"]
     assert out["pipelined"] == {"stages=3": "1/1", "stages=3, C % 16 != 0": "0/1", "stages=3, fp32": "1/1"}
 
 
