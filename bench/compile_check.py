@@ -270,7 +270,7 @@ def _data_key(r) -> str:
     are fp16), ", C % 16 != 0" where the channel count is not marked divisible by 16 (the tests'
     C = 24 and 40): Triton then cannot prove a row 16-byte aligned and loads element by element,
     in more instructions and registers; in fp16 that is 2 bytes a load, below an asynchronous
-    copy's 4, so such launches are not pipelined (fp32 ones are: compile check of 62dd86e)."""
+    copy's 4, so such launches are not pipelined (fp32 ones are: compile check of e75417a)."""
     x = r["signature"].get("x_ptr", "")     # the finalize kernels have none: their data is fp32 scratch
     unaligned = "C" in r["signature"] and r["signature"]["C"] != "constexpr" and "C" not in r["aligned"]
     return (", fp32" if x == "*fp32" else "") + (", C % 16 != 0" if unaligned else "")
