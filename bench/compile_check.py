@@ -265,6 +265,13 @@ def _probe_kernel(x_ptr, BLOCK: tl.constexpr):
     tl.store(x_ptr + offs, tl.load(x_ptr + offs) + 1.0)
 
 
+def describe(launch: Launch) -> dict:
+    """A launch as the result rows give it (what _knob_key and the summaries read)."""
+    return {"kernel": launch.fn.__name__, "num_warps": launch.num_warps, "enable_fp_fusion": launch.fp_fusion,
+            "constants": dict(launch.constants), "signature": dict(launch.signature),
+            "aligned": list(launch.aligned)}
+
+
 def _data_key(r) -> str:
     """What of a launch's data changes its code: ", fp32" for fp32 activations (the recipes'
     are fp16), ", C % 16 != 0" where the channel count is not marked divisible by 16 (the tests'
@@ -384,10 +391,7 @@ def main(argv=None) -> int:
     rows, failures, start = [], 0, time.perf_counter()
     for launch in sorted(launches, key=lambda la: (la.fn.__name__, repr(la))):
         for arch in archs:
-            row = {"kernel": launch.fn.__name__, "arch": arch, "num_warps": launch.num_warps,
-                   "enable_fp_fusion": launch.fp_fusion,
-                   "constants": dict(launch.constants), "signature": dict(launch.signature),
-                   "aligned": list(launch.aligned), "launches": launches[launch]}
+            row = {**describe(launch), "arch": arch, "launches": launches[launch]}
             t0 = time.perf_counter()
             try:
                 row.update(compile_launch(launch, arch, tool))

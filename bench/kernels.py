@@ -250,7 +250,9 @@ def graphed(fn) -> "torch.cuda.CUDAGraph":
 
 def record_launches(fn) -> list[tuple]:
     """Run fn once, recording every Triton launch of the fused op's kernels as
-    (name, kernel, grid, args, kwargs); the recorded tensors stay alive for replays."""
+    (name, kernel, grid, args, kwargs, compiled), compiled being what the launch returned (on a
+    GPU Triton's compiled kernel, whose code code_facts reads); the recorded tensors stay alive
+    for replays."""
     calls = []
     kernels = {n: getattr(bn_act_op.K, n) for n in dir(bn_act_op.K) if n.endswith("_kernel")}
 
@@ -260,8 +262,9 @@ def record_launches(fn) -> list[tuple]:
 
         def __getitem__(self, grid):
             def launch(*args, **kwargs):
-                calls.append((self.name, self.kernel, grid, args, kwargs))
-                return self.kernel[grid](*args, **kwargs)
+                compiled = self.kernel[grid](*args, **kwargs)
+                calls.append((self.name, self.kernel, grid, args, kwargs, compiled))
+                return compiled
             return launch
     try:
         for name, kernel in kernels.items():
@@ -281,7 +284,7 @@ def kernel_breakdown(timer, fn, reps: int = 10) -> list[dict]:
     interpreter) a plain timing, which checks the plumbing only. Every kernel of the op
     overwrites its outputs from its inputs, so replaying one alone is safe."""
     rows, reps = [], reps if timer.cuda else 1
-    for name, kernel, grid, args, kwargs in record_launches(fn):
+    for name, kernel, grid, args, kwargs, compiled in record_launches(fn):
         def launch(kernel=kernel, grid=grid, args=args, kwargs=kwargs):
             for _ in range(reps):
                 kernel[grid](*args, **kwargs)
@@ -295,7 +298,7 @@ def kernel_breakdown(timer, fn, reps: int = 10) -> list[dict]:
         rows.append({"kernel": label, "grid": list(grid), "us": ms * 1e3 / reps})
         if timer.cuda:
             try:    # a diagnostic: never costs the timing
-                rows[-1].update(code_facts(kernel[grid](*args, **kwargs), kwargs))
+                rows[-1].update(code_facts(compiled, kwargs))
             except Exception as e:
                 rows[-1]["code_error"] = f"{type(e).__name__}: {e}"[:300]
     return rows
@@ -363,7 +366,7 @@ def kernels_in_sequence(timer, fn, x, dy, evict, graph=None, event=None, sync=No
     backward's (bn_bwd_*) another (dy written before it); in_sequence_us times them."""
     calls = record_launches(fn)
     launches = [lambda kernel=kernel, grid=grid, args=args, kwargs=kwargs: kernel[grid](*args, **kwargs)
-                for _, kernel, grid, args, kwargs in calls]
+                for _, kernel, grid, args, kwargs, _ in calls]
     forward = sum(not name.startswith("bn_bwd") for name, *_ in calls)
     passes = [(launches[:forward], x), (launches[forward:], dy)]
     return [u for part in in_sequence_us(timer, passes, evict, graph, event, sync) for u in part]

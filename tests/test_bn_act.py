@@ -310,9 +310,9 @@ def test_second_pass_order_and_split_give_the_same_bits(fused_only, monkeypatch,
                        + ([] if case.get("freeze") else [g["weight"]]))
     for default, changed in zip(*results):
         assert torch.equal(default, changed)
-    second = [(grid, kw["REVERSE"]) for name, _, grid, _, kw in calls
+    second = [(grid, kw["REVERSE"]) for name, _, grid, _, kw, _ in calls
               if name in ("bn_apply_kernel", "bn_bwd_dx_kernel")]
-    first = [grid for name, _, grid, _, _ in calls if name in ("bn_stats_kernel", "bn_bwd_reduce_kernel")]
+    first = [grid for name, _, grid, *_ in calls if name in ("bn_stats_kernel", "bn_bwd_reduce_kernel")]
     # Reversed where there is a first pass to follow: training apply and every dx, not eval's apply.
     training = case.get("training", True)
     assert [r for _, r in second] == [training and "reverse" in knobs, "reverse" in knobs]

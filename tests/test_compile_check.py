@@ -275,13 +275,11 @@ for c, dtype in ((64, torch.float16), (40, torch.float16), (64, torch.float32)):
     spec = cc.specialise(K.bn_stats_kernel, (x, part, part, part, part, part, part, 256, c, 256, 8, 32, 1e-5),
                          {"BLOCK_M": 64, "BLOCK_C": 64, "TWO_D": True, "STAGES": 3, "FUSE_FIN": False,
                           "BLOCK_P": 1, "BLOCK_CF": 1, "num_warps": 4})
-    rows.append({"constants": dict(spec.constants), "signature": dict(spec.signature),
-                 "aligned": list(spec.aligned), "num_warps": 4, **cc.compile_launch(spec, 90, None)})
+    rows.append({**cc.describe(spec), **cc.compile_launch(spec, 90, None)})
 part = torch.empty(8 * 64, device="meta", dtype=torch.float32)     # the finalize: fp32 partials of fp16 data
 spec = cc.specialise(K.bn_finalize_kernel, (part, part, part, part, part, 256, 64, 256, 8, 32, 1e-5),
                      {"BLOCK_P": 8, "BLOCK_C": 64})
-rows.append({"constants": dict(spec.constants), "signature": dict(spec.signature), "aligned": list(spec.aligned),
-             "num_warps": 4, **cc.compile_launch(spec, 90, None)})
+rows.append({**cc.describe(spec), **cc.compile_launch(spec, 90, None)})
 print(json.dumps({"pipelined": cc.pipelined_by_stages(rows), "keys": [cc._knob_key(r) for r in rows]}))
 '''
 
