@@ -17,8 +17,10 @@ launches the kernels itself), the fused op also runs with its fused finalize, ea
 compiled ("fused, fused finalize": 4 Triton launches per layer instead of 6), and two more
 measurements split the fused op's cost: the same chains with the Triton kernels replaced by
 no-ops ("fused, kernels stubbed": the Python and dispatch around them), and the host time of
-one Triton launch (the forward's apply kernel, launched alone with its recorded arguments)
-against one PyTorch elementwise launch on the same tensor.
+one Triton launch (the forward's apply kernel, launched alone with its recorded arguments), of
+the same launch through the compiled kernel's own launcher (without kernel[grid]'s argument
+binding and cache lookup), of one allocation of the layer's output, and of one PyTorch
+elementwise launch on the same tensor.
 
 Compare a training step's host time (layers x this cost + the rest) with its GPU time: when the
 host is slower, the step is host-bound and CUDA graphs (--compile-mode reduce-overhead) or fewer
@@ -61,14 +63,29 @@ def stub_kernels():
             setattr(bn_act_kernels, name, _NoLaunch())
 
 
-def launch_us(x: torch.Tensor, iters: int) -> dict:
-    """Host microseconds per launch (GPU): one of the op's Triton kernels, launched alone with the
-    arguments the forward gave it, and PyTorch's in-place add on the same tensor, for scale."""
+def launch_args(kernel, args: tuple, kwargs: dict) -> list:
+    """A launch's arguments as Triton's compiled launcher takes them: every parameter of the
+    kernel in order, constexprs included (kernel[grid](...) binds them so on each call); launch
+    options such as num_warps, which are not parameters, left out."""
+    return [*args, *(kwargs[name] for name in kernel.arg_names[len(args):])]
+
+
+def launch_us(x: torch.Tensor, iters: int) -> tuple[dict, str | None]:
+    """Host microseconds per call (GPU) of: one of the op's Triton kernels, launched alone with the
+    arguments the forward gave it; the same launch through the compiled kernel's own launcher,
+    which kernel[grid](...) reaches after binding and specialising the arguments and finding the
+    compiled kernel in its cache (what a launch that skipped those steps could cost; timed only
+    once its output matched kernel[grid]'s bit for bit); one allocation of the layer's output
+    (torch.empty, channels-last; each layer allocates 13 tensors, forward + backward); and
+    PyTorch's in-place add on the same tensor, for scale. Also a note on why the compiled
+    launcher was not timed, or None."""
     real, recorded = bn_act_kernels.bn_apply_kernel, []
 
     class Recorder:
         def __getitem__(self, grid):
-            return lambda *args, **kwargs: recorded.append((grid, args, kwargs)) or real[grid](*args, **kwargs)
+            def launch(*args, **kwargs):
+                recorded.append((grid, args, kwargs, real[grid](*args, **kwargs)))
+            return launch
     c = x.shape[1]
     w, b = torch.ones(c, device=x.device), torch.zeros(c, device=x.device)
     bn_act_kernels.bn_apply_kernel = Recorder()
@@ -76,11 +93,27 @@ def launch_us(x: torch.Tensor, iters: int) -> dict:
         bn_act_op._train_impl(x.detach(), w, b, 1e-5, "gelu", 1.0, 0)
     finally:
         bn_act_kernels.bn_apply_kernel = real
-    grid, args, kwargs = recorded[0]
+    grid, args, kwargs, compiled = recorded[0]
     y = x.detach().clone()
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)     # CPU: the tests' plumbing check
-    out = {}
-    for name, fn in (("triton_apply_kernel", lambda: real[grid](*args, **kwargs)), ("torch_add_", lambda: y.add_(0))):
+    calls = [("triton_apply_kernel", lambda: real[grid](*args, **kwargs))]
+    note = "no compiled kernel (Triton's interpreter)" if not hasattr(compiled, "run") else None
+    if note is None:
+        try:
+            runner, bound, out = compiled[grid], launch_args(real, args, kwargs), args[1]
+            want = out.clone()
+            out.zero_()
+            runner(*bound)
+            sync()
+            if torch.equal(out, want):
+                calls.append(("triton_compiled_launcher", lambda: runner(*bound)))
+            else:
+                note = "the compiled launcher's output differed from kernel[grid]'s"
+        except Exception as e:      # a diagnostic: never costs the other timings
+            note = f"compiled launcher: {type(e).__name__}: {e}"[:300]
+    calls += [("torch_empty", lambda: bn_act_op._empty_cl(x)), ("torch_add_", lambda: y.add_(0))]
+    times = {}
+    for name, fn in calls:
         for _ in range(max(3, iters // 10)):
             fn()
         sync()
@@ -88,8 +121,8 @@ def launch_us(x: torch.Tensor, iters: int) -> dict:
         for _ in range(iters):
             fn()
         sync()
-        out[name] = (time.perf_counter() - t0) / iters * 1e6
-    return out
+        times[name] = (time.perf_counter() - t0) / iters * 1e6
+    return times, note
 
 
 def chain(layers: int, backend: str, device: str) -> torch.nn.Sequential:
@@ -161,7 +194,7 @@ def main(argv=None) -> dict:
         stub_kernels()
     x = torch.randn(8, 256, 3, 3, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
     dy = torch.randn_like(x)
-    rows, launches = [], launch_us(x, args.iters) if device == "cuda" else None
+    rows, (launches, launch_note) = [], launch_us(x, args.iters) if device == "cuda" else (None, None)
     modes = (False,) if args.no_compile else (False, True)
     # (name, BN backend, modes, launch knobs over GPU_TUNING for this variant)
     variants = [("fused", "triton", modes, {}), ("reference", "reference", modes, {})]
@@ -193,8 +226,11 @@ def main(argv=None) -> dict:
               "kernels_stubbed": device == "cpu", "input": list(x.shape), "rows": rows}
     if launches:
         result["launch_us"] = launches
-        print("host us per launch: " + ", ".join(f"{k} {v:.1f}" for k, v in launches.items()) +
+        print("host us per call: " + ", ".join(f"{k} {v:.1f}" for k, v in launches.items()) +
               " (the fused op launches 6 Triton kernels per layer, forward + backward; 4 with fuse_finalize)")
+    if launch_note:
+        result["launch_note"] = launch_note
+        print(f"triton_compiled_launcher not timed: {launch_note}")
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
         print(f"wrote {args.out}")

@@ -124,8 +124,10 @@ def host_row(d: dict) -> tuple[str, str, str, str]:
     parts = [f"{r['variant']} {'compiled' if r['compiled'] else 'eager'} " +
              (f"failed ({r['error']})" if "error" in r else "no figure (6 layers timed no slower than 1)"
               if r["us_per_layer"] is None else f"{r['us_per_layer']:.1f} µs") for r in d["rows"]]
-    if d.get("launch_us"):
-        parts.append("one launch: " + ", ".join(f"{k} {v:.1f} µs" for k, v in d["launch_us"].items()))
+    if d.get("launch_us"):      # launches, and since 2026-12-04 one allocation
+        parts.append("one call: " + ", ".join(f"{k} {v:.1f} µs" for k, v in d["launch_us"].items()))
+    if d.get("launch_note"):
+        parts.append(f"triton_compiled_launcher not timed ({d['launch_note']})")
     what = "host cost per BN layer, forward + backward (`bench/host_overhead.py`" + (
         ", Triton kernels stubbed)" if d["kernels_stubbed"] else ")")
     where = device(env) + (f", triton {env['triton']}" if env.get("triton") else "")

@@ -1260,9 +1260,46 @@ def test_host_overhead_launch_timing_replays_the_recorded_launch():
     bench = load_bench("host_overhead")
     real = bn_act_op.K.bn_apply_kernel
     x = make_input((2, 16, 3, 3), torch.float32)
-    out = bench.launch_us(x, iters=2)
-    assert set(out) == {"triton_apply_kernel", "torch_add_"} and all(v > 0 for v in out.values())
+    out, note = bench.launch_us(x, iters=2)
+    # The interpreter compiles nothing: the compiled launcher is a GPU timing.
+    assert set(out) == {"triton_apply_kernel", "torch_empty", "torch_add_"} and all(v > 0 for v in out.values())
+    assert note == "no compiled kernel (Triton's interpreter)"
     assert bn_act_op.K.bn_apply_kernel is real
+
+
+# What each kernel writes (without the fused finalize, the default).
+_KERNEL_OUTPUTS = {"bn_stats_kernel": ("pmean_ptr", "pm2_ptr"), "bn_finalize_kernel": ("mean_ptr", "rstd_ptr", "var_ptr"),
+                   "bn_apply_kernel": ("y_ptr",), "bn_bwd_reduce_kernel": ("psum_g_ptr", "psum_gx_ptr"),
+                   "bn_bwd_finalize_kernel": ("sum_g_ptr", "sum_gx_ptr", "dw_ptr", "db_ptr"),
+                   "bn_bwd_dx_kernel": ("dx_ptr",)}
+
+
+def test_host_overhead_binds_a_launch_as_the_compiled_launcher_takes_it():
+    # bench/host_overhead.py times Triton's compiled launcher (GPU) with every kernel parameter
+    # positional, in order, constexprs included (launch_args). Here each launch of a forward +
+    # backward is replayed with its arguments so bound, launch options as keywords, into zeroed
+    # outputs: the recorded launch's outputs, bit for bit.
+    bench, bench_kernels = load_bench("host_overhead"), load_bench("kernels")
+    x = make_input((3, 24, 5, 5), torch.float32).requires_grad_()
+    w = (torch.rand(24, device=DEVICE) + 0.5).requires_grad_()
+    b = torch.randn(24, device=DEVICE).requires_grad_()
+    dy = torch.randn_like(x)
+
+    def step():
+        y, *_ = bn_act_op.fused_train(x, w, b, 1e-5, "gelu", 1.0, 0)
+        torch.autograd.grad(y, (x, w, b), dy)
+    launches = bench_kernels.record_launches(step)
+    assert sorted({name for name, *_ in launches}) == sorted(_KERNEL_OUTPUTS)
+    for name, kernel, grid, args, kwargs, _ in launches:
+        bound = bench.launch_args(kernel, args, kwargs)
+        assert len(bound) == len(kernel.arg_names) and bound[:len(args)] == list(args)
+        outputs = [bound[kernel.arg_names.index(n)] for n in _KERNEL_OUTPUTS[name]]
+        want = [t.clone() for t in outputs]
+        for t in outputs:
+            t.zero_()
+        kernel[grid](*bound, **{k: v for k, v in kwargs.items() if k not in kernel.arg_names})
+        for n, t, expected in zip(_KERNEL_OUTPUTS[name], outputs, want):
+            assert torch.equal(t, expected), (name, n)
 
 
 @pytest.mark.parametrize("name,value,message", [

@@ -165,13 +165,14 @@ def test_host_overhead_row_with_the_launch_split(tmp_path, capsys):
         "benchmark": "host_overhead", "env": {"device": "cpu", "torch": "2.13.0"}, "iters": 20,
         "kernels_stubbed": True, "rows": [{"variant": "fused, triton_op", "compiled": True, "us_per_layer": 12.34},
                                           {"variant": "fused", "compiled": True, "error": "RuntimeError: x"}],
-        "launch_us": {"triton_apply_kernel": 30.04, "torch_add_": 5.0}}))
+        "launch_us": {"triton_apply_kernel": 30.04, "torch_empty": 4.44, "torch_add_": 5.0},
+        "launch_note": "compiled launcher: TypeError: x"}))
     assert results_table.main([str(path)]) == 0
     assert capsys.readouterr().out.strip() == (
         "| host cost per BN layer, forward + backward (`bench/host_overhead.py`, Triton kernels stubbed) | cpu, "
         "torch 2.13.0 | 2026-12-01 | abc1234 | 20 iterations | fused, triton_op compiled 12.3 µs; fused compiled "
-        "failed (RuntimeError: x); one launch: "
-        f"triton_apply_kernel 30.0 µs, torch_add_ 5.0 µs | `{path.as_posix()}` |")
+        "failed (RuntimeError: x); one call: triton_apply_kernel 30.0 µs, torch_empty 4.4 µs, torch_add_ 5.0 µs; "
+        f"triton_compiled_launcher not timed (compiled launcher: TypeError: x) | `{path.as_posix()}` |")
 
 
 def test_sweep_rows_old_and_confirmed(tmp_path, capsys):
