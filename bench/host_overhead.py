@@ -20,7 +20,9 @@ no-ops ("fused, kernels stubbed": the Python and dispatch around them), and the 
 one Triton launch (the forward's apply kernel, launched alone with its recorded arguments), of
 the same launch through the compiled kernel's own launcher (without kernel[grid]'s argument
 binding and cache lookup), of one allocation of the layer's output, and of one PyTorch
-elementwise launch on the same tensor.
+elementwise launch on the same tensor. On both, the op's forward and backward implementations
+are also timed alone with the kernels stubbed ("impl_us": its Python and allocations, the part
+of a stubbed layer that is not autograd's, the module's or the running statistics').
 
 Compare a training step's host time (layers x this cost + the rest) with its GPU time: when the
 host is slower, the step is host-bound and CUDA graphs (--compile-mode reduce-overhead) or fewer
@@ -112,6 +114,11 @@ def launch_us(x: torch.Tensor, iters: int) -> tuple[dict, str | None]:
         except Exception as e:      # a diagnostic: never costs the other timings
             note = f"compiled launcher: {type(e).__name__}: {e}"[:300]
     calls += [("torch_empty", lambda: bn_act_op._empty_cl(x)), ("torch_add_", lambda: y.add_(0))]
+    return per_call_us(calls, iters, sync), note
+
+
+def per_call_us(calls: list, iters: int, sync) -> dict:
+    """{name: host microseconds per call} of each (name, fn), after a few warm-up calls."""
     times = {}
     for name, fn in calls:
         for _ in range(max(3, iters // 10)):
@@ -122,7 +129,21 @@ def launch_us(x: torch.Tensor, iters: int) -> tuple[dict, str | None]:
             fn()
         sync()
         times[name] = (time.perf_counter() - t0) / iters * 1e6
-    return times, note
+    return times
+
+
+def impl_us(x: torch.Tensor, dy: torch.Tensor, iters: int) -> dict:
+    """Host microseconds per call of the op's forward and backward implementations (bn_act_op's
+    _train_impl, _backward_impl as the chain's layers call them: GELU, frozen scale), with the
+    Triton kernels stubbed (stub_kernels first): the Python and the allocations of one layer's
+    op, without autograd, the module or the running statistics' update."""
+    c = x.shape[1]
+    w, b, xd = torch.ones(c, device=x.device), torch.zeros(c, device=x.device), x.detach()
+    _, mean, rstd, _ = bn_act_op._train_impl(xd, w, b, 1e-5, "gelu", 1.0, 0)    # stubbed: never read
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    return per_call_us([("train_impl", lambda: bn_act_op._train_impl(xd, w, b, 1e-5, "gelu", 1.0, 0)),
+                        ("backward_impl", lambda: bn_act_op._backward_impl(dy, xd, w, b, mean, rstd, 1e-5, "gelu",
+                                                                           1.0, 0, True, False))], iters, sync)
 
 
 def chain(layers: int, backend: str, device: str) -> torch.nn.Sequential:
@@ -222,8 +243,14 @@ def main(argv=None) -> dict:
             per = "   -   " if row["us_per_layer"] is None else f"{row['us_per_layer']:6.1f} us"
             print(f"{row['variant']:>22} {mode:>8}: {per} per layer (fwd+bwd; 1 layer {row['us_1_layer']:.0f} us, "
                   f"6 layers {row['us_6_layers']:.0f} us; fastest of {ROUNDS} rounds in turn)")
+    stub_kernels()      # already on a CPU, and on a GPU after the stubbed variant
+    impl = impl_us(x, dy, args.iters)
+    print("host us per call, kernels stubbed: " + ", ".join(f"{k} {v:.1f}" for k, v in impl.items()) +
+          " (the op's Python and allocations; the rest of a layer's cost is autograd's, the module's and"
+          " the running statistics')")
     result = {"benchmark": "host_overhead", "env": environment(torch.device(device)), "iters": args.iters,
-              "kernels_stubbed": device == "cpu", "input": list(x.shape), "rows": rows}
+              "kernels_stubbed": device == "cpu", "input": list(x.shape), "rows": rows,
+              "impl_us": impl}
     if launches:
         result["launch_us"] = launches
         print("host us per call: " + ", ".join(f"{k} {v:.1f}" for k, v in launches.items()) +

@@ -126,6 +126,9 @@ def host_row(d: dict) -> tuple[str, str, str, str]:
               if r["us_per_layer"] is None else f"{r['us_per_layer']:.1f} µs") for r in d["rows"]]
     if d.get("launch_us"):      # launches, and since 2026-12-04 one allocation
         parts.append("one call: " + ", ".join(f"{k} {v:.1f} µs" for k, v in d["launch_us"].items()))
+    if d.get("impl_us"):        # since 2026-12-04
+        parts.append("the op's implementations, kernels stubbed: " +
+                     ", ".join(f"{k} {v:.1f} µs" for k, v in d["impl_us"].items()))
     if d.get("launch_note"):
         parts.append(f"triton_compiled_launcher not timed ({d['launch_note']})")
     what = "host cost per BN layer, forward + backward (`bench/host_overhead.py`" + (

@@ -1252,6 +1252,9 @@ def test_host_overhead_smoke(tmp_path):
     result = json.loads((tmp_path / "host.json").read_text())
     assert result["kernels_stubbed"] and [r["variant"] for r in result["rows"]] == ["fused", "reference"]
     assert all(r["us_6_layers"] > r["us_1_layer"] > 0 for r in result["rows"])
+    # The op's own share of a layer (kernels stubbed): less than the layer's whole cost.
+    assert set(result["impl_us"]) == {"train_impl", "backward_impl"}
+    assert 0 < sum(result["impl_us"].values()) < result["rows"][0]["us_6_layers"]
 
 
 def test_host_overhead_launch_timing_replays_the_recorded_launch():
@@ -1333,6 +1336,7 @@ def test_host_overhead_keeps_the_other_variants_when_one_fails(monkeypatch, tmp_
     import json
     bench = load_bench("host_overhead")
     monkeypatch.setattr(bench, "stub_kernels", lambda: None)
+    monkeypatch.setattr(bench, "impl_us", lambda x, dy, iters: {"train_impl": 1.0})   # no interpreter timings
 
     def fake_rounds(backend, device, x, dy, compiled, iters):
         if backend == "reference":

@@ -166,12 +166,13 @@ def test_host_overhead_row_with_the_launch_split(tmp_path, capsys):
         "kernels_stubbed": True, "rows": [{"variant": "fused, triton_op", "compiled": True, "us_per_layer": 12.34},
                                           {"variant": "fused", "compiled": True, "error": "RuntimeError: x"}],
         "launch_us": {"triton_apply_kernel": 30.04, "torch_empty": 4.44, "torch_add_": 5.0},
-        "launch_note": "compiled launcher: TypeError: x"}))
+        "launch_note": "compiled launcher: TypeError: x", "impl_us": {"train_impl": 20.96, "backward_impl": 23.3}}))
     assert results_table.main([str(path)]) == 0
     assert capsys.readouterr().out.strip() == (
         "| host cost per BN layer, forward + backward (`bench/host_overhead.py`, Triton kernels stubbed) | cpu, "
         "torch 2.13.0 | 2026-12-01 | abc1234 | 20 iterations | fused, triton_op compiled 12.3 µs; fused compiled "
         "failed (RuntimeError: x); one call: triton_apply_kernel 30.0 µs, torch_empty 4.4 µs, torch_add_ 5.0 µs; "
+        "the op's implementations, kernels stubbed: train_impl 21.0 µs, backward_impl 23.3 µs; "
         f"triton_compiled_launcher not timed (compiled launcher: TypeError: x) | `{path.as_posix()}` |")
 
 
