@@ -30,6 +30,7 @@ host-side calls per layer pay off, not faster kernels.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -49,6 +50,17 @@ from fastres.kernels.bn_act_layer import BatchNormAct2d  # noqa: E402
 from fastres.report import atomic_write, environment, output_problem  # noqa: E402
 
 
+def _sibling(name: str):
+    """bench/NAME.py as a module (bench/ holds scripts, not a package)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+launch_path = _sibling("launch_path")     # launch_args, launcher: the compiled launcher's call
+
 ROUNDS = 5      # each chain's iterations in rounds, the two chains in turn
 
 
@@ -63,13 +75,6 @@ def stub_kernels():
     for name in dir(bn_act_kernels):
         if name.endswith("_kernel"):
             setattr(bn_act_kernels, name, _NoLaunch())
-
-
-def launch_args(kernel, args: tuple, kwargs: dict) -> list:
-    """A launch's arguments as Triton's compiled launcher takes them: every parameter of the
-    kernel in order, constexprs included (kernel[grid](...) binds them so on each call); launch
-    options such as num_warps, which are not parameters, left out."""
-    return [*args, *(kwargs[name] for name in kernel.arg_names[len(args):])]
 
 
 def launch_us(x: torch.Tensor, iters: int) -> tuple[dict, str | None]:
@@ -102,7 +107,8 @@ def launch_us(x: torch.Tensor, iters: int) -> tuple[dict, str | None]:
     note = "no compiled kernel (Triton's interpreter)" if not hasattr(compiled, "run") else None
     if note is None:
         try:
-            runner, bound, out = compiled[grid], launch_args(real, args, kwargs), args[1]
+            runner, bound, out = (launch_path.launcher(compiled, grid), launch_path.launch_args(real, args, kwargs),
+                                  args[1])
             want = out.clone()
             out.zero_()
             runner(*bound)

@@ -17,6 +17,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
     ("loader", ["--n", "0"], "need --batch-size >= 1, --n >= --batch-size"),
     ("loader", ["--n", "100", "--batch-size", "512"], "--n 100"),
     ("host_overhead", ["--iters", "0"], "--iters must be positive, got 0"),
+    ("launch_path", ["--iters", "0"], "--iters must be positive, got 0"),
     ("mfu", ["--recipe", "nope"], "mfu.py: error: unknown recipe 'nope'"),
     ("mfu", ["--runs", "0"], "--runs must be positive, got 0"),
     ("mfu", ["--from-json", "not-a-result.json"], "--from-json not-a-result.json: not a recipe result"),
@@ -33,6 +34,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
     # A result path that cannot be written: refused before the work (it was a traceback after it).
     ("kernels", ["--smoke", "--out", "adir"], "--out adir is a folder, not a file"),
     ("host_overhead", ["--out", "adir"], "--out adir is a folder, not a file"),
+    ("launch_path", ["--out", "adir"], "--out adir is a folder, not a file"),
     ("loader", ["--json", "adir"], "--json adir is a folder, not a file"),
     ("mfu", ["--smoke", "--out", "adir"], "--out adir is a folder, not a file"),
     ("mfu", ["--smoke", "--out", "not-a-result.json/x.json"], "--out not-a-result.json/x.json cannot be written"),
@@ -54,6 +56,18 @@ def test_bad_arguments_are_one_error_line(script, argv, message, capsys, tmp_pat
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err      # no usage block, no traceback
+
+
+def test_launch_path_refuses_the_interpreter(capsys, monkeypatch):
+    # Triton's interpreter compiles nothing, so there would be no compiled launcher to time.
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    try:
+        code = load_bench("launch_path").main([])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "error: TRITON_INTERPRET is set: the interpreter compiles nothing; " \
+        "unset it" in err[0], err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU these would run")

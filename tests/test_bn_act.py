@@ -1270,6 +1270,26 @@ def test_host_overhead_launch_timing_replays_the_recorded_launch():
     assert bn_act_op.K.bn_apply_kernel is real
 
 
+def test_launch_path_times_both_paths_on_a_compiled_kernel_without_a_gpu(tmp_path):
+    """bench/launch_path.py compiles the apply kernel for sm_90 with Triton's driver replaced by a
+    stand-in that launches nothing, checks that the compiled launcher is called with the grid and
+    arguments kernel[grid] gives it (a 2-D grid padded to 3: the compiled kernel reads grid[2]),
+    and times both paths' Python. The stand-in follows triton 3.6's driver interface."""
+    import json
+    import os
+    import subprocess
+    script = Path(__file__).resolve().parents[1] / "bench" / "launch_path.py"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, str(script), "--iters", "50", "--out", str(tmp_path / "lp.json")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    if out.returncode == 3 and tuple(map(int, triton.__version__.split(".")[:2])) < (3, 6):
+        pytest.skip(out.stderr.strip())
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "lp.json").read_text())
+    assert result["kernel"] == "bn_apply_kernel" and result["parameters"] == len(bn_act_op.K.bn_apply_kernel.arg_names)
+    assert set(result["us"]) == {"kernel_grid", "compiled_launcher"} and all(v > 0 for v in result["us"].values())
+
+
 # What each kernel writes (without the fused finalize, the default).
 _KERNEL_OUTPUTS = {"bn_stats_kernel": ("pmean_ptr", "pm2_ptr"), "bn_finalize_kernel": ("mean_ptr", "rstd_ptr", "var_ptr"),
                    "bn_apply_kernel": ("y_ptr",), "bn_bwd_reduce_kernel": ("psum_g_ptr", "psum_gx_ptr"),
@@ -1279,10 +1299,10 @@ _KERNEL_OUTPUTS = {"bn_stats_kernel": ("pmean_ptr", "pm2_ptr"), "bn_finalize_ker
 
 def test_host_overhead_binds_a_launch_as_the_compiled_launcher_takes_it():
     # bench/host_overhead.py times Triton's compiled launcher (GPU) with every kernel parameter
-    # positional, in order, constexprs included (launch_args). Here each launch of a forward +
+    # positional, in order, constexprs included (launch_path.launch_args). Here each launch of a forward +
     # backward is replayed with its arguments so bound, launch options as keywords, into zeroed
     # outputs: the recorded launch's outputs, bit for bit.
-    bench, bench_kernels = load_bench("host_overhead"), load_bench("kernels")
+    bench, bench_kernels = load_bench("launch_path"), load_bench("kernels")
     x = make_input((3, 24, 5, 5), torch.float32).requires_grad_()
     w = (torch.rand(24, device=DEVICE) + 0.5).requires_grad_()
     b = torch.randn(24, device=DEVICE).requires_grad_()

@@ -1,0 +1,140 @@
+"""Triton's launch path on the host, without a GPU: kernel[grid](...) against the compiled launcher.
+
+    python bench/launch_path.py --out /tmp/launch-path.json    # any machine, ~10 s (one sm_90 compile)
+
+kernel[grid](...) binds and specialises its arguments, builds its cache key, finds the compiled
+kernel and only then calls the compiled kernel's launcher; compiled[grid](*args) (the object the
+first call returns) calls the launcher directly, with every kernel parameter positional. Here
+Triton's driver is replaced by a stand-in whose launcher records its arguments and launches
+nothing (CPU tensors, an sm_90 target: the kernel is compiled, never run), so the two times are
+the Python each path runs on this host before the launcher's own C code (converting the pointers,
+cuLaunchKernelEx), which both pay on a GPU. Their difference is what a launch cache that skipped
+kernel[grid]'s binding could save per launch; bench/host_overhead.py times both paths on a GPU.
+The kernel is the forward's apply kernel with the arguments of a C = 256 layer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+# This checkout's fastres and kernels/, never an installed copy from another checkout:
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastres.errors import Parser  # noqa: E402
+from fastres.report import atomic_write, environment, output_problem  # noqa: E402
+
+
+def launch_args(kernel, args: tuple, kwargs: dict) -> list:
+    """A launch's arguments as Triton's compiled launcher takes them: every parameter of the
+    kernel in order, constexprs included (kernel[grid](...) binds them so on each call); launch
+    options such as num_warps, which are not parameters, left out."""
+    return [*args, *(kwargs[name] for name in kernel.arg_names[len(args):])]
+
+
+def launcher(compiled, grid: tuple):
+    """compiled[grid] for a grid of 1-3 dimensions: Triton's compiled kernel reads all three
+    (kernel[grid] pads a shorter grid with ones itself)."""
+    return compiled[(*grid, 1, 1)[:3]]
+
+
+class StandInDriver:
+    """Triton's active driver for an sm_90 GPU that is not there: kernels compile, launches
+    record their arguments in `calls` and run nothing."""
+
+    def __init__(self):
+        from triton.backends.compiler import GPUTarget
+        self.target, self.calls = GPUTarget("cuda", 90, 32), []
+        self.utils = self
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device):
+        return 0
+
+    def get_current_target(self):
+        return self.target
+
+    def get_device_properties(self, device):
+        return {"max_shared_mem": 227 * 1024, "multiprocessor_count": 132}
+
+    def load_binary(self, name, kernel, shared, device):
+        return None, None, 0, 0, 1024       # module, function, registers, spills, max threads
+
+    def launcher_cls(self, src, metadata):
+        return lambda *args: self.calls.append(args)
+
+
+def per_call_us(fn, iters: int, rounds: int = 5) -> float:
+    """Microseconds per call of fn: the fastest of `rounds` rounds, after warm-up calls."""
+    for _ in range(max(3, iters // 10)):
+        fn()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / iters * 1e6)
+    return best
+
+
+def main(argv=None) -> dict:
+    p = Parser(description=__doc__.splitlines()[0])
+    p.add_argument("--iters", type=int, default=20000)
+    p.add_argument("--out", default="", help="write the result as JSON here")
+    args = p.parse_args(argv)
+    if args.out and (problem := output_problem(args.out)):
+        p.error(f"--out {problem}")
+    if args.iters < 1:
+        p.error(f"--iters must be positive, got {args.iters}")
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        p.error("TRITON_INTERPRET is set: the interpreter compiles nothing; unset it")
+    import torch
+    import triton
+    from triton.runtime.driver import driver
+
+    from fastres.kernels import bn_act_kernels as K     # here: not under an interpreter (checked above)
+
+    stand_in, previous = StandInDriver(), getattr(driver, "_active", None)
+    driver.set_active(stand_in)
+    try:
+        c, rows = 256, 72           # a C = 256 layer's [M, C] view; 8 slabs of 16 rows (the values only feed the key)
+        x = torch.randn(rows, c, dtype=torch.float16)
+        vectors = [torch.ones(c) for _ in range(4)]
+        kernel, grid = K.bn_apply_kernel, (8, 2)
+        call = (x, torch.empty_like(x), *vectors, rows, c, rows, 8, 16, 1e-5, 1.0)
+        options = dict(ACT=K.ACT_CODES["gelu"], FROM_VAR=False, BLOCK_M=16, BLOCK_C=128, STAGES=3, REVERSE=False,
+                       num_warps=4, enable_fp_fusion=True)
+        try:
+            compiled = kernel[grid](*call, **options)
+        except (AttributeError, TypeError, ValueError) as e:      # written against triton 3.6's driver
+            print(f"launch_path: triton {triton.__version__}'s driver interface does not fit the stand-in "
+                  f"({type(e).__name__}: {e})", file=sys.stderr)
+            sys.exit(3)
+        bound = launch_args(kernel, call, options)
+        run = launcher(compiled, grid)
+        del stand_in.calls[:]
+        run(*bound)
+        kernel[grid](*call, **options)
+        direct, jit = stand_in.calls          # the launcher's arguments: the grid, stream, ..., the kernel's
+        if direct[:3] != jit[:3] or len(direct) != len(jit) or any(a is not b for a, b in zip(direct[-len(bound):],
+                                                                                             jit[-len(bound):])):
+            raise RuntimeError("the compiled launcher was called with other arguments than kernel[grid] gives it")
+        us = {"kernel_grid": per_call_us(lambda: kernel[grid](*call, **options), args.iters),
+              "compiled_launcher": per_call_us(lambda: run(*bound), args.iters)}
+    finally:        # reset_active() would look for a real driver, which a CPU-only machine lacks
+        driver._active = previous
+    result = {"benchmark": "launch_path", "env": environment(torch.device("cpu")), "iters": args.iters,
+              "kernel": kernel.fn.__name__, "parameters": len(bound), "us": us}
+    print(f"{kernel.fn.__name__} ({len(bound)} parameters), Python per launch with a no-op driver: "
+          f"kernel[grid](...) {us['kernel_grid']:.2f} us, the compiled launcher {us['compiled_launcher']:.2f} us")
+    if args.out:
+        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+        print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
