@@ -8,9 +8,11 @@ first call returns) calls the launcher directly, with every kernel parameter pos
 Triton's driver is replaced by a stand-in whose launcher records its arguments and launches
 nothing (CPU tensors, an sm_90 target: the kernel is compiled, never run), so the two times are
 the Python each path runs on this host before the launcher's own C code (converting the pointers,
-cuLaunchKernelEx), which both pay on a GPU. Their difference is what a launch cache that skipped
-kernel[grid]'s binding could save per launch; bench/host_overhead.py times both paths on a GPU.
-The kernel is the forward's apply kernel with the arguments of a C = 256 layer.
+cuLaunchKernelEx), which both pay on a GPU. Their difference bounds what a launch cache that
+skipped kernel[grid]'s binding could save per launch; a third time is such a cache's (LaunchCache,
+a design measured here: its key, built from every argument on each launch, costs part of what
+it saves). bench/host_overhead.py times the first two on a GPU. The kernel is the forward's
+apply kernel with the arguments of a C = 256 layer.
 """
 from __future__ import annotations
 
@@ -67,6 +69,32 @@ class StandInDriver:
         return lambda *args: self.calls.append(args)
 
 
+class LaunchCache:
+    """kernel[grid](...) with a cache in front (a design measured here, not used by the op): the
+    compiled launcher of each launch, keyed by the grid, the current device and every argument
+    as far as Triton specialises on it or finer (a tensor's dtype and 16-byte alignment, an
+    int's value, the constexprs and options by name). A miss launches through kernel[grid],
+    which compiles or finds the kernel for the arguments' own specialisation."""
+
+    def __init__(self, kernel, driver):
+        self.kernel, self.driver, self.runners = kernel, driver, {}
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            import torch
+            device = self.driver.active.get_current_device()
+            key = (grid, device, *[(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a
+                                   for a in args], *kwargs.items())
+            hit = self.runners.get(key)
+            if hit is None:
+                compiled = self.kernel[grid](*args, **kwargs)
+                self.runners[key] = launcher(compiled, grid), self.kernel.arg_names[len(args):]
+                return compiled
+            run, names = hit
+            run(*args, *(kwargs[name] for name in names), stream=self.driver.active.get_current_stream(device))
+        return launch
+
+
 def per_call_us(fn, iters: int, rounds: int = 5) -> float:
     """Microseconds per call of fn: the fastest of `rounds` rounds, after warm-up calls."""
     for _ in range(max(3, iters // 10)):
@@ -101,7 +129,8 @@ def main(argv=None) -> dict:
     driver.set_active(stand_in)
     try:
         c, rows = 256, 72           # a C = 256 layer's [M, C] view; 8 slabs of 16 rows (the values only feed the key)
-        x = torch.randn(rows, c, dtype=torch.float16)
+        base = torch.randn(rows * c + 8, dtype=torch.float16)
+        x = base[:rows * c].view(rows, c)
         vectors = [torch.ones(c) for _ in range(4)]
         kernel, grid = K.bn_apply_kernel, (8, 2)
         call = (x, torch.empty_like(x), *vectors, rows, c, rows, 8, 16, 1e-5, 1.0)
@@ -114,22 +143,33 @@ def main(argv=None) -> dict:
                   f"({type(e).__name__}: {e})", file=sys.stderr)
             sys.exit(3)
         bound = launch_args(kernel, call, options)
-        run = launcher(compiled, grid)
+        run, cache = launcher(compiled, grid), LaunchCache(kernel, driver)
+        cache[grid](*call, **options)         # a miss: kernel[grid] launches, the cache keeps its launcher
         del stand_in.calls[:]
         run(*bound)
+        cache[grid](*call, **options)         # a hit
         kernel[grid](*call, **options)
-        direct, jit = stand_in.calls          # the launcher's arguments: the grid, stream, ..., the kernel's
-        if direct[:3] != jit[:3] or len(direct) != len(jit) or any(a is not b for a, b in zip(direct[-len(bound):],
-                                                                                             jit[-len(bound):])):
-            raise RuntimeError("the compiled launcher was called with other arguments than kernel[grid] gives it")
+        # The launcher's arguments: the grid, the stream, ..., then the kernel's.
+        direct, cached, jit = stand_in.calls
+        for path, got in (("the compiled launcher", direct), ("the launch cache", cached)):
+            if got[:3] != jit[:3] or len(got) != len(jit) or any(a is not b for a, b in zip(got[-len(bound):],
+                                                                                        jit[-len(bound):])):
+                raise RuntimeError(f"{path} called the launcher with other arguments than kernel[grid] gives it")
+        # A view 2 bytes into x is not 16-byte aligned: a key of its own, compiled anew by kernel[grid].
+        shifted = base[1:1 + rows * c].view(rows, c)
+        cache[grid](shifted, *call[1:], **options)
+        if len(cache.runners) != 2:
+            raise RuntimeError("the launch cache gave an unaligned pointer an aligned pointer's launcher")
         us = {"kernel_grid": per_call_us(lambda: kernel[grid](*call, **options), args.iters),
-              "compiled_launcher": per_call_us(lambda: run(*bound), args.iters)}
+              "compiled_launcher": per_call_us(lambda: run(*bound), args.iters),
+              "launch_cache": per_call_us(lambda: cache[grid](*call, **options), args.iters)}
     finally:        # reset_active() would look for a real driver, which a CPU-only machine lacks
         driver._active = previous
     result = {"benchmark": "launch_path", "env": environment(torch.device("cpu")), "iters": args.iters,
               "kernel": kernel.fn.__name__, "parameters": len(bound), "us": us}
     print(f"{kernel.fn.__name__} ({len(bound)} parameters), Python per launch with a no-op driver: "
-          f"kernel[grid](...) {us['kernel_grid']:.2f} us, the compiled launcher {us['compiled_launcher']:.2f} us")
+          f"kernel[grid](...) {us['kernel_grid']:.2f} us, the compiled launcher {us['compiled_launcher']:.2f} us, "
+          f"through a launch cache {us['launch_cache']:.2f} us")
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
         print(f"wrote {args.out}")

@@ -1274,7 +1274,8 @@ def test_launch_path_times_both_paths_on_a_compiled_kernel_without_a_gpu(tmp_pat
     """bench/launch_path.py compiles the apply kernel for sm_90 with Triton's driver replaced by a
     stand-in that launches nothing, checks that the compiled launcher is called with the grid and
     arguments kernel[grid] gives it (a 2-D grid padded to 3: the compiled kernel reads grid[2]),
-    and times both paths' Python. The stand-in follows triton 3.6's driver interface."""
+    directly and through the launch cache it measures (which must key an unaligned pointer
+    apart), and times the three paths' Python. The stand-in follows triton 3.6's driver."""
     import json
     import os
     import subprocess
@@ -1287,7 +1288,8 @@ def test_launch_path_times_both_paths_on_a_compiled_kernel_without_a_gpu(tmp_pat
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((tmp_path / "lp.json").read_text())
     assert result["kernel"] == "bn_apply_kernel" and result["parameters"] == len(bn_act_op.K.bn_apply_kernel.arg_names)
-    assert set(result["us"]) == {"kernel_grid", "compiled_launcher"} and all(v > 0 for v in result["us"].values())
+    assert set(result["us"]) == {"kernel_grid", "compiled_launcher", "launch_cache"}
+    assert all(v > 0 for v in result["us"].values())
 
 
 # What each kernel writes (without the fused finalize, the default).
