@@ -10,7 +10,10 @@ layer's host cost, for the fused op and the PyTorch reference, eager and compile
 are timed in turn, in rounds, and the fastest round of each counts (see per_layer).
 On a CPU the Triton kernels are replaced by no-ops (the interpreter would time Python running
 the kernels): the fused figures are then the host cost without Triton's launcher, while the
-reference figures include its (tiny) CPU compute.
+reference figures include its (tiny) CPU compute. A CPU also runs "fused, stand-in driver": the
+real kernels, compiled for sm_90 and launched on bench/launch_path.py's stand-in driver, which
+runs nothing, so the cost includes Triton's own launch path (kernel[grid]'s binding,
+specialisation and cache lookup) but not its launcher's C code (not under TRITON_INTERPRET).
 
 On a GPU the compiled chain also runs with FASTRES_BN_OP=triton_op ("fused, triton_op": Inductor
 launches the kernels itself), the fused op also runs with its fused finalize, eager and
@@ -41,9 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
-if not torch.cuda.is_available():          # must precede the kernels' @triton.jit decoration
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
+# No TRITON_INTERPRET here: on a CPU the kernels are stubbed, or compiled for an sm_90 GPU that is
+# not there and launched on a stand-in driver (the "stand-in driver" variant), never interpreted.
 from fastres.errors import Parser  # noqa: E402
 from fastres.kernels import bn_act_kernels, bn_act_op  # noqa: E402
 from fastres.kernels.bn_act_layer import BatchNormAct2d  # noqa: E402
@@ -71,10 +73,34 @@ class _NoLaunch:
         return lambda *args, **kwargs: None
 
 
+KERNELS = {name: getattr(bn_act_kernels, name) for name in dir(bn_act_kernels) if name.endswith("_kernel")}
+
+
 def stub_kernels():
-    for name in dir(bn_act_kernels):
-        if name.endswith("_kernel"):
-            setattr(bn_act_kernels, name, _NoLaunch())
+    for name in KERNELS:
+        setattr(bn_act_kernels, name, _NoLaunch())
+
+
+def interpreted() -> bool:
+    """Whether Triton's interpreter runs the kernels (TRITON_INTERPRET, as the tests set it)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def stand_in_rounds(x, dy, compiled: bool, iters: int) -> dict:
+    """chain_rounds for the fused op on a CPU with its real kernels launched on launch_path's
+    stand-in driver (compiled for sm_90 on first use, launched as no-ops): the host cost with
+    Triton's own launch path (binding, specialisation, cache lookup), without its launcher's C
+    code. The kernels are stubbed again afterwards."""
+    from triton.runtime.driver import driver
+    previous = getattr(driver, "_active", None)
+    for name, kernel in KERNELS.items():
+        setattr(bn_act_kernels, name, kernel)
+    driver.set_active(launch_path.StandInDriver())
+    try:
+        return chain_rounds("triton", x.device.type, x, dy, compiled, iters)
+    finally:
+        driver._active = previous       # reset_active() would look for a real driver
+        stub_kernels()
 
 
 def launch_us(x: torch.Tensor, iters: int) -> tuple[dict, str | None]:
@@ -230,6 +256,8 @@ def main(argv=None) -> dict:
     if device == "cuda":
         variants.append(("fused, fused finalize", "triton", modes, {"fuse_finalize": 1}))
         variants.append(("fused, kernels stubbed", "triton", modes, {}))
+    elif not interpreted():
+        variants.append(("fused, stand-in driver", "triton", modes, {}))
     default_tuning = dict(bn_act_op.GPU_TUNING)
     for variant, backend, compiled_modes, tuning in variants:
         bn_act_op.BN_OP = "triton_op" if variant == "fused, triton_op" else "custom_op"
@@ -239,7 +267,8 @@ def main(argv=None) -> dict:
         for compiled in compiled_modes:
             mode = "compiled" if compiled else "eager"
             try:
-                cost = chain_rounds(backend, device, x, dy, compiled, args.iters)
+                cost = (stand_in_rounds(x, dy, compiled, args.iters) if variant == "fused, stand-in driver"
+                        else chain_rounds(backend, device, x, dy, compiled, args.iters))
             except Exception as e:      # an experimental variant (triton_op) must not cost the others
                 rows.append({"variant": variant, "compiled": compiled, "error": f"{type(e).__name__}: {e}"[:300]})
                 print(f"{variant:>22} {mode:>8}: failed: {rows[-1]['error']}")

@@ -63,7 +63,7 @@ class StandInDriver:
         return {"max_shared_mem": 227 * 1024, "multiprocessor_count": 132}
 
     def load_binary(self, name, kernel, shared, device):
-        return None, None, 0, 0, 1024       # module, function, registers, spills, max threads
+        return object(), 0, 0, 0, 1024      # module (loaded: not None), function, registers, spills, max threads
 
     def launcher_cls(self, src, metadata):
         return lambda *args: self.calls.append(args)
