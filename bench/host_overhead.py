@@ -13,11 +13,14 @@ the kernels): the fused figures are then the host cost without Triton's launcher
 reference figures include its (tiny) CPU compute. A CPU also runs "fused, stand-in driver": the
 real kernels, compiled for sm_90 and launched on bench/launch_path.py's stand-in driver, which
 runs nothing, so the cost includes Triton's own launch path (kernel[grid]'s binding,
-specialisation and cache lookup) but not its launcher's C code (not under TRITON_INTERPRET).
+specialisation and cache lookup) but not its launcher's C code (not under TRITON_INTERPRET); and
+the same with the launch_cache knob ("fused, stand-in driver, launch cache").
 
 On a GPU the compiled chain also runs with FASTRES_BN_OP=triton_op ("fused, triton_op": Inductor
 launches the kernels itself), the fused op also runs with its fused finalize, eager and
-compiled ("fused, fused finalize": 4 Triton launches per layer instead of 6), and two more
+compiled ("fused, fused finalize": 4 Triton launches per layer instead of 6), and with the
+launch_cache knob ("fused, launch cache": launches straight through the compiled kernels'
+launchers after the first call, see bn_act_op._LaunchCache), and two more
 measurements split the fused op's cost: the same chains with the Triton kernels replaced by
 no-ops ("fused, kernels stubbed": the Python and dispatch around them), and the host time of
 one Triton launch (the forward's apply kernel, launched alone with its recorded arguments), of
@@ -255,9 +258,11 @@ def main(argv=None) -> dict:
         variants.append(("fused, triton_op", "triton", (True,), {}))     # FASTRES_BN_OP=triton_op
     if device == "cuda":
         variants.append(("fused, fused finalize", "triton", modes, {"fuse_finalize": 1}))
+        variants.append(("fused, launch cache", "triton", modes, {"launch_cache": 1}))
         variants.append(("fused, kernels stubbed", "triton", modes, {}))
     elif not interpreted():
         variants.append(("fused, stand-in driver", "triton", modes, {}))
+        variants.append(("fused, stand-in driver, launch cache", "triton", modes, {"launch_cache": 1}))
     default_tuning = dict(bn_act_op.GPU_TUNING)
     for variant, backend, compiled_modes, tuning in variants:
         bn_act_op.BN_OP = "triton_op" if variant == "fused, triton_op" else "custom_op"
@@ -267,17 +272,18 @@ def main(argv=None) -> dict:
         for compiled in compiled_modes:
             mode = "compiled" if compiled else "eager"
             try:
-                cost = (stand_in_rounds(x, dy, compiled, args.iters) if variant == "fused, stand-in driver"
+                cost = (stand_in_rounds(x, dy, compiled, args.iters) if variant.startswith("fused, stand-in driver")
                         else chain_rounds(backend, device, x, dy, compiled, args.iters))
             except Exception as e:      # an experimental variant (triton_op) must not cost the others
                 rows.append({"variant": variant, "compiled": compiled, "error": f"{type(e).__name__}: {e}"[:300]})
-                print(f"{variant:>22} {mode:>8}: failed: {rows[-1]['error']}")
+                print(f"{variant:>36} {mode:>8}: failed: {rows[-1]['error']}")
                 continue
             row = {"variant": variant, "compiled": compiled, "bn_tuning": dict(bn_act_op.GPU_TUNING), **cost}
             rows.append(row)
             per = "   -   " if row["us_per_layer"] is None else f"{row['us_per_layer']:6.1f} us"
-            print(f"{row['variant']:>22} {mode:>8}: {per} per layer (fwd+bwd; 1 layer {row['us_1_layer']:.0f} us, "
+            print(f"{row['variant']:>36} {mode:>8}: {per} per layer (fwd+bwd; 1 layer {row['us_1_layer']:.0f} us, "
                   f"6 layers {row['us_6_layers']:.0f} us; fastest of {ROUNDS} rounds in turn)")
+    bn_act_op.GPU_TUNING.update(default_tuning)
     stub_kernels()      # already on a CPU, and on a GPU after the stubbed variant
     impl = impl_us(x, dy, args.iters)
     print("host us per call, kernels stubbed: " + ", ".join(f"{k} {v:.1f}" for k, v in impl.items()) +

@@ -1197,6 +1197,59 @@ def test_gpu_other_launch_knobs(tuning, monkeypatch):
 
 @gpu
 @pytest.mark.gpu
+@pytest.mark.parametrize("fuse_finalize", [0, 1])
+def test_gpu_launch_cache_gives_kernel_grids_bits(fuse_finalize, monkeypatch):
+    """launch_cache=1 (bn_act_op._LaunchCache): from the second call on, each launch goes straight
+    through the compiled kernel's launcher. Outputs and gradients, eager over three steps and
+    replayed from a CUDA graph captured with the cache on, are the bits of kernel[grid]'s launches
+    (the kernels are deterministic); as are eval, a ghost-BN layer with a trainable scale, and an
+    input 2 bytes off 16-byte alignment (a key, and a compiled kernel, of its own)."""
+    cases = [((256, 64, 16, 16), torch.float16, "gelu", 0, True, 0), ((96, 40, 8, 8), torch.float32, "celu", 32, False, 0),
+             ((64, 64, 8, 8), torch.float16, "silu", 0, True, 1)]
+
+    def steps(cache):
+        monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, "launch_cache": cache,
+                                                      "fuse_finalize": fuse_finalize})
+        out = []
+        for shape, dtype, act, ghost, freeze, offset in cases:
+            n, c, h, w = shape
+            base = torch.randn(n * c * h * w + 8, generator=torch.Generator().manual_seed(0)).to(DEVICE, dtype)
+            # Channels-last, `offset` elements into its storage (a copy would be aligned anew).
+            x = base[offset:offset + n * c * h * w].view(n, h, w, c).permute(0, 3, 1, 2).requires_grad_()
+            dy = make_input(shape, dtype, mean=0.0, std=1.0, seed=2)
+            bn, _ = make_pair(c, act, ghost, freeze)
+            for _ in range(3):
+                y = bn(x)
+                dx, db = torch.autograd.grad(y, (x, bn.bias), dy)
+                out += [y, dx, db]
+            bn.eval()
+            out.append(bn(x))
+            bn.train()
+        bn, _ = make_pair(64, "gelu", 0, True)          # a CUDA graph, captured with the cache warm
+        x = make_input((128, 64, 8, 8), torch.float16).requires_grad_()
+        dy = make_input((128, 64, 8, 8), torch.float16, mean=0.0, std=1.0, seed=2)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                torch.autograd.grad(bn(x), x, dy)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = bn(x)
+            dx, = torch.autograd.grad(y, x, dy)
+        graph.replay()
+        torch.cuda.synchronize()
+        return out + [y.clone(), dx.clone(), bn.running_mean.clone(), bn.running_var.clone()]
+
+    plain, cached = steps(0), steps(1)
+    assert len(plain) == len(cached)
+    for i, (a, b) in enumerate(zip(plain, cached)):
+        assert torch.equal(a, b), i
+
+
+@gpu
+@pytest.mark.gpu
 def test_gpu_bit_identical_and_shifted():
     x = make_input((512, 128, 16, 16), torch.float16, mean=300.0, std=1.0)
     dy = make_input((512, 128, 16, 16), torch.float16, seed=3)
@@ -1273,9 +1326,10 @@ def test_host_overhead_on_a_cpu_also_times_triton_launch_path_on_a_stand_in_driv
                          env={**env, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {r["variant"]: r for r in json.loads((tmp_path / "host.json").read_text())["rows"]}
-    assert set(rows) == {"fused", "reference", "fused, stand-in driver"}, rows
+    assert set(rows) == {"fused", "reference", "fused, stand-in driver", "fused, stand-in driver, launch cache"}, rows
     stubbed, stand_in = rows["fused"]["us_6_layers"], rows["fused, stand-in driver"]["us_6_layers"]
     assert stand_in > stubbed + 6 * 6 * 2, (stubbed, stand_in)     # > 2 us per launch: Triton's Python ran
+    assert rows["fused, stand-in driver, launch cache"]["bn_tuning"]["launch_cache"] == 1
 
 
 def test_host_overhead_launch_timing_replays_the_recorded_launch():
@@ -1311,6 +1365,96 @@ def test_launch_path_times_both_paths_on_a_compiled_kernel_without_a_gpu(tmp_pat
     assert result["kernel"] == "bn_apply_kernel" and result["parameters"] == len(bn_act_op.K.bn_apply_kernel.arg_names)
     assert set(result["us"]) == {"kernel_grid", "compiled_launcher", "launch_cache"}
     assert all(v > 0 for v in result["us"].values())
+
+
+LAUNCH_CACHE_PROBE = """
+import json, os, sys
+sys.path[:0] = [sys.argv[1], os.path.dirname(sys.argv[1])]
+import torch
+import launch_path
+from triton.runtime.driver import driver
+from fastres.kernels import bn_act_op as O
+stand_in = launch_path.StandInDriver()
+driver.set_active(stand_in)
+
+
+def calls(cache, case):
+    O.GPU_TUNING.update(launch_cache=cache, fuse_finalize=case["fuse"])
+    x, w, b = case["x"], case["w"], case["b"]
+    del stand_in.calls[:]
+    if case["eval"]:
+        O._eval_impl(x, w, b, torch.zeros(x.shape[1]), torch.ones(x.shape[1]), 1e-5, "gelu", 0.3)
+    else:
+        _, mean, rstd, _ = O._train_impl(x, w, b, 1e-5, "celu", 0.3, case["ghost"])
+        O._backward_impl(torch.ones_like(x), x, w, b, mean, rstd, 1e-5, "celu", 0.3, case["ghost"], True,
+                         case["wgrad"])
+    return list(stand_in.calls)
+
+
+def same(a, b, inputs):
+    # The launcher's arguments: grid x3, stream, function, the compiled kernel's packed metadata
+    # (one object per compiled kernel: the same specialisation), hooks, then the kernel's own.
+    if a[:3] != b[:3] or a[5] is not b[5] or len(a) != len(b):
+        return False
+    for u, v in zip(a[9:], b[9:]):
+        if torch.is_tensor(u):
+            if (u.dtype, u.shape, u.data_ptr() % 16) != (v.dtype, v.shape, v.data_ptr() % 16):
+                return False
+            if any(u is t for t in inputs) != any(v is t for t in inputs):
+                return False
+        elif u != v:
+            return False
+    return True
+
+
+def make(n, c, dtype, offset=0):
+    base = torch.randn(n * c * 9 + 8, dtype=dtype)
+    return base[offset:offset + n * c * 9].view(n, 3, 3, c).permute(0, 3, 1, 2)    # channels-last
+
+
+cases = [dict(x=make(4, 64, torch.float16), ghost=0, wgrad=False, fuse=0, eval=False),
+         dict(x=make(6, 40, torch.float32), ghost=2, wgrad=True, fuse=0, eval=False),
+         dict(x=make(4, 64, torch.float16), ghost=0, wgrad=True, fuse=1, eval=False),
+         dict(x=make(4, 64, torch.float16), ghost=0, wgrad=False, fuse=0, eval=True),
+         dict(x=make(4, 64, torch.float16, offset=1), ghost=0, wgrad=False, fuse=0, eval=False)]   # x unaligned
+out = []
+for case in cases:
+    c = case["x"].shape[1]
+    case.update(w=torch.rand(c) + 0.5, b=torch.randn(c))
+    inputs = (case["x"], case["w"], case["b"])
+    keys = len(O._LAUNCHES)
+    plain, first, second = calls(0, case), calls(1, case), calls(1, case)
+    out.append({"launches": len(plain), "new_keys": len(O._LAUNCHES) - keys,
+                "first": len(first) == len(plain) and all(same(a, b, inputs) for a, b in zip(first, plain)),
+                "second": len(second) == len(plain) and all(same(a, b, inputs) for a, b in zip(second, plain))})
+print(json.dumps(out))
+"""
+
+
+def test_launch_cache_launches_as_kernel_grid_does(tmp_path):
+    """The launch_cache knob (bn_act_op._LaunchCache): with the real kernels compiled for sm_90
+    and launched on launch_path's stand-in driver (no GPU), the op's launches through the cache,
+    on the first call (recording) and on the next (straight through the compiled launchers),
+    reach Triton's launcher with what kernel[grid] gives it: the same grids, the same compiled
+    kernel (specialisation), equal arguments and the caller's tensors in the same places. Each
+    case, trained or eval, ghost groups, trainable scale, the fused finalize and an unaligned
+    input, gets a key of its own (two ops: forward and backward)."""
+    import json
+    import os
+    import subprocess
+    if tuple(map(int, triton.__version__.split(".")[:2])) < (3, 6):
+        pytest.skip("the stand-in driver follows triton 3.6's driver interface")
+    probe = tmp_path / "probe.py"
+    probe.write_text(LAUNCH_CACHE_PROBE)
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FASTRES_BN_TUNING")}
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    out = subprocess.run([sys.executable, str(probe), str(bench)], capture_output=True, text=True, timeout=900,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cases = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [c["launches"] for c in cases] == [6, 6, 4, 1, 6]
+    assert [c["new_keys"] for c in cases] == [2, 2, 2, 1, 2]
+    assert all(c["first"] and c["second"] for c in cases), cases
 
 
 # What each kernel writes (without the fused finalize, the default).
