@@ -255,7 +255,9 @@ class _LaunchCache:
             # tests do): the rest of this call launches through kernel[grid] and records nothing.
             self.runners = None
         compiled = self.kernel[self.grid](*args, **kwargs)
-        if self.recorded is not None and hasattr(compiled, "run"):
+        if self.recorded is None or not isinstance(self.kernel, triton.runtime.JITFunction):
+            self.recorded = None        # a stand-in for a kernel (a benchmark's recorder): no record
+        elif hasattr(compiled, "run"):  # a compiled kernel (the interpreter returns none)
             # The launcher takes every kernel parameter positionally and a 3-D grid.
             self.recorded.append((self.kernel, compiled[(*self.grid, 1, 1)[:3]], self.kernel.arg_names[len(args):]))
         return compiled
