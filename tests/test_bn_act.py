@@ -1204,8 +1204,9 @@ def test_gpu_launch_cache_gives_kernel_grids_bits(fuse_finalize, monkeypatch):
     replayed from a CUDA graph captured with the cache on, are the bits of kernel[grid]'s launches
     (the kernels are deterministic); as are eval, a ghost-BN layer with a trainable scale, and an
     input 2 bytes off 16-byte alignment (a key, and a compiled kernel, of its own)."""
-    cases = [((256, 64, 16, 16), torch.float16, "gelu", 0, True, 0), ((96, 40, 8, 8), torch.float32, "celu", 32, False, 0),
-             ((64, 64, 8, 8), torch.float16, "silu", 0, True, 1)]
+    cases = [((256, 64, 16, 16), torch.float16, "gelu", 0, True, 0),
+             ((96, 40, 8, 8), torch.float32, "celu", 32, False, 0),
+             ((64, 64, 8, 8), torch.float16, "silu", 0, True, 1)]        # (shape, dtype, act, ghost, freeze, offset)
 
     def steps(cache):
         monkeypatch.setattr(bn_act_op, "GPU_TUNING", {**bn_act_op.GPU_TUNING, "launch_cache": cache,
@@ -1482,8 +1483,8 @@ def test_launch_cache_launches_as_kernel_grid_does(tmp_path):
 
 
 # What each kernel writes (without the fused finalize, the default).
-_KERNEL_OUTPUTS = {"bn_stats_kernel": ("pmean_ptr", "pm2_ptr"), "bn_finalize_kernel": ("mean_ptr", "rstd_ptr", "var_ptr"),
-                   "bn_apply_kernel": ("y_ptr",), "bn_bwd_reduce_kernel": ("psum_g_ptr", "psum_gx_ptr"),
+_KERNEL_OUTPUTS = {"bn_stats_kernel": ("pmean_ptr", "pm2_ptr"),
+                   "bn_finalize_kernel": ("mean_ptr", "rstd_ptr", "var_ptr"), "bn_apply_kernel": ("y_ptr",), "bn_bwd_reduce_kernel": ("psum_g_ptr", "psum_gx_ptr"),
                    "bn_bwd_finalize_kernel": ("sum_g_ptr", "sum_gx_ptr", "dw_ptr", "db_ptr"),
                    "bn_bwd_dx_kernel": ("dx_ptr",)}
 
