@@ -64,7 +64,7 @@ def _sibling(name: str):
     return module
 
 
-launch_path = _sibling("launch_path")     # launch_args, launcher: the compiled launcher's call
+launch_path = _sibling("launch_path")     # launch_args, launcher, per_call_us
 
 ROUNDS = 5      # each chain's iterations in rounds, the two chains in turn
 
@@ -153,18 +153,9 @@ def launch_us(x: torch.Tensor, iters: int) -> tuple[dict, str | None]:
 
 
 def per_call_us(calls: list, iters: int, sync) -> dict:
-    """{name: host microseconds per call} of each (name, fn), after a few warm-up calls."""
-    times = {}
-    for name, fn in calls:
-        for _ in range(max(3, iters // 10)):
-            fn()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        sync()
-        times[name] = (time.perf_counter() - t0) / iters * 1e6
-    return times
+    """{name: host microseconds per call} of each (name, fn): one timed pass of iters calls after
+    a few warm-up calls."""
+    return {name: launch_path.per_call_us(fn, iters, rounds=1, sync=sync) for name, fn in calls}
 
 
 def impl_us(x: torch.Tensor, dy: torch.Tensor, iters: int) -> dict:

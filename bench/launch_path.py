@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastres.errors import Parser  # noqa: E402
 from fastres.report import atomic_write, environment, output_problem  # noqa: E402
+from fastres.kernels.bn_act_op import compiled_launcher as launcher  # noqa: E402
 
 
 def launch_args(kernel, args: tuple, kwargs: dict) -> list:
@@ -33,12 +34,6 @@ def launch_args(kernel, args: tuple, kwargs: dict) -> list:
     kernel in order, constexprs included (kernel[grid](...) binds them so on each call); launch
     options such as num_warps, which are not parameters, left out."""
     return [*args, *(kwargs[name] for name in kernel.arg_names[len(args):])]
-
-
-def launcher(compiled, grid: tuple):
-    """compiled[grid] for a grid of 1-3 dimensions: Triton's compiled kernel reads all three
-    (kernel[grid] pads a shorter grid with ones itself)."""
-    return compiled[(*grid, 1, 1)[:3]]
 
 
 class StandInDriver:
@@ -95,15 +90,18 @@ class LaunchCache:
         return launch
 
 
-def per_call_us(fn, iters: int, rounds: int = 5) -> float:
-    """Microseconds per call of fn: the fastest of `rounds` rounds, after warm-up calls."""
+def per_call_us(fn, iters: int, rounds: int = 5, sync=lambda: None) -> float:
+    """Microseconds per call of fn: the fastest of `rounds` rounds, after warm-up calls; sync
+    (a GPU's torch.cuda.synchronize) before and after each round."""
     for _ in range(max(3, iters // 10)):
         fn()
     best = float("inf")
     for _ in range(rounds):
+        sync()
         t0 = time.perf_counter()
         for _ in range(iters):
             fn()
+        sync()
         best = min(best, (time.perf_counter() - t0) / iters * 1e6)
     return best
 

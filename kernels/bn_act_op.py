@@ -258,8 +258,9 @@ class _LaunchCache:
         if self.recorded is None or not isinstance(self.kernel, triton.runtime.JITFunction):
             self.recorded = None        # a stand-in for a kernel (a benchmark's recorder): no record
         elif hasattr(compiled, "run"):  # a compiled kernel (the interpreter returns none)
-            # The launcher takes every kernel parameter positionally and a 3-D grid.
-            self.recorded.append((self.kernel, compiled[(*self.grid, 1, 1)[:3]], self.kernel.arg_names[len(args):]))
+            # The launcher takes every kernel parameter positionally: the constexprs after args.
+            self.recorded.append((self.kernel, compiled_launcher(compiled, self.grid),
+                                  self.kernel.arg_names[len(args):]))
         return compiled
 
     def publish(self):
@@ -271,11 +272,22 @@ class _LaunchCache:
 _LAUNCHES: dict = {}
 
 
-def _cached(wrap, geo: dict, key: tuple, *pointers: Tensor):
-    """wrap, or a _LaunchCache for this call if the knob is on and the custom ops launch (the
-    triton_op twins' kernels are launched by Inductor)."""
-    if wrap is not _direct or not geo["LAUNCH_CACHE"]:
-        return wrap
+def compiled_launcher(compiled, grid: tuple):
+    """compiled[grid] for a grid of 1-3 dimensions: the launcher of Triton's compiled kernel
+    (what kernel[grid](...) returns on a GPU) reads all three, where kernel[grid] pads a
+    shorter grid with ones itself."""
+    return compiled[(*grid, 1, 1)[:3]]
+
+
+def _caching(wrap, geo: dict) -> bool:
+    """Whether this call launches through a _LaunchCache: the knob is on and the custom ops
+    launch (the triton_op twins' kernels are launched by Inductor). Asked before the key is
+    built, which the default (off) never does."""
+    return wrap is _direct and geo["LAUNCH_CACHE"]
+
+
+def _cached(key: tuple, *pointers: Tensor) -> _LaunchCache:
+    """The _LaunchCache of a call with this key and these caller pointers (the first: x)."""
     x = pointers[0]
     current = torch.cuda.current_device() if x.is_cuda else None    # Triton's kernel cache is per device
     return _LaunchCache((*key, x.device, current, tuple(t.data_ptr() % 16 == 0 for t in pointers)))
@@ -353,8 +365,9 @@ def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha:
     blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"],
                   num_warps=geo["num_warps"], **options)
     counters = _fused_finalize(x, G, geo, wrap)
-    wrap = _cached(wrap, geo, ("train", x.shape, x.dtype, weight.dtype, bias.dtype, act, G, per,
-                               tuple(GPU_TUNING.items()), counters is None), xr, weight, bias)
+    if _caching(wrap, geo):
+        wrap = _cached(("train", x.shape, x.dtype, weight.dtype, bias.dtype, act, G, per, tuple(GPU_TUNING.items()),
+                        counters is None), xr, weight, bias)
     # Without a fused finalize an input, which the kernel does not touch, stands in for the counters.
     wrap(K.bn_stats_kernel)[grid](xr, pmean, pm2, mean, rstd, var, xr if counters is None else counters,
                                   M, C, R, S, geo["SLAB"], eps, TWO_D=geo["TWO_D"],
@@ -394,9 +407,9 @@ def _eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running
     weight, bias, running_mean, running_var = map(_vector, (weight, bias, running_mean, running_var))
     M, R, geo = _launch(x, 1, int(x.shape[0]))
     xr, y, options = _channels_last(x), _empty_cl(x), _options(wrap)
-    wrap = _cached(wrap, geo, ("eval", x.shape, x.dtype, weight.dtype, bias.dtype, running_mean.dtype,
-                               running_var.dtype, act, tuple(GPU_TUNING.items())),
-                   xr, weight, bias, running_mean, running_var)
+    if _caching(wrap, geo):
+        wrap = _cached(("eval", x.shape, x.dtype, weight.dtype, bias.dtype, running_mean.dtype, running_var.dtype,
+                        act, tuple(GPU_TUNING.items())), xr, weight, bias, running_mean, running_var)
     wrap(K.bn_apply_kernel)[(geo["S2"], geo["c_blocks"])](
         xr, y, running_mean, running_var, weight, bias, M, x.shape[1],
         R, geo["S2"], geo["SLAB2"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=True,
@@ -446,9 +459,10 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
     blocks = dict(BLOCK_M=geo["BLOCK_M"], BLOCK_C=geo["BLOCK_C"], STAGES=geo["STAGES"],
                   num_warps=geo["num_warps"], **options)
     counters = _fused_finalize(x, G, geo, wrap)
-    wrap = _cached(wrap, geo, ("backward", x.shape, x.dtype, dyr.dtype, weight.dtype, bias.dtype, mean.dtype,
-                               rstd.dtype, act, G, per, batch_stats, weight_grad, tuple(GPU_TUNING.items()),
-                               counters is None), xr, dyr, weight, bias, mean, rstd)
+    if _caching(wrap, geo):
+        wrap = _cached(("backward", x.shape, x.dtype, dyr.dtype, weight.dtype, bias.dtype, mean.dtype, rstd.dtype,
+                        act, G, per, batch_stats, weight_grad, tuple(GPU_TUNING.items()), counters is None),
+                       xr, dyr, weight, bias, mean, rstd)
     # Where dgamma (frozen scale), the totals (ghost groups) or the counters (no fused finalize)
     # are not written, an input the kernels only read stands in for their pointers: never an
     # empty tensor's null pointer, which Triton's launcher refuses, and never an output (two
