@@ -1346,6 +1346,22 @@ def test_host_overhead_launch_timing_replays_the_recorded_launch():
     assert bn_act_op.K.bn_apply_kernel is real
 
 
+def test_stand_in_driver_keeps_launch_arguments_only_when_recording():
+    # The host timings on the stand-in driver (host_overhead.py, launch_path.py's timed loops) must
+    # not keep each launch's arguments: a launcher that did kept every tensor the loop allocated
+    # alive and slowed the loop it timed by half (see StandInDriver).
+    import weakref
+    bench = load_bench("launch_path")
+    assert bench.StandInDriver().record is False
+    for record in (False, True):
+        driver = bench.StandInDriver(record=record)
+        launch, t = driver.launcher_cls(None, None), torch.empty(4)
+        alive = weakref.ref(t)
+        launch(1, 1, 1, t)
+        del t
+        assert (alive() is not None) == record and len(driver.calls) == record
+
+
 def test_launch_path_times_both_paths_on_a_compiled_kernel_without_a_gpu(tmp_path):
     """bench/launch_path.py compiles the apply kernel for sm_90 with Triton's driver replaced by a
     stand-in that launches nothing, checks that the compiled launcher is called with the grid and
@@ -1375,7 +1391,7 @@ import torch
 import launch_path
 from triton.runtime.driver import driver
 from fastres.kernels import bn_act_op as O
-stand_in = launch_path.StandInDriver()
+stand_in = launch_path.StandInDriver(record=True)
 driver.set_active(stand_in)
 
 
