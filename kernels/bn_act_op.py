@@ -75,9 +75,9 @@ def _sm_count(index: int) -> int:
 # check): 4-10 programs of 4 warps fit on an SM, each with one tile's loads in flight (stages=1).
 # launch_cache (0 or 1), host side only: the custom ops' launches after the first call with the
 # same key go straight to each compiled kernel's launcher (see _LaunchCache), skipping
-# kernel[grid]'s argument binding, ~20 us of Python a launch on a 2-core EPYC (2026-12-04,
-# bench/host_overhead.py's stand-in driver). Off until a GPU run measures it; the
-# interpreter has no compiled kernels, so there it changes nothing.
+# kernel[grid]'s argument binding: on a 2-core EPYC (2026-12-04, bench/host_overhead.py's
+# stand-in driver) Triton's Python costs ~14 us a launch, ~5 us with the cache. Off until a GPU
+# run measures it; the interpreter has no compiled kernels, so there it changes nothing.
 #
 # The defaults are the sweep's best on an H200 (2026-12-04, 03b972c, cifar10-94's BN layers,
 # bench/results/2026-12-04-h200-03b972c-kernel-sweep.json): the summed BN step, forward and

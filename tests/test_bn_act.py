@@ -1314,7 +1314,7 @@ def test_host_overhead_smoke(tmp_path):
 def test_host_overhead_on_a_cpu_also_times_triton_launch_path_on_a_stand_in_driver(tmp_path):
     # Without TRITON_INTERPRET the script also runs the real kernels, compiled for sm_90 and
     # launched on launch_path's stand-in driver: the layer then costs the stubbed layer plus six
-    # times kernel[grid]'s Python (measured at ~20 us a launch on a 2-core EPYC, 2026-12-04).
+    # times kernel[grid]'s Python (measured at ~14 us a launch on a 2-core EPYC, 2026-12-04).
     import json
     import os
     import subprocess
