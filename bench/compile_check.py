@@ -67,11 +67,13 @@ SMS = 132                     # H100 SXM; only the slab count (a runtime int) de
 SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 REGISTERS_PER_SM = 65536
 # tests/test_bn_act.py on a GPU: (shape, ghost) of its CPU-size checks (which run on CUDA when
-# present) and of its real-size ones; every activation, fp16 and fp32.
+# present) and of its real-size ones; every activation, fp16 and fp32; and its bf16 checks' shapes.
 TEST_CASES = [((2, 40, 5, 25), 0), ((1, 16, 6, 6), 0), ((3, 24, 1, 1), 0), ((8, 96, 8, 8), 0),
               ((1, 16, 1, 1), 0), ((6, 40, 3, 5), 1), ((6, 40, 3, 5), 2), ((6, 40, 3, 5), 4),
               ((512, 64, 32, 32), 32), ((512, 128, 16, 16), 0), ((1000, 256, 7, 7), 32),
               ((512, 512, 4, 4), 0)]
+BF16_TEST_CASES = [((2, 40, 5, 25), 0), ((8, 96, 8, 8), 0), ((6, 40, 3, 5), 4), ((512, 128, 16, 16), 0),
+                   ((512, 64, 32, 32), 32)]
 DTYPES = {torch.float16: "fp16", torch.float32: "fp32", torch.bfloat16: "bf16", torch.int32: "i32"}
 
 
@@ -178,8 +180,10 @@ def recipe_cases(bench, names) -> list:
 
 
 def gpu_test_cases() -> list:
-    return [(*shape, act, 0.3, ghost, dtype, freeze) for shape, ghost in TEST_CASES
-            for act in K.ACT_CODES for dtype in (torch.float16, torch.float32) for freeze in (True, False)]
+    cases = [(shape, ghost, dtype) for shape, ghost in TEST_CASES for dtype in (torch.float16, torch.float32)]
+    cases += [(shape, ghost, torch.bfloat16) for shape, ghost in BF16_TEST_CASES]
+    return [(*shape, act, 0.3, ghost, dtype, freeze) for shape, ghost, dtype in cases
+            for act in K.ACT_CODES for freeze in (True, False)]
 
 
 def cuobjdump() -> str | None:

@@ -4,7 +4,8 @@ A drop-in `nn.BatchNorm2d` subclass (same parameters, buffers and state_dict key
 an activation after the normalisation, optionally with ghost batch norm (statistics per group of
 `ghost_batch` images) and a frozen scale. This file holds the pure-PyTorch reference path, used on
 CPU and whenever the fused Triton path is unavailable or switched off with `use_reference(True)`;
-the Triton path (bn_act_op.py) runs on CUDA tensors. Tests: `OMP_NUM_THREADS=1 pytest tests/test_bn_act.py`.
+the Triton path (bn_act_op.py) runs on CUDA tensors of fp16, bf16 or fp32 (fp64 takes the
+reference path, computed in fp64). Tests: `OMP_NUM_THREADS=1 pytest tests/test_bn_act.py`.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ except ImportError:  # pragma: no cover
     bn_act_op = None
 
 ACTIVATIONS = ("identity", "relu", "celu", "gelu", "silu")
+# Input dtypes the fused kernels take (they compute in fp32); others run the reference path.
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def activation(z: torch.Tensor, act: str, alpha: float = 1.0) -> torch.Tensor:
@@ -34,36 +37,43 @@ def activation(z: torch.Tensor, act: str, alpha: float = 1.0) -> torch.Tensor:
     raise ValueError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The reference's arithmetic precision: float64 for a float64 input, float32 otherwise."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def ghost_batch_stats(x: torch.Tensor, ghost_batch: int):
     """Per-group mean and biased variance of x [N, C, H, W] for groups of `ghost_batch` images
-    (the last group may be smaller). Returns (mean [G, C], var [G, C], group index [N], rows per
-    group [G, 1]). Shapes depend only on N and ghost_batch (no .item()), so torch.compile traces
-    it without a graph break."""
+    (the last group may be smaller), in compute_dtype(x). Returns (mean [G, C], var [G, C], group
+    index [N], rows per group [G, 1]). Shapes depend only on N and ghost_batch (no .item()), so
+    torch.compile traces it without a graph break."""
     n, c = x.shape[:2]
     groups = -(-n // ghost_batch)
     group = torch.arange(n, device=x.device) // ghost_batch
-    xf = x.float().flatten(2)                                     # (N, C, HW)
+    xf = x.to(compute_dtype(x)).flatten(2)                        # (N, C, HW)
     first = torch.arange(groups, device=x.device) * ghost_batch
     count = ((n - first).clamp(max=ghost_batch) * xf.shape[2]).to(xf.dtype)[:, None]
-    mean = torch.zeros(groups, c, device=x.device).index_add_(0, group, xf.sum(2)) / count
+    mean = xf.new_zeros(groups, c).index_add_(0, group, xf.sum(2)) / count
     centred = xf - mean[group][:, :, None]
-    var = torch.zeros(groups, c, device=x.device).index_add_(0, group, centred.square().sum(2)) / count
+    var = xf.new_zeros(groups, c).index_add_(0, group, centred.square().sum(2)) / count
     return mean, var, group, count
 
 
 def bn_act_reference(x, weight, bias, running_mean, running_var, training: bool, momentum: float,
                      eps: float, act: str = "identity", alpha: float = 1.0, ghost_batch: int = 0):
-    """Reference BatchNorm2d + activation in fp32; updates running stats in place when training.
+    """Reference BatchNorm2d + activation in fp32 (fp64 for an fp64 input); updates running stats
+    in place when training.
 
     Ghost batch norm: statistics per group of `ghost_batch` images; the running statistics are
     updated with the average over groups of the group means and unbiased group variances, the
     convention of Myrtle.ai's GhostBatchNorm (which averages its per-split running stats)."""
     if not training or ghost_batch <= 0 or ghost_batch >= x.shape[0]:
-        # fp32 running statistics for F.batch_norm's fp32 input (a .half() module has fp16
-        # ones, which it refuses), copied back after its in-place update.
-        rm, rv = (None if t is None else t.float() for t in (running_mean, running_var))
-        y = F.batch_norm(x.float(), rm, rv,
-                         None if weight is None else weight.float(), None if bias is None else bias.float(),
+        # Running statistics in the compute dtype for F.batch_norm (a .half() module's fp16 ones
+        # it refuses with an fp32 input), copied back after its in-place update.
+        cd = compute_dtype(x)
+        rm, rv = (None if t is None else t.to(cd) for t in (running_mean, running_var))
+        y = F.batch_norm(x.to(cd), rm, rv,
+                         None if weight is None else weight.to(cd), None if bias is None else bias.to(cd),
                          training, momentum, eps)
         if training and rm is not running_mean:
             with torch.no_grad():
@@ -76,9 +86,9 @@ def bn_act_reference(x, weight, bias, running_mean, running_var, training: bool,
             running_mean.lerp_(mean.mean(0).to(running_mean.dtype), momentum)
             running_var.lerp_(unbiased.mean(0).to(running_var.dtype), momentum)
     rstd = torch.rsqrt(var + eps)
-    y = (x.float() - mean[group][:, :, None, None]) * rstd[group][:, :, None, None]
+    y = (x.to(mean.dtype) - mean[group][:, :, None, None]) * rstd[group][:, :, None, None]
     if weight is not None:
-        y = y * weight.float()[:, None, None] + bias.float()[:, None, None]
+        y = y * weight.to(mean.dtype)[:, None, None] + bias.to(mean.dtype)[:, None, None]
     return activation(y, act, alpha).to(x.dtype)
 
 
@@ -128,10 +138,14 @@ class BatchNormAct2d(nn.BatchNorm2d):
     def _fused_path(self, x: torch.Tensor) -> bool:
         if not self.fused or _FORCE_REFERENCE or bn_act_op is None or self.backend == "reference":
             return False
+        if x.dtype not in FUSED_DTYPES:     # float64: the kernels compute in fp32, the reference in fp64
+            return False
         return self.backend == "triton" or x.is_cuda
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
+        if not x.is_floating_point():
+            raise TypeError(f"BatchNormAct2d expects a floating-point input, got {x.dtype}")
         factor = 0.0 if self.momentum is None else self.momentum   # eval: unused, but F.batch_norm needs a float
         # Batch statistics in training, and in eval without running statistics (as nn.BatchNorm2d).
         batch_stats = self.training or self.running_mean is None

@@ -31,8 +31,9 @@ CUDA = torch.cuda.is_available()
 COMPILE_BACKEND = "inductor"
 DEVICE = "cuda" if CUDA else "cpu"
 gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA")
-# (atol, rtol) of fp16 outputs vs the fp32 reference: fp16 rounding of y and dx; fp32: sums order.
-TOL = {torch.float16: (2e-3, 1e-2), torch.float32: (2e-5, 1e-4)}
+# (atol, rtol) of fp16 outputs vs the fp32 reference: fp16 rounding of y and dx; fp32: sums order;
+# bf16: its 8-bit significand rounds 8x coarser than fp16's 11 bits (a half ulp is 2^-9 relative).
+TOL = {torch.float16: (2e-3, 1e-2), torch.float32: (2e-5, 1e-4), torch.bfloat16: (1.6e-2, 1e-2)}
 
 
 _reference_allowed = [True]
@@ -121,6 +122,20 @@ SHAPES = [(2, 40, 5, 25), (1, 16, 6, 6), (3, 24, 1, 1), (8, 96, 8, 8)]
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_train_matches_reference(fused_only, shape, dtype, act):
     check_against_reference(shape, dtype, act)
+
+
+# bf16 activations (a module in a bf16 net): the kernels load any float type and compute in fp32,
+# so only the output's rounding differs from fp16. Training with every activation on a ragged
+# shape and one of several channel blocks and slabs; eval; ghost groups with a frozen scale.
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("shape", [(2, 40, 5, 25), (8, 96, 8, 8)], ids=lambda s: "x".join(map(str, s)))
+def test_bf16_matches_reference(fused_only, shape, act):
+    check_against_reference(shape, torch.bfloat16, act)
+
+
+def test_bf16_eval_and_ghost_groups_match_reference(fused_only):
+    check_against_reference((2, 40, 5, 25), torch.bfloat16, "gelu", training=False)
+    check_against_reference((6, 40, 3, 5), torch.bfloat16, "celu", ghost=4, freeze=True)
 
 
 @pytest.mark.parametrize("act", ["celu", "gelu"])
@@ -1174,6 +1189,13 @@ def test_gpu_real_sizes(shape, ghost, act):
 
 @gpu
 @pytest.mark.gpu
+def test_gpu_bf16_real_sizes():
+    check_against_reference((512, 128, 16, 16), torch.bfloat16, "gelu", freeze=True)
+    check_against_reference((512, 64, 32, 32), torch.bfloat16, "celu", ghost=32)
+
+
+@gpu
+@pytest.mark.gpu
 @pytest.mark.parametrize("tuning", [dict(tile=1024, warps=8, programs_per_sm=2), dict(tile=4096, programs_per_sm=8),
                                     dict(acc2d=1), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1),
                                     dict(stages=3), dict(tile=4096, warps=8, programs_per_sm=2, acc2d=1, stages=4),
@@ -1625,6 +1647,10 @@ def test_a_backward_timed_no_longer_than_its_forward_gets_no_bandwidth_and_misse
     (lambda x, w: bn_act_op.fused_eval(x, w, w, w, w[:4], 1e-5, "relu", 1.0), "running_var must have shape [C] = [8]"),
     (lambda x, w: bn_act_op.fused_train(x[:0], w, w, 1e-5, "relu", 1.0, 0), "got an empty batch"),
     (lambda x, w: bn_act_op.fused_train(x, w, w, 1e-5, "tanh", 1.0, 0), "unknown activation 'tanh'"),
+    (lambda x, w: bn_act_op.fused_train(x.double(), w, w, 1e-5, "relu", 1.0, 0),
+     "expected a float16, bfloat16 or float32 input, got torch.float64"),
+    (lambda x, w: bn_act_op.fused_eval(x.long(), w, w, w, w, 1e-5, "relu", 1.0),
+     "expected a float16, bfloat16 or float32 input, got torch.int64"),
 ])
 def test_ops_check_every_vector_and_the_batch(call, message):
     """The raw ops: the kernels read C values of bias and of the running statistics (a shorter
@@ -1633,6 +1659,37 @@ def test_ops_check_every_vector_and_the_batch(call, message):
     x, w = make_input((2, 8, 3, 3), torch.float32), torch.ones(8, device=DEVICE)
     with pytest.raises(RuntimeError, match=re.escape(message)):
         call(x, w)
+
+
+@pytest.mark.parametrize("ghost", [0, 2])
+def test_float64_runs_in_float64_and_integers_are_refused(ghost):
+    """The kernels compute in fp32: an fp64 input took them and came out at fp32 precision (4e-5
+    to 5e-5 off here, where the tolerance is 1e-9; the reference path, too, computed in fp32),
+    an integer one came out as integers (both before 2026-12-05). The module now runs fp64 through its reference path in fp64 (equal to
+    nn.BatchNorm2d in fp64 to rounding, gradients included) and refuses integers as
+    nn.BatchNorm2d does, with one clear error."""
+    torch.manual_seed(0)
+    x = (torch.randn(4, 8, 3, 3, dtype=torch.float64, device=DEVICE) * 1e-3 + 1.0).requires_grad_()
+    bn = BatchNormAct2d(8, act="identity", ghost_batch=ghost).to(DEVICE, torch.float64)
+    bn.backend = "triton"
+    plain = nn.BatchNorm2d(8).to(DEVICE, torch.float64)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
+    plain.load_state_dict(bn.state_dict())
+    y = bn(x)
+    if ghost:   # two groups of two images: nn.BatchNorm2d on each half
+        y_ref = torch.cat([plain(half) for half in x.split(2)])
+    else:
+        y_ref = plain(x)
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-9)
+    dy = torch.randn_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, x, dy)[0], torch.autograd.grad(y_ref, x, dy)[0],
+                               rtol=0, atol=1e-6)
+    if not ghost:
+        torch.testing.assert_close(bn.running_var, plain.running_var, rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match=r"^BatchNormAct2d expects a floating-point input, got torch.int64$"):
+        bn(x.detach().long())
 
 
 @pytest.mark.parametrize("backend", ["triton", "reference"])
