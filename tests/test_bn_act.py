@@ -1189,9 +1189,10 @@ def test_gpu_real_sizes(shape, ghost, act):
 
 @gpu
 @pytest.mark.gpu
-def test_gpu_bf16_real_sizes():
-    check_against_reference((512, 128, 16, 16), torch.bfloat16, "gelu", freeze=True)
-    check_against_reference((512, 64, 32, 32), torch.bfloat16, "celu", ghost=32)
+def test_gpu_bf16_real_size():
+    # One case (each dtype compiles its own kernels, ~1 s each, out of the GPU check's budget);
+    # every activation, eval and ghost groups run in bf16 at small sizes in the tests above.
+    check_against_reference((512, 64, 32, 32), torch.bfloat16, "gelu", ghost=32, freeze=True)
 
 
 @gpu
