@@ -276,14 +276,14 @@ def describe(launch: Launch) -> dict:
 
 
 def _data_key(r) -> str:
-    """What of a launch's data changes its code: ", fp32" for fp32 activations (the recipes'
-    are fp16), ", C % 16 != 0" where the channel count is not marked divisible by 16 (the tests'
+    """What of a launch's data changes its code: ", fp32" or ", bf16" for fp32 or bf16 activations
+    (the recipes' are fp16), ", C % 16 != 0" where the channel count is not marked divisible by 16 (the tests'
     C = 24 and 40): Triton then cannot prove a row 16-byte aligned and loads element by element,
     in more instructions and registers; in fp16 that is 2 bytes a load, below an asynchronous
     copy's 4, so such launches are not pipelined (fp32 ones are: compile check of e75417a)."""
     x = r["signature"].get("x_ptr", "")     # the finalize kernels have none: their data is fp32 scratch
     unaligned = "C" in r["signature"] and r["signature"]["C"] != "constexpr" and "C" not in r["aligned"]
-    return (", fp32" if x == "*fp32" else "") + (", C % 16 != 0" if unaligned else "")
+    return {"*fp32": ", fp32", "*bf16": ", bf16"}.get(x, "") + (", C % 16 != 0" if unaligned else "")
 
 
 def _knob_key(r) -> str:

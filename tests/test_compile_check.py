@@ -269,7 +269,7 @@ if cc.check_api():
     print("skipped: " + cc.check_api())
     sys.exit(3)
 rows = []
-for c, dtype in ((64, torch.float16), (40, torch.float16), (64, torch.float32)):
+for c, dtype in ((64, torch.float16), (40, torch.float16), (64, torch.float32), (64, torch.bfloat16)):
     x = torch.empty(256 * c, device="meta", dtype=dtype)
     part = torch.empty(8 * c, device="meta", dtype=torch.float32)
     spec = cc.specialise(K.bn_stats_kernel, (x, part, part, part, part, part, part, 256, c, 256, 8, 32, 1e-5),
@@ -288,12 +288,14 @@ def test_summaries_keep_unaligned_and_fp32_launches_apart(tmp_path):
     """A channel count not divisible by 16 (the tests' C = 24 and 40) leaves Triton unable to
     prove a row 16-byte aligned: in fp16 the statistics kernel, pipelined (stages=3), then
     compiles without asynchronous copies. The summaries count such launches, and fp32 ones,
-    under keys of their own, so that a test shape's code never stands for a recipe's (the
+    under keys of their own, as bf16 ones, so that a test shape's code never stands for a recipe's (the
     compile check of fe06ec5 reported 374 of 399 stages=3 launches pipelined, the kinds mixed)."""
     out = run_probe(ALIGNMENT_PROBE, tmp_path)
     assert out["keys"] == ["64x64, 4 warps, stages 3, acc2d", "64x64, 4 warps, stages 3, acc2d, C % 16 != 0",
-                           "64x64, 4 warps, stages 3, acc2d, fp32", "8x64, 4 warps"]
-    assert out["pipelined"] == {"stages=3": "1/1", "stages=3, C % 16 != 0": "0/1", "stages=3, fp32": "1/1"}
+                           "64x64, 4 warps, stages 3, acc2d, fp32", "64x64, 4 warps, stages 3, acc2d, bf16",
+                           "8x64, 4 warps"]
+    assert out["pipelined"] == {"stages=3": "1/1", "stages=3, C % 16 != 0": "0/1", "stages=3, fp32": "1/1",
+                                "stages=3, bf16": "1/1"}
 
 
 CODE_FACTS_PROBE = '''
