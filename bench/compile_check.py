@@ -276,9 +276,9 @@ def describe(launch: Launch) -> dict:
 
 
 def _data_key(r) -> str:
-    """What of a launch's data changes its code: ", fp32" or ", bf16" for fp32 or bf16 activations
-    (the recipes' are fp16), ", C % 16 != 0" where the channel count is not marked divisible by 16 (the tests'
-    C = 24 and 40): Triton then cannot prove a row 16-byte aligned and loads element by element,
+    """What of a launch's data changes its code: ", fp32" or ", bf16" for fp32 or bf16
+    activations (the recipes' are fp16), ", C % 16 != 0" where the channel count is not marked
+    divisible by 16 (the tests' C = 24 and 40): Triton then cannot prove a row 16-byte aligned and loads element by element,
     in more instructions and registers; in fp16 that is 2 bytes a load, below an asynchronous
     copy's 4, so such launches are not pipelined (fp32 ones are: compile check of e75417a)."""
     x = r["signature"].get("x_ptr", "")     # the finalize kernels have none: their data is fp32 scratch

@@ -19,8 +19,6 @@ except ImportError:  # pragma: no cover
     bn_act_op = None
 
 ACTIVATIONS = ("identity", "relu", "celu", "gelu", "silu")
-# Input dtypes the fused kernels take (they compute in fp32); others run the reference path.
-FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def activation(z: torch.Tensor, act: str, alpha: float = 1.0) -> torch.Tensor:
@@ -138,7 +136,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
     def _fused_path(self, x: torch.Tensor) -> bool:
         if not self.fused or _FORCE_REFERENCE or bn_act_op is None or self.backend == "reference":
             return False
-        if x.dtype not in FUSED_DTYPES:     # float64: the kernels compute in fp32, the reference in fp64
+        if x.dtype not in bn_act_op.DTYPES:     # float64: the kernels compute in fp32, the reference in fp64
             return False
         return self.backend == "triton" or x.is_cuda
 

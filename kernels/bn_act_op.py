@@ -34,7 +34,7 @@ from torch import Tensor
 from . import bn_act_kernels as K
 
 _CL = torch.channels_last
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32)     # the activations the kernels load and store
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)     # the activations the kernels load and store
 
 
 # ---------------------------------------------------------------- launch geometry
@@ -192,13 +192,13 @@ def _empty_cl(x: Tensor, dtype=None) -> Tensor:
 def _check(x: Tensor, act: str, weight: Tensor, bias: Tensor, *stats: Tensor) -> None:
     """A 4-D fp16, bf16 or fp32 input with at least one image, a known activation, and [C]
     vectors: the kernels read C values of each (a shorter one would be read past its end)."""
-    if x.dim() == 4 and x.shape[0] > 0 and x.dtype in _DTYPES and act in K.ACT_CODES \
+    if x.dim() == 4 and x.shape[0] > 0 and x.dtype in DTYPES and act in K.ACT_CODES \
             and weight.shape == bias.shape == (x.shape[1],) and all(s.shape == weight.shape for s in stats):
         return                  # the common case without torch._check's calls (host time per layer)
     torch._check(x.dim() == 4, lambda: f"expected a 4-D [N, C, H, W] input, got {x.dim()}-D")
     # The kernels compute in fp32 and store in x's dtype: an fp64 input would lose precision silently
     # (BatchNormAct2d runs it through its fp64 reference path), an integer one would be truncated.
-    torch._check(x.dtype in _DTYPES, lambda: f"expected a float16, bfloat16 or float32 input, got {x.dtype}")
+    torch._check(x.dtype in DTYPES, lambda: f"expected a float16, bfloat16 or float32 input, got {x.dtype}")
     torch._check(x.shape[0] > 0, lambda: "expected at least one image (N >= 1), got an empty batch")
     torch._check(act in K.ACT_CODES, lambda: f"unknown activation {act!r}")
     for name, t in (("weight", weight), ("bias", bias), *zip(("running_mean", "running_var"), stats)):
