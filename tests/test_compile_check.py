@@ -287,8 +287,8 @@ print(json.dumps({"pipelined": cc.pipelined_by_stages(rows), "keys": [cc._knob_k
 def test_summaries_keep_unaligned_and_fp32_launches_apart(tmp_path):
     """A channel count not divisible by 16 (the tests' C = 24 and 40) leaves Triton unable to
     prove a row 16-byte aligned: in fp16 the statistics kernel, pipelined (stages=3), then
-    compiles without asynchronous copies. The summaries count such launches, and fp32 ones,
-    under keys of their own, as bf16 ones, so that a test shape's code never stands for a recipe's (the
+    compiles without asynchronous copies. The summaries count such launches, and fp32 and bf16
+    ones, under keys of their own, so that a test shape's code never stands for a recipe's (the
     compile check of fe06ec5 reported 374 of 399 stages=3 launches pipelined, the kinds mixed)."""
     out = run_probe(ALIGNMENT_PROBE, tmp_path)
     assert out["keys"] == ["64x64, 4 warps, stages 3, acc2d", "64x64, 4 warps, stages 3, acc2d, C % 16 != 0",
