@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -59,7 +58,7 @@ import triton.language as tl  # noqa: E402
 from fastres.errors import Parser  # noqa: E402
 from fastres.kernels import bn_act_kernels as K  # noqa: E402
 from fastres.kernels import bn_act_op  # noqa: E402
-from fastres.report import atomic_write, environment, output_problem  # noqa: E402
+from fastres.report import environment, output_problem, write_json  # noqa: E402
 
 SWEEP_RECIPES = ("cifar10-94",)   # the net bench/gpu_check.sh's sweep times
 SMS = 132                     # H100 SXM; only the slab count (a runtime int) depends on it
@@ -447,7 +446,7 @@ def main(argv=None) -> int:
                   "compiled": len(rows), "failed": failures, "seconds": seconds,
                   "summary": summary,
                   "kernels": rows if args.rows else [r for r in rows if not r["ok"]]}
-        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+        write_json(args.out, result)
     return 1 if failures else 0
 
 

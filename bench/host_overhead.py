@@ -37,7 +37,6 @@ host-side calls per layer pay off, not faster kernels.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -52,7 +51,7 @@ import torch
 from fastres.errors import Parser  # noqa: E402
 from fastres.kernels import bn_act_kernels, bn_act_op  # noqa: E402
 from fastres.kernels.bn_act_layer import BatchNormAct2d  # noqa: E402
-from fastres.report import atomic_write, environment, output_problem  # noqa: E402
+from fastres.report import environment, output_problem, write_json  # noqa: E402
 
 
 def _sibling(name: str):
@@ -291,8 +290,7 @@ def main(argv=None) -> dict:
         result["launch_note"] = launch_note
         print(f"triton_compiled_launcher not timed: {launch_note}")
     if args.out:
-        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
-        print(f"wrote {args.out}")
+        print(f"wrote {write_json(args.out, result)}")
     return result
 
 

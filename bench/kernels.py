@@ -63,7 +63,6 @@ variant and the fused op's speed-up over the compiled reference, the issue's >= 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import sys
@@ -87,7 +86,7 @@ from fastres.errors import Parser  # noqa: E402
 from fastres.kernels import bn_act_op  # noqa: E402
 from fastres.kernels.bn_act_layer import BatchNormAct2d, activation, bn_act_reference  # noqa: E402
 from fastres.model import build_model  # noqa: E402
-from fastres.report import atomic_write, output_problem  # noqa: E402
+from fastres.report import output_problem, write_json  # noqa: E402
 
 DEFAULT_RECIPES = ("cifar10-94", "fashion-94", "cifar10-94-speedrun", "fashion-94-resnet9")  # see the docstring
 GEOMETRY = {"cifar10": (3, 32), "fashion-mnist": (1, 28)}     # input channels, image size
@@ -855,8 +854,7 @@ def fmt(value: float | None, width: int, digits: int) -> str:
 def write(result: dict, out: str | None) -> dict:
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
-        print(f"wrote {out}")
+        print(f"wrote {write_json(out, result)}")
     return result
 
 

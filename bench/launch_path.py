@@ -16,7 +16,6 @@ apply kernel with the arguments of a C = 256 layer.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastres.errors import Parser  # noqa: E402
-from fastres.report import atomic_write, environment, output_problem  # noqa: E402
+from fastres.report import environment, output_problem, write_json  # noqa: E402
 from fastres.kernels.bn_act_op import compiled_launcher as launcher  # noqa: E402
 
 
@@ -177,8 +176,7 @@ def main(argv=None) -> dict:
           f"kernel[grid](...) {us['kernel_grid']:.2f} us, the compiled launcher {us['compiled_launcher']:.2f} us, "
           f"through a launch cache {us['launch_cache']:.2f} us")
     if args.out:
-        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
-        print(f"wrote {args.out}")
+        print(f"wrote {write_json(args.out, result)}")
     return result
 
 

@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastres.errors import Parser  # noqa: E402
-from fastres.report import atomic_write, output_problem, summarize
+from fastres.report import output_problem, summarize, write_json
 
 
 def build(records: list[dict], recipe: str, flags: str = "", fallback: bool = False) -> dict:
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
         print(f"recipe_json: {args.runs_jsonl}: {e}", file=sys.stderr)
         return 1
-    atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    write_json(args.out, result)
     s = result["summary"]
     print(f"{args.recipe} {args.flags}: {s['runs']} runs{'' if result['complete'] else ' (cut short)'}, "
           f"acc {s['acc_mean']:.4f} +- {s['acc_std']:.4f}, time {s['time_mean']:.3f} +- {s['time_std']:.3f} s, "

@@ -206,6 +206,11 @@ def atomic_write(path: Path, write) -> Path:
     return path
 
 
+def write_json(path: Path, obj) -> Path:
+    """obj as indented JSON at path, written atomically (the bench scripts' result files)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
+
+
 def _unwritable(folder: Path) -> OSError | None:
     """Create folder and write (then delete) a probe file in it: the error, or None."""
     try:

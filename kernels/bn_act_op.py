@@ -137,7 +137,8 @@ def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tu
     `pass2_per_sm` (if not 0) for the second pass.
     Interpreter: programs run one after another and cost per instance, so few programs and small
     tiles (which still exercise the multi-tile loops, ragged tails and chunked finalize); its
-    "SM count" is 1, so pass2_per_sm, when set, is the second pass's program count."""
+    "SM count" is 1, so pass2_per_sm, when set, is the second pass's program count.
+    TUNING: the knobs as given (the launch cache's keys take them from here)."""
     knobs = dict(tuning)
     if on_gpu:
         block_c = min(128, max(16, triton.next_power_of_2(C)))
@@ -161,7 +162,7 @@ def _geometry(M: int, C: int, R: int, G: int, on_gpu: bool, sms: int, tuning: tu
                 num_warps=warps,
                 TWO_D=bool(knobs.get("acc2d", 0)), STAGES=knobs.get("stages", 1),
                 FUSE_FIN=bool(knobs.get("fuse_finalize", 0)), REVERSE=bool(knobs.get("reverse", 0)),
-                LAUNCH_CACHE=bool(knobs.get("launch_cache", 0)))
+                LAUNCH_CACHE=bool(knobs.get("launch_cache", 0)), TUNING=tuning)
 
 
 def _groups(x: Tensor, ghost_batch: int) -> tuple[int, int]:
@@ -371,7 +372,7 @@ def _train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, act: str, alpha:
                   num_warps=geo["num_warps"], **options)
     counters = _fused_finalize(x, G, geo, wrap)
     if _caching(wrap, geo):
-        wrap = _cached(("train", x.shape, x.dtype, weight.dtype, bias.dtype, act, G, per, tuple(GPU_TUNING.items()),
+        wrap = _cached(("train", x.shape, x.dtype, weight.dtype, bias.dtype, act, G, per, geo["TUNING"],
                         counters is None), xr, weight, bias)
     # Without a fused finalize an input, which the kernel does not touch, stands in for the counters.
     wrap(K.bn_stats_kernel)[grid](xr, pmean, pm2, mean, rstd, var, xr if counters is None else counters,
@@ -414,7 +415,7 @@ def _eval(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running
     xr, y, options = _channels_last(x), _empty_cl(x), _options(wrap)
     if _caching(wrap, geo):
         wrap = _cached(("eval", x.shape, x.dtype, weight.dtype, bias.dtype, running_mean.dtype, running_var.dtype,
-                        act, tuple(GPU_TUNING.items())), xr, weight, bias, running_mean, running_var)
+                        act, geo["TUNING"]), xr, weight, bias, running_mean, running_var)
     wrap(K.bn_apply_kernel)[(geo["S2"], geo["c_blocks"])](
         xr, y, running_mean, running_var, weight, bias, M, x.shape[1],
         R, geo["S2"], geo["SLAB2"], eps, alpha, ACT=K.ACT_CODES[act], FROM_VAR=True,
@@ -466,7 +467,7 @@ def _backward_run(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Ten
     counters = _fused_finalize(x, G, geo, wrap)
     if _caching(wrap, geo):
         wrap = _cached(("backward", x.shape, x.dtype, dyr.dtype, weight.dtype, bias.dtype, mean.dtype, rstd.dtype,
-                        act, G, per, batch_stats, weight_grad, tuple(GPU_TUNING.items()), counters is None),
+                        act, G, per, batch_stats, weight_grad, geo["TUNING"], counters is None),
                        xr, dyr, weight, bias, mean, rstd)
     # Where dgamma (frozen scale), the totals (ghost groups) or the counters (no fused finalize)
     # are not written, an input the kernels only read stands in for their pointers: never an
